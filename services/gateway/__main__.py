@@ -1,0 +1,58 @@
+"""Entry point: `python -m services.gateway` serves the API and UI under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from gunicorn.app.base import BaseApplication
+
+from shared.logs import configure_logging
+from shared.settings import Settings
+
+
+class GatewayServer(BaseApplication):
+    """gunicorn with threads: each process keeps one broker connection for its requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self.settings
+        self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
+        self.cfg.set("workers", settings.gateway_processes)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("threads", settings.gateway_threads)
+        # A request may legitimately wait predict_timeout_s for its answer.
+        self.cfg.set("timeout", int(settings.predict_timeout_s) + 30)
+        self.cfg.set("graceful_timeout", int(settings.predict_timeout_s) + 5)
+        self.cfg.set("child_exit", _forget_dead_process_metrics)
+
+    def load(self) -> object:
+        # Imported here, after the fork, so every process builds its own app and connection.
+        from services.gateway.app import create_app
+
+        configure_logging(self.settings.log_level, "gateway")
+        return create_app(self.settings)
+
+
+def _forget_dead_process_metrics(_server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, "gateway")
+    # Must be set before prometheus_client is imported anywhere: it picks its storage then.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="slc-gateway-metrics-"))
+    print(f"Skin Lesion Classifier gateway on http://{settings.http_host}:{settings.http_port}/", flush=True)
+    GatewayServer(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

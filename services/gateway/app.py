@@ -1,0 +1,58 @@
+"""The gateway's Flask app factory: REST API, web UI, operations endpoints."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from services.gateway import errors, operations, predictions
+from services.gateway.rpc import PredictionClient
+from shared import metrics
+from shared.messaging.topology import Topology
+from shared.model import registry
+from shared.settings import Settings
+from shared.storage import ObjectStore, create_store
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ObjectStore | None = None,
+    prediction_client: PredictionClient | None = None,
+) -> Flask:
+    """Build the app. Dependencies default to the ones the settings name; tests pass their own."""
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["SETTINGS"] = settings
+    # Whole-request bound: every file at its own limit, plus room for the form's framing.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
+    app.json.sort_keys = False
+
+    store = store if store is not None else create_store(settings)
+    registry.seed_from_directory(store, settings.models_dir)
+    if prediction_client is None:
+        prediction_client = PredictionClient(
+            settings.amqp_url, Topology.from_settings(settings), publish_timeout_s=settings.predict_timeout_s
+        )
+        prediction_client.start()
+    app.extensions["store"] = store
+    app.extensions["prediction_client"] = prediction_client
+
+    errors.init_app(app)
+    app.register_blueprint(operations.blueprint)
+    app.register_blueprint(predictions.blueprint)
+    _instrument(app)
+    return app
+
+
+def _instrument(app: Flask) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.monotonic()
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.HTTP_DURATION.labels(route).observe(time.monotonic() - g.get("started", time.monotonic()))
+        return response

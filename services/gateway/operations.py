@@ -1,0 +1,46 @@
+"""`/healthz`, `/readyz` and `/metrics` of the gateway."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from shared.errors import StorageUnavailable
+from shared.model import registry
+
+blueprint = Blueprint("operations", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready when the broker is connected, the store answers and a model is in production."""
+    checks = {"broker": "ok" if current_app.extensions["prediction_client"].connected.is_set() else "disconnected"}
+    try:
+        store = current_app.extensions["store"]
+        store.ping()
+        checks["storage"] = "ok"
+        version = registry.production_version(store)
+        checks["model"] = version or "none in production"
+        model_ok = version is not None
+    except StorageUnavailable as error:
+        checks["storage"] = str(error)
+        model_ok = False
+    ready = checks["broker"] == "ok" and checks["storage"] == "ok" and model_ok
+    return jsonify({"ready": ready, "checks": checks}), 200 if ready else 503
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several gunicorn processes: sum what each wrote to the shared directory.
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected)
+        return Response(generate_latest(collected), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)

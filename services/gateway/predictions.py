@@ -1,0 +1,153 @@
+"""`/api/v1/predictions`: upload images, get predictions (synchronously or by polling)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from services.gateway.errors import error_response
+from services.gateway.rpc import PendingReply, PredictionClient
+from shared.errors import BadInput, NotFound
+from shared.images import DecodedImage, decode_upload
+from shared.messaging.schemas import PredictionJob, PredictionResult
+from shared.settings import Settings
+from shared.storage import ObjectStore, get_json, layout
+
+blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
+
+NOT_A_DIAGNOSIS = "Research and teaching tool only; not a diagnosis. See a dermatologist about any lesion."
+_JOB_ID = re.compile(r"^(?P<date>\d{8})-[0-9a-f]{32}$")
+
+
+def new_job_id(now: datetime) -> str:
+    """Job ids carry their day, so the upload's key can be found again from the id alone."""
+    return f"{now:%Y%m%d}-{uuid.uuid4().hex}"
+
+
+def _parse_job_id(job_id: str) -> datetime:
+    match = _JOB_ID.match(job_id)
+    if match is None:
+        raise BadInput(f"{job_id[:80]!r} is not a prediction id")
+    return datetime.strptime(match["date"], "%Y%m%d").replace(tzinfo=UTC)
+
+
+def _settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def _store() -> ObjectStore:
+    return current_app.extensions["store"]
+
+
+def _client() -> PredictionClient:
+    return current_app.extensions["prediction_client"]
+
+
+def _read_uploads(settings: Settings) -> list[tuple[str, bytes]]:
+    """The request's `file` parts as (client file name, bytes), checked for shape and count."""
+    if request.mimetype != "multipart/form-data":
+        raise _UnsupportedRequest(
+            f"send images as multipart/form-data in a 'file' field, not {request.mimetype or 'no content type'}"
+        )
+    files = request.files.getlist("file")
+    if not files:
+        raise BadInput("no 'file' field in the form; send one or more images as 'file'")
+    if len(files) > settings.max_files_per_request:
+        raise BadInput(f"{len(files)} files sent; at most {settings.max_files_per_request} per request")
+    # Read one byte past the limit: enough to know a file is too large without reading it all.
+    return [(upload.filename or "", upload.stream.read(settings.max_upload_bytes + 1)) for upload in files]
+
+
+class _UnsupportedRequest(BadInput):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[DecodedImage]:
+    """Decode every file before anything is stored: one bad file refuses the whole request."""
+    checked = []
+    for index, (filename, data) in enumerate(uploads):
+        try:
+            checked.append(
+                decode_upload(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+            )
+        except BadInput as error:
+            # The client's file name is echoed (shortened) so they know which file; it is
+            # never used as a path.
+            error.args = (f"file {index + 1} ({filename[:100]!r}): {error}",)
+            raise
+    return checked
+
+
+@blueprint.post("")
+def create_predictions() -> Response | tuple[Response, int]:
+    started = time.monotonic()
+    settings = _settings()
+    uploads = _read_uploads(settings)
+    images = _check_all(uploads, settings)
+    now = datetime.now(UTC)
+    jobs = []
+    for (_, data), image in zip(uploads, images, strict=True):
+        job_id = new_job_id(now)
+        key = layout.prediction_upload(job_id, image.extension, now)
+        _store().put(key, data, image.content_type)
+        jobs.append(PredictionJob(job_id=job_id, image_key=key, submitted_at=time.time()))
+    wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
+    pending = _client().submit(jobs, want_replies=wait)
+    if not wait:
+        body = [{"id": job.job_id, "status": "pending", "url": f"/api/v1/predictions/{job.job_id}"} for job in jobs]
+        return jsonify(body[0] if len(body) == 1 else {"predictions": body}), 202
+    return _await_answers(pending, started, settings.predict_timeout_s)
+
+
+def _await_answers(pending: list[PendingReply], started: float, timeout_s: float) -> Response | tuple[Response, int]:
+    deadline = started + timeout_s
+    try:
+        for reply in pending:
+            reply.done.wait(max(deadline - time.monotonic(), 0))
+    finally:
+        _client().forget(pending)
+    late = [reply.job_id for reply in pending if not reply.done.is_set() or reply.error is not None]
+    if late:
+        return error_response(
+            504,
+            "timeout",
+            "the answer did not come in time; poll the ids for the result",
+            ids=late,
+            urls=[f"/api/v1/predictions/{job_id}" for job_id in late],
+        )
+    latency_ms = round((time.monotonic() - started) * 1000, 1)
+    answers = [_answer(reply.result, latency_ms) for reply in pending]
+    failed = [answer for answer in answers if answer.get("status") == "failed"]
+    status = 422 if failed and len(failed) == len(answers) else 200
+    if len(answers) == 1:
+        return (jsonify(answers[0]) if status == 200 else error_response(422, **failed[0]["error"])), status
+    return jsonify({"predictions": answers, "note": NOT_A_DIAGNOSIS}), status
+
+
+def _answer(result: PredictionResult, latency_ms: float | None) -> dict[str, object]:
+    answer = result.public()
+    if latency_ms is not None:
+        answer["latency_ms"] = latency_ms
+    answer["note"] = NOT_A_DIAGNOSIS
+    return answer
+
+
+@blueprint.get("/<job_id>")
+def get_prediction(job_id: str) -> Response | tuple[Response, int]:
+    day = _parse_job_id(job_id)
+    store = _store()
+    try:
+        result = PredictionResult(**get_json(store, layout.prediction_result(job_id)))
+    except NotFound:
+        uploaded = any(store.exists(layout.prediction_upload(job_id, ext, day)) for ext in ("jpg", "png"))
+        if not uploaded:
+            raise NotFound(f"no prediction {job_id}") from None
+        return jsonify({"id": job_id, "status": "pending"}), 200
+    except TypeError as error:
+        raise NotFound(f"no readable result for {job_id}: {error}") from error
+    return jsonify(_answer(result, None)), 200

@@ -1,0 +1,163 @@
+"""Publishing prediction jobs and waiting for their answers over direct reply-to.
+
+One thread owns the pika connection (pika connections are not thread-safe). Request
+threads register what they wait for, hand the publishing to that thread with
+`add_callback_threadsafe`, and block on their own events with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from shared import metrics
+from shared.errors import BrokerUnavailable, MessageDecodeError, SkinLesionError
+from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
+from shared.messaging.schemas import PredictionJob, PredictionResult
+from shared.messaging.topology import Topology
+
+log = logging.getLogger(__name__)
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+@dataclass
+class PendingReply:
+    """One job's answer, filled in by the connection thread."""
+
+    job_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    result: PredictionResult | None = None
+    error: SkinLesionError | None = None
+
+    def resolve(self, result: PredictionResult) -> None:
+        self.result = result
+        self.done.set()
+
+    def fail(self, error: SkinLesionError) -> None:
+        self.error = error
+        self.done.set()
+
+
+class PredictionClient:
+    """Owns one broker connection per gateway process; safe to call from many threads."""
+
+    def __init__(self, amqp_url: str, topology: Topology, *, publish_timeout_s: float = 10.0) -> None:
+        self._amqp_url = amqp_url
+        self._topology = topology
+        self._publish_timeout_s = publish_timeout_s
+        self._pending: dict[str, PendingReply] = {}
+        self._lock = threading.Lock()
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-connection", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                connection.add_callback_threadsafe(lambda: None)  # wake the loop up
+        self._thread.join(timeout_s)
+
+    def submit(self, jobs: list[PredictionJob], *, want_replies: bool) -> list[PendingReply]:
+        """Publish `jobs` with confirms; return their pending replies (empty if not wanted).
+
+        Raises Overloaded when the queue is full, BrokerUnavailable when the broker is gone.
+        """
+        connection = self._connection
+        if connection is None or not self.connected.is_set():
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        pending = [PendingReply(job.job_id) for job in jobs] if want_replies else []
+        with self._lock:
+            self._pending.update((reply.job_id, reply) for reply in pending)
+        outcome: Future[None] = Future()
+        try:
+            connection.add_callback_threadsafe(lambda: self._publish_all(jobs, want_replies, outcome))
+            outcome.result(timeout=self._publish_timeout_s)
+        except FutureTimeout:
+            self.forget(pending)
+            raise BrokerUnavailable("the broker did not confirm the jobs in time") from None
+        except CONNECTION_ERRORS as error:
+            self.forget(pending)
+            raise BrokerUnavailable(f"the broker connection is closed: {error!r}") from error
+        except SkinLesionError:
+            self.forget(pending)
+            raise
+        return pending
+
+    def forget(self, pending: list[PendingReply]) -> None:
+        """Stop waiting for these replies (answered, timed out, or never published)."""
+        with self._lock:
+            for reply in pending:
+                self._pending.pop(reply.job_id, None)
+
+    # Everything below runs on the connection thread.
+
+    def _publish_all(self, jobs: list[PredictionJob], want_replies: bool, outcome: Future[None]) -> None:
+        extra = {"reply_to": DIRECT_REPLY_TO} if want_replies else {}
+        try:
+            for job in jobs:
+                publish(self._channel, "", self._topology.predict_queue, job, correlation_id=job.job_id, **extra)
+                metrics.JOBS_PUBLISHED.inc()
+        except SkinLesionError as error:
+            outcome.set_exception(error)
+            return
+        outcome.set_result(None)
+
+    def _on_reply(
+        self, _channel: BlockingChannel, _method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        with self._lock:
+            reply = self._pending.pop(properties.correlation_id or "", None)
+        if reply is None:
+            return  # an answer nobody waits for any more (timed out, or a redelivered job)
+        try:
+            reply.resolve(PredictionResult.decode(body))
+        except MessageDecodeError as error:
+            reply.fail(error)
+
+    def _run(self) -> None:
+        delay_s = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._connection = connect(self._amqp_url, timeout_s=5)
+                self._channel = self._connection.channel()
+                self._topology.declare(self._channel)
+                self._channel.confirm_delivery()
+                # Direct reply-to: consume the pseudo-queue (no-ack) before publishing to it.
+                self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+                self.connected.set()
+                delay_s = 0.5
+                log.info("connected to RabbitMQ")
+                while not self._stopping.is_set():
+                    self._connection.process_data_events(time_limit=1)
+            except (SkinLesionError, *CONNECTION_ERRORS) as error:
+                log.warning("broker connection lost (%r); reconnecting in %.1fs", error, delay_s)
+            finally:
+                self.connected.clear()
+                self._fail_all_pending()
+                close_quietly(self._connection)
+                self._connection = None
+            self._stopping.wait(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+    def _fail_all_pending(self) -> None:
+        # Replies travel on this connection's channel: once it is gone they cannot arrive.
+        # The jobs themselves are safe in the queue; clients can poll their ids.
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for reply in pending:
+            reply.fail(BrokerUnavailable("lost the broker connection before the answer arrived"))

@@ -1,0 +1,121 @@
+"""The one error tree of the project.
+
+The class says what to do with an error: `BadInput` maps to a 4xx and changes nothing,
+`TransientError` is safe to retry (the worker requeues, the gateway answers 503),
+`PermanentError` will fail again (the worker dead-letters or answers with an error).
+The gateway maps classes to HTTP statuses in one place (services/gateway/errors.py).
+"""
+
+from __future__ import annotations
+
+
+class SkinLesionError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    code = "internal_error"
+
+
+class ConfigurationError(SkinLesionError):
+    """Raised when a setting is missing or malformed."""
+
+    code = "configuration_error"
+
+
+class BadInput(SkinLesionError):
+    """Raised when a client sent something we will not process; nothing was changed."""
+
+    code = "bad_input"
+    http_status = 400
+
+
+class InvalidImage(BadInput):
+    """Raised when uploaded bytes are not a readable JPEG or PNG image."""
+
+    code = "invalid_image"
+    http_status = 422
+
+
+class UnsupportedImageFormat(BadInput):
+    """Raised when an upload is a real image in a format we do not accept (GIF, BMP...)."""
+
+    code = "unsupported_image_format"
+    http_status = 415
+
+
+class PayloadTooLarge(BadInput):
+    """Raised when an upload has more bytes than the configured limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class ImageTooLarge(BadInput):
+    """Raised when an image has more pixels than the limit (decompression-bomb guard)."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class Unauthorized(BadInput):
+    """Raised when a write operation lacks the configured bearer token."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class NotFound(SkinLesionError):
+    """Raised when a job, object or model version does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class ObjectNotFound(NotFound):
+    """Raised when a key is absent from the object store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object at {key!r}")
+        self.key = key
+
+
+class TransientError(SkinLesionError):
+    """Raised when an operation failed for a reason that may pass; safe to retry."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class BrokerUnavailable(TransientError):
+    """Raised when RabbitMQ cannot be reached or dropped the connection."""
+
+    code = "broker_unavailable"
+
+
+class StorageUnavailable(TransientError):
+    """Raised when the object store cannot be reached."""
+
+    code = "storage_unavailable"
+
+
+class Overloaded(TransientError):
+    """Raised when the prediction queue is full and the broker rejected the job."""
+
+    code = "overloaded"
+
+
+class PermanentError(SkinLesionError):
+    """Raised when processing a message can never succeed; it goes to the dead-letter queue."""
+
+    code = "permanent_error"
+
+
+class MessageDecodeError(PermanentError):
+    """Raised when a message body is not valid JSON of the expected schema."""
+
+    code = "bad_message"
+
+
+class ModelUnavailable(TransientError):
+    """Raised when no servable model version could be loaded."""
+
+    code = "model_unavailable"

@@ -1,0 +1,126 @@
+"""Image checks and conversion to model input, shared by the gateway, worker and trainer.
+
+Every upload goes through `decode_upload` before anything is stored: the real format is
+sniffed from the bytes (never from the file name or content type), only JPEG and PNG are
+accepted, bytes and pixels are bounded, and the whole image is decoded so a truncated
+file is caught here rather than in a worker.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from shared.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedImageFormat
+
+MODEL_INPUT_SIZE = (224, 224)
+
+# Magic numbers of formats we recognise. Only JPEG and PNG are accepted; the others are
+# named so the client learns why its real image was refused.
+_ACCEPTED_SIGNATURES = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
+_REFUSED_SIGNATURES = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"RIFF": "WebP",
+    b"\x00\x00\x01\x00": "ICO",
+}
+EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload that passed every check: its sniffed format and its RGB pixels."""
+
+    format: str
+    width: int
+    height: int
+    rgb: Image.Image
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def sniff_format(data: bytes) -> str:
+    """Return "jpeg" or "png" from the leading bytes, or raise a BadInput that says why not."""
+    if not data:
+        raise InvalidImage("the file is empty")
+    for signature, name in _ACCEPTED_SIGNATURES.items():
+        if data.startswith(signature):
+            return name
+    for signature, name in _REFUSED_SIGNATURES.items():
+        if data.startswith(signature):
+            raise UnsupportedImageFormat(f"{name} images are not supported; send JPEG or PNG")
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) or b"<svg" in head:
+        raise UnsupportedImageFormat("SVG images are not supported; send JPEG or PNG")
+    raise InvalidImage("the file is not a JPEG or PNG image")
+
+
+def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """Check an uploaded file completely and return it as upright RGB pixels.
+
+    Raises PayloadTooLarge over `max_bytes`, ImageTooLarge over `max_pixels` (checked from
+    the header, before the pixels are decoded), UnsupportedImageFormat or InvalidImage.
+    """
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the file has {len(data)} bytes; the limit is {max_bytes}")
+    image_format = sniff_format(data)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (rather than raises) between 1x and 2x its own pixel limit; our
+            # own limit below is the one that counts, so the warning is noise here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[image_format.upper()])
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels"
+                )
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
+    except (ImageTooLarge, InvalidImage):
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"the image has too many pixels: {error}") from error
+    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as error:
+        raise InvalidImage(f"the {image_format.upper()} file is damaged or truncated: {error}") from error
+    width, height = rgb.size
+    return DecodedImage(format=image_format, width=width, height=height, rgb=rgb)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any decoded mode (CMYK, L, LA, P, RGBA, 16-bit) to 8-bit RGB."""
+    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N"}:
+        # 16-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+        pixels = np.asarray(image, dtype=np.uint32)
+        peak = 65535 if pixels.max(initial=0) > 255 else 255
+        scaled = (pixels * 255 // peak).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def to_model_input(rgb: Image.Image) -> np.ndarray:
+    """Resize RGB pixels to the model's 224x224 input, uint8 HWC (the model rescales itself)."""
+    if rgb.size != MODEL_INPUT_SIZE:
+        rgb = rgb.resize(MODEL_INPUT_SIZE, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def model_input_from_bytes(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Decode, check and resize in one step: what the worker and the trainer need."""
+    return to_model_input(decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels).rgb)

@@ -1,0 +1,132 @@
+"""The only module that touches pika: connections, publishing with confirms, consuming.
+
+A pika connection belongs to the thread that made it; other threads hand work to it with
+`connection.add_callback_threadsafe`. pika's errors become the project's own here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from shared.errors import BrokerUnavailable, Overloaded
+from shared.messaging.schemas import CONTENT_TYPE, SCHEMA_VERSION, Message
+
+log = logging.getLogger(__name__)
+
+# Every pika error that means "the broker or the connection is gone": retry elsewhere.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+
+
+def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30) -> pika.URLParameters:
+    """Parameters with bounded timeouts: no connect, socket or block waits forever."""
+    parameters = pika.URLParameters(amqp_url)
+    parameters.heartbeat = heartbeat_s
+    parameters.blocked_connection_timeout = 30
+    parameters.socket_timeout = 5
+    parameters.stack_timeout = 10
+    parameters.connection_attempts = 1
+    return parameters
+
+
+def connect(amqp_url: str, *, timeout_s: float = 30.0, heartbeat_s: int = 30) -> BlockingConnection:
+    """Connect with exponential backoff; raise BrokerUnavailable after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.2
+    while True:
+        try:
+            return BlockingConnection(connection_parameters(amqp_url, heartbeat_s=heartbeat_s))
+        except CONNECTION_ERRORS as error:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerUnavailable(f"cannot connect to RabbitMQ: {error!r}") from error
+            log.warning("RabbitMQ not reachable (%r); retrying in %.1fs", error, delay_s)
+            time.sleep(min(delay_s, remaining))
+            delay_s = min(delay_s * 2, 5.0)
+
+
+def message_properties(message: Message, **extra: object) -> BasicProperties:
+    """Persistent JSON with the job id as message_id, a timestamp and the schema version."""
+    return BasicProperties(
+        message_id=message.message_id,
+        content_type=CONTENT_TYPE,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        timestamp=int(time.time()),
+        type=message.kind,
+        headers={"schema_version": SCHEMA_VERSION},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def publish(
+    channel: BlockingChannel,
+    exchange: str,
+    routing_key: str,
+    message: Message,
+    **properties: object,
+) -> None:
+    """Publish on a channel in confirm mode; return once the broker has taken the message.
+
+    Raises Overloaded when a bounded queue rejected it, BrokerUnavailable when the broker
+    could not route or confirm it.
+    """
+    try:
+        channel.basic_publish(
+            exchange,
+            routing_key,
+            message.encode(),
+            message_properties(message, **properties),
+            mandatory=True,
+        )
+    except pika.exceptions.NackError as error:
+        raise Overloaded("the prediction queue is full; try again shortly") from error
+    except pika.exceptions.UnroutableError as error:
+        raise BrokerUnavailable(f"no queue is bound for {routing_key!r}") from error
+    except CONNECTION_ERRORS as error:
+        raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
+
+
+def publish_event(amqp_url: str, exchange: str, message: Message, *, routing_key: str) -> None:
+    """Open a short-lived connection, publish one confirmed event, close.
+
+    For occasional publishers (the import command, the trainer); hot paths keep a connection.
+    """
+    connection = connect(amqp_url, timeout_s=10)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        try:
+            channel.basic_publish(
+                exchange, routing_key, message.encode(), message_properties(message)
+            )
+        except CONNECTION_ERRORS as error:
+            raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
+    finally:
+        close_quietly(connection)
+
+
+def close_quietly(connection: BlockingConnection | None) -> None:
+    """Close a connection that may already be dead without raising."""
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except (*CONNECTION_ERRORS, pika.exceptions.ConnectionWrongStateError):
+        pass
+
+
+Delivery = tuple[Basic.Deliver, BasicProperties, bytes]
+OnDelivery = Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]

@@ -1,0 +1,78 @@
+"""Queue and exchange names, and their idempotent declaration.
+
+Quorum queues with a dead-letter exchange and a delivery limit, so a poison message ends
+in `<queue>.dead` after a few tries instead of looping forever. `predict` is bounded with
+overflow `reject-publish`: a full system nacks the publish and the gateway answers 503.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from shared.settings import Settings
+
+EVENT_MODEL_PUBLISHED = "model.published"
+EVENT_MODEL_PROMOTED = "model.promoted"
+EVENT_DATASET_CHANGED = "dataset.changed"
+EVENT_TRAINING_PROGRESS = "training.progress"
+EVENT_TRAINING_FINISHED = "training.finished"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every name on the broker, prefixed with the settings' `broker_namespace`."""
+
+    namespace: str
+    predict_max_length: int
+    delivery_limit: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(settings.broker_namespace, settings.predict_queue_max_length, settings.delivery_limit)
+
+    @property
+    def predict_queue(self) -> str:
+        return f"{self.namespace}predict"
+
+    @property
+    def train_queue(self) -> str:
+        return f"{self.namespace}train"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}dead-letter"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}events"
+
+    @property
+    def insights_queue(self) -> str:
+        return f"{self.namespace}insights.dataset-changed"
+
+    @staticmethod
+    def dead_letter_queue(queue: str) -> str:
+        return f"{queue}.dead"
+
+    def declare(self, channel: BlockingChannel) -> None:
+        """Declare everything; safe to call from every service at every connect."""
+        channel.exchange_declare(self.dead_letter_exchange, "direct", durable=True)
+        channel.exchange_declare(self.events_exchange, "topic", durable=True)
+        self._declare_work_queue(channel, self.predict_queue, max_length=self.predict_max_length)
+        self._declare_work_queue(channel, self.train_queue, max_length=None)
+
+    def _declare_work_queue(self, channel: BlockingChannel, queue: str, max_length: int | None) -> None:
+        dead_queue = self.dead_letter_queue(queue)
+        channel.queue_declare(dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(dead_queue, self.dead_letter_exchange, routing_key=queue)
+        arguments: dict[str, object] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": queue,
+            "x-delivery-limit": self.delivery_limit,
+        }
+        if max_length is not None:
+            arguments |= {"x-max-length": max_length, "x-overflow": "reject-publish"}
+        channel.queue_declare(queue, durable=True, arguments=arguments)

@@ -1,0 +1,153 @@
+"""Labelled images for training and evaluation: loading, the validation split, augmentation.
+
+Images are decoded with the same functions the worker uses (`shared.images`), so training,
+evaluation and serving see identical pixels. A whole split is held in memory as one uint8
+array (HAM10000's train/ is about 0.9 GB).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from shared.images import model_input_from_bytes
+from shared.storage import ObjectStore, layout
+
+LABELS = layout.LABELS  # index 0 = benign, 1 = malignant
+# HAM10000 diagnoses, used as an auxiliary training target when a manifest provides them.
+DIAGNOSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Generous limits: training data is trusted, but decoding goes through the same checks.
+_MAX_BYTES = 50 * 1024 * 1024
+_MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A split in memory: pixels uint8 (N, 224, 224, 3), labels 0/1, diagnosis index or -1."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    diagnoses: np.ndarray
+    names: tuple[str, ...]
+    content_hash: str  # sha256 over sorted "label/sha256-of-file" lines: data provenance
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def has_diagnoses(self) -> bool:
+        return bool(len(self.diagnoses)) and bool(np.all(self.diagnoses >= 0))
+
+    def subset(self, indices: np.ndarray) -> LabelledImages:
+        names = tuple(self.names[i] for i in indices)
+        return LabelledImages(self.pixels[indices], self.labels[indices], self.diagnoses[indices], names,
+                              _content_hash(names))
+
+
+def read_manifest_diagnoses(manifest: Path) -> dict[str, str]:
+    """Map file name -> diagnosis code from a HAM10000-style manifest.csv (columns path, dx)."""
+    with manifest.open(newline="") as handle:
+        return {Path(row["path"]).name: row["dx"] for row in csv.DictReader(handle)}
+
+
+def load_folder(folder: Path, *, diagnoses: dict[str, str] | None = None, limit: int | None = None,
+                workers: int = 4) -> LabelledImages:
+    """Load `folder/{benign,malignant}/*` (JPEG/PNG); `limit` caps images per class."""
+    entries: list[tuple[str, int, Path]] = []
+    for label_index, label in enumerate(LABELS):
+        files = sorted(p for p in (folder / label).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no images in {folder / label}")
+        entries += [(f"{label}/{p.name}", label_index, p) for p in files[:limit]]
+    return _decode_all(entries, lambda path: path.read_bytes(), diagnoses or {}, workers)
+
+
+def load_store(store: ObjectStore, split: str, *, limit: int | None = None, workers: int = 8) -> LabelledImages:
+    """Load `datasets/{split}/{benign,malignant}/*` from the object store."""
+    entries: list[tuple[str, int, str]] = []
+    for label_index, label in enumerate(LABELS):
+        keys = sorted(store.list(layout.dataset_prefix(split, label)))
+        entries += [(f"{label}/{key.rsplit('/', 1)[-1]}", label_index, key) for key in keys[:limit]]
+    if not entries:
+        raise FileNotFoundError(f"no images under {layout.dataset_prefix(split)}")
+    return _decode_all(entries, store.get, {}, workers)
+
+
+def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> LabelledImages:
+    def decode(entry):
+        data = read(entry[2])
+        pixels = model_input_from_bytes(data, max_bytes=_MAX_BYTES, max_pixels=_MAX_PIXELS)
+        return pixels, hashlib.sha256(data).hexdigest()
+
+    # Decoding releases the GIL in Pillow, so threads give a real speed-up on file reads.
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(pool.map(decode, entries))
+    names = tuple(name for name, _, _ in entries)
+    dx_index = {code: i for i, code in enumerate(DIAGNOSES)}
+    dx = [dx_index.get(diagnoses.get(name.split("/", 1)[1], ""), -1) for name in names]
+    provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, (_, digest) in zip(names, decoded))
+    return LabelledImages(
+        pixels=np.stack([pixels for pixels, _ in decoded]),
+        labels=np.array([label for _, label, _ in entries], np.int8),
+        diagnoses=np.array(dx, np.int8),
+        names=names,
+        content_hash=hashlib.sha256("\n".join(provenance).encode()).hexdigest(),
+    )
+
+
+def _content_hash(names: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): `fraction` of each class goes to validation, at random."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), received fraction={fraction}")
+    rng = np.random.default_rng(seed)
+    validation = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        validation.append(members[: max(1, round(fraction * len(members)))])
+    chosen = np.sort(np.concatenate(validation))
+    rest = np.setdiff1d(np.arange(len(labels)), chosen)
+    return rest, chosen
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One random dermoscopy-style view of a uint8 (224, 224, 3) image; float32 in 0..255.
+
+    Lesions have no canonical orientation, so all 8 flips/90-degree rotations are equally
+    real; a crop of 70-100% of the area imitates zoom; mild colour jitter imitates
+    differences between dermatoscopes and lighting. `seed` is a stateless seed, shape (2,).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+    height, width = image.shape[0], image.shape[1]
+    x = tf.image.convert_image_dtype(image, tf.float32)
+    x = tf.image.stateless_random_flip_left_right(x, seeds[0])
+    x = tf.image.rot90(x, tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32))
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(x), tf.zeros([1, 0, 4]), seeds[2], min_object_covered=0.0,
+        aspect_ratio_range=(0.8, 1.25), area_range=(0.7, 1.0), use_image_if_no_bounding_boxes=True)
+    x = tf.image.resize(tf.slice(x, begin, size), (height, width))
+    x = tf.image.stateless_random_brightness(x, 0.08, seeds[3])
+    x = tf.image.stateless_random_contrast(x, 0.85, 1.15, seeds[4])
+    x = tf.image.stateless_random_saturation(x, 0.85, 1.15, seeds[5])
+    x = tf.image.stateless_random_hue(x, 0.03, seeds[6])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def augmented_views(pixels: np.ndarray, view: int, seed: int, batch_size: int = 32) -> tf.data.Dataset:
+    """Batches of augmented copies of `pixels` (in order); `view` picks an independent draw."""
+    dataset = tf.data.Dataset.from_tensor_slices(pixels).enumerate()
+
+    def one(index, image):
+        return augment(image, tf.stack([tf.cast(seed, tf.int64), index * 1000 + view]))
+
+    return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)

@@ -1,0 +1,103 @@
+"""One typed settings object, read from environment variables once at start-up.
+
+Every default works on one machine: the local RabbitMQ, and a filesystem store under
+`var/store` unless `S3_ENDPOINT` names a MinIO/S3 endpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of every service. Field `foo_bar` is read from env `FOO_BAR`."""
+
+    # Broker
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # Prefix for every queue and exchange name; lets tests and tenants share one broker.
+    broker_namespace: str = ""
+    predict_queue_max_length: int = 2000
+    delivery_limit: int = 3
+    # Storage: filesystem store under store_dir unless s3_endpoint is set.
+    s3_endpoint: str = ""
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    # Prefix for bucket names, so several deployments or test runs can share one endpoint.
+    s3_bucket_prefix: str = ""
+    store_dir: Path = REPO_ROOT / "var" / "store"
+    # Gateway
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    gateway_processes: int = 1
+    gateway_threads: int = 64
+    predict_timeout_s: float = 10.0
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_files_per_request: int = 32
+    write_token: str = ""
+    upload_retention_days: int = 30
+    # Worker
+    worker_max_batch: int = 16
+    worker_max_wait_ms: float = 5.0
+    worker_metrics_port: int = 9101
+    inference_threads: int = 0  # 0 = one per core
+    # Trainer and insights expose /metrics, /healthz and /readyz on their own ports.
+    trainer_metrics_port: int = 9102
+    insights_metrics_port: int = 9103
+    # Labelled images imported into the store on first start: {train,test}/{benign,malignant}/.
+    data_dir: Path = REPO_ROOT / "data"
+    # Model
+    models_dir: Path = REPO_ROOT / "models"
+    pretrained_weights: str = "imagenet"
+    # Logging
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `environ` (default `os.environ`), then apply `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(spec.name.upper())
+            if raw is None:
+                continue
+            values[spec.name] = _convert(spec.name, spec.type, raw)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3_endpoint)
+
+
+_CONVERTERS = {"int": int, "float": float, "bool": _parse_bool, "Path": Path, "str": str}
+
+
+def _convert(name: str, type_name: object, raw: str) -> object:
+    converter = _CONVERTERS.get(str(type_name))
+    if converter is None:
+        raise ConfigurationError(f"setting {name.upper()} has unsupported type {type_name}")
+    try:
+        return converter(raw)
+    except ValueError as error:
+        raise ConfigurationError(f"setting {name.upper()}={raw!r} is not a valid {type_name}: {error}") from error

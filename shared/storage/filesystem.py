@@ -1,0 +1,67 @@
+"""A local-filesystem object store: the default for a one-machine run without MinIO."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared.errors import ObjectNotFound, StorageUnavailable
+from shared.storage.base import split_key
+
+
+class FilesystemStore:
+    """Objects as files under `root/bucket/name`; writes go through a temp file and rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        bucket, name = split_key(key)
+        return self.root / bucket / name
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same-directory temp file + os.replace: atomic on POSIX, so readers never see half.
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as temp_file:
+                temp_file.write(data)
+                temp_file.flush()
+                os.fsync(temp_file.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        bucket, _, rest = prefix.partition("/")
+        bucket_dir = self.root / bucket
+        if not bucket or not bucket_dir.is_dir():
+            return
+        keys = []
+        for path in bucket_dir.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                name = path.relative_to(bucket_dir).as_posix()
+                if name.startswith(rest):
+                    keys.append(f"{bucket}/{name}")
+        yield from sorted(keys)
+
+    def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"store directory {self.root} is not writable")

@@ -1,0 +1,143 @@
+"""The MinIO/S3 object store, through the `minio` client.
+
+The only module that touches `minio`; its errors become the project's own here.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from shared.errors import ObjectNotFound, StorageUnavailable
+from shared.storage.base import split_key
+from shared.storage.layout import BUCKETS
+
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+
+
+class S3Store:
+    """Objects in buckets named `{bucket_prefix}{bucket}` on an S3 endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        bucket_prefix: str = "",
+        timeout_s: float = 10.0,
+    ) -> None:
+        endpoint = endpoint.removeprefix("http://").removeprefix("https://")
+        # Bounded timeouts and retries: a store that is gone must not hang a request forever.
+        http_client = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            maxsize=32,
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        )
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http_client,
+        )
+        self._bucket_prefix = bucket_prefix
+        self._known_buckets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _locate(self, key: str) -> tuple[str, str]:
+        bucket, name = split_key(key)
+        return self._bucket_prefix + bucket, name
+
+    def _ensure_bucket(self, bucket: str) -> None:
+        if bucket in self._known_buckets:
+            return
+        with self._lock:
+            try:
+                if not self._client.bucket_exists(bucket):
+                    self._client.make_bucket(bucket)
+            except S3Error as error:
+                if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise StorageUnavailable(f"cannot create bucket {bucket}: {error}") from error
+            except (MinioException, urllib3.exceptions.HTTPError) as error:
+                raise StorageUnavailable(f"cannot reach S3 endpoint: {error}") from error
+            self._known_buckets.add(bucket)
+
+    def ensure_buckets(self) -> None:
+        """Create every bucket of the layout; called once at start-up."""
+        for bucket in BUCKETS:
+            self._ensure_bucket(self._bucket_prefix + bucket)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        bucket, name = self._locate(key)
+        self._ensure_bucket(bucket)
+        try:
+            self._client.put_object(bucket, name, io.BytesIO(data), len(data), content_type=content_type)
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot store {key}: {error}") from error
+
+    def get(self, key: str) -> bytes:
+        bucket, name = self._locate(key)
+        response = None
+        try:
+            response = self._client.get_object(bucket, name)
+            return response.read()
+        except S3Error as error:
+            if error.code in _MISSING_CODES:
+                raise ObjectNotFound(key) from None
+            raise StorageUnavailable(f"cannot read {key}: {error}") from error
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot read {key}: {error}") from error
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        bucket, name = self._locate(key)
+        try:
+            self._client.stat_object(bucket, name)
+            return True
+        except S3Error as error:
+            if error.code in _MISSING_CODES or error.code in {"NoSuchKey", "ResourceNotFound"}:
+                return False
+            raise StorageUnavailable(f"cannot stat {key}: {error}") from error
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot stat {key}: {error}") from error
+
+    def delete(self, key: str) -> None:
+        bucket, name = self._locate(key)
+        try:
+            self._client.remove_object(bucket, name)
+        except S3Error as error:
+            if error.code not in _MISSING_CODES:
+                raise StorageUnavailable(f"cannot delete {key}: {error}") from error
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot delete {key}: {error}") from error
+
+    def list(self, prefix: str) -> Iterator[str]:
+        bucket_name, _, rest = prefix.partition("/")
+        bucket = self._bucket_prefix + bucket_name
+        try:
+            for item in self._client.list_objects(bucket, prefix=rest, recursive=True):
+                yield f"{bucket_name}/{item.object_name}"
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return
+            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+
+    def ping(self) -> None:
+        try:
+            self._client.bucket_exists(self._bucket_prefix + BUCKETS[0])
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot reach S3 endpoint: {error}") from error

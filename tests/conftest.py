@@ -1,0 +1,113 @@
+"""Shared fixtures: the real RabbitMQ, a real S3 endpoint (moto's server), test models.
+
+Integration tests fail, not skip, when RabbitMQ is missing: CI must provide it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+
+from shared.settings import Settings
+from tests.support.onnx_models import brightness_model, write_models_dir
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+OUTPUT_DIR = REPO_ROOT / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    return OUTPUT_DIR
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?socket_timeout=3")).close()
+    except pika.exceptions.AMQPError as error:
+        pytest.fail(f"RabbitMQ is not reachable at {AMQP_URL}: {error!r} (start it: rabbitmq-server -detached)")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(output_dir: Path) -> Iterator[str]:
+    """moto's S3 server as a real HTTP endpoint on a free port, for the whole session."""
+    port = free_port()
+    log = open(output_dir / "moto-server.log", "w")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", timeout_s=30, process=process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def namespace(amqp_url: str) -> Iterator[str]:
+    """A fresh prefix for queue and exchange names; everything under it is deleted after."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}."
+    yield prefix
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for queue in ("predict", "predict.dead", "train", "train.dead", "insights.dataset-changed"):
+        channel.queue_delete(prefix + queue)
+    for exchange in ("dead-letter", "events"):
+        channel.exchange_delete(prefix + exchange)
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shipped-models folder holding the brightness test model as production."""
+    root = tmp_path_factory.mktemp("models")
+    return write_models_dir(root, {"test-v1": brightness_model()}, production="test-v1")
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str, namespace: str, models_dir: Path) -> Settings:
+    bucket_prefix = namespace.replace(".", "").lower() + "-"
+    return Settings(
+        broker_namespace=namespace,
+        amqp_url=AMQP_URL,
+        s3_endpoint=s3_endpoint,
+        s3_access_key="testing",
+        s3_secret_key="testing",
+        s3_bucket_prefix=bucket_prefix,
+        models_dir=models_dir,
+    )

@@ -1,0 +1,49 @@
+"""Tiny ONNX models with the serving model's signature, built without TensorFlow.
+
+probability = sigmoid(weight * (mean pixel / 255) + bias): a bright image is "malignant",
+a dark one "benign", so tests know the right answer for images they draw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def brightness_model(weight: float = 12.0, bias: float = -6.0) -> bytes:
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 224, 224, 3])
+    output = helper.make_tensor_value_info("probability_malignant", TensorProto.FLOAT, ["batch", 1])
+    initializers = [
+        numpy_helper.from_array(np.array(weight / 255.0, np.float32), "weight"),
+        numpy_helper.from_array(np.array(bias, np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean", "weight"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["probability"]),
+        helper.make_node("Unsqueeze", ["probability", "axes"], ["probability_malignant"]),
+    ]
+    initializers.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    graph = helper.make_graph(nodes, "brightness", [image], [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def write_models_dir(root: Path, versions: dict[str, bytes], production: str, threshold: float = 0.5) -> Path:
+    """Lay out a shipped-models folder (`versions/<v>/`, `aliases/production.json`)."""
+    for version, artifact in versions.items():
+        folder = root / "versions" / version
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.onnx").write_bytes(artifact)
+        card = {"version": version, "threshold": threshold, "calibration": None, "serving_artifact": "model.onnx"}
+        (folder / "card.json").write_text(json.dumps(card))
+    (root / "aliases").mkdir(parents=True, exist_ok=True)
+    (root / "aliases" / "production.json").write_text(json.dumps({"version": production}))
+    return root
