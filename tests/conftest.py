@@ -6,44 +6,21 @@ Integration tests fail, not skip, when RabbitMQ is missing: CI must provide it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
-import requests
 
-from shared.settings import Settings
+from shared.settings import REPO_ROOT, Settings
+from tests.support.network import free_port, wait_for_http
 from tests.support.onnx_models import brightness_model, write_models_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 OUTPUT_DIR = REPO_ROOT / "test-output"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")

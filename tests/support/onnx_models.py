@@ -14,7 +14,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def brightness_model(weight: float = 12.0, bias: float = -6.0) -> bytes:
+def brightness_model(weight: float = 12.0, bias: float = -6.0, *, slow: bool = False) -> bytes:
+    """The brightness model; `slow` adds a convolution whose cost is near MobileNetV2's
+    (its result is multiplied by zero), so a batch takes long enough to be interrupted."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 224, 224, 3])
     output = helper.make_tensor_value_info("probability_malignant", TensorProto.FLOAT, ["batch", 1])
     initializers = [
@@ -29,6 +31,20 @@ def brightness_model(weight: float = 12.0, bias: float = -6.0) -> bytes:
         helper.make_node("Unsqueeze", ["probability", "axes"], ["probability_malignant"]),
     ]
     initializers.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    if slow:
+        kernel = np.random.default_rng(0).normal(size=(48, 3, 7, 7)).astype(np.float32)
+        initializers += [
+            numpy_helper.from_array(kernel, "kernel"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ]
+        nodes[2:3] = [
+            helper.make_node("Transpose", ["image"], ["planar"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["planar", "kernel"], ["features"], pads=[3, 3, 3, 3]),
+            helper.make_node("ReduceMean", ["features"], ["feature_mean"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Mul", ["feature_mean", "zero"], ["nothing"]),
+            helper.make_node("Add", ["scaled", "bias"], ["biased"]),
+            helper.make_node("Add", ["biased", "nothing"], ["logit"]),
+        ]
     graph = helper.make_graph(nodes, "brightness", [image], [output], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

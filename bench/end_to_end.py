@@ -1,0 +1,452 @@
+"""End-to-end benchmark: the served model's raw throughput against the whole system's.
+
+One run measures, on the same machine and model:
+
+1. raw in-process ServingModel throughput (images/s) at batch 1 and at the worker's batch
+   size, before and after the end-to-end part (the spread shows how noisy the machine was);
+2. the real system (gateway + N workers as processes, fresh broker namespace, temporary
+   filesystem store) driven by closed-loop HTTP clients at several concurrency levels:
+   requests/s, p50/p95/p99 latency, errors, and the ratio e2e req/s / raw batch images/s.
+
+Beside each level it reports where the CPU went (gateway, workers, these clients, the rest
+of the machine) and the workers' mean batch size, so a missed target points at its cause.
+Speed is only ever printed here, never asserted in tests.
+
+    PYTHONPATH=. .venv/bin/python -m bench.end_to_end --duration 20 --concurrency 1 8 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from shared.images import model_input_from_bytes
+from shared.messaging.rabbitmq import close_quietly, connect
+from shared.messaging.topology import Topology
+from shared.model import registry
+from shared.model.serving import ServingModel
+from shared.settings import REPO_ROOT, Settings
+from shared.storage import FilesystemStore
+
+DEFAULT_IMAGES = Path("/work/shared/datasets/ham10000/test")
+BENCH_MODEL_CACHE = REPO_ROOT / "var" / "bench-model"
+BENCH_VERSION = "bench-random"
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Level:
+    """One concurrency level's measurements; CPU figures are % of one core (200 = 2 cores)."""
+
+    workers: int
+    clients: int
+    latencies_ms: list[float]
+    errors: int
+    seconds: float
+    mean_batch: float
+    cpu: dict[str, float]
+
+    @property
+    def requests_per_s(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+# Model and images
+
+
+def models_dir(requested: Path | None) -> Path:
+    """The shipped production model if there is one, else a cached stand-in of the same shape."""
+    if requested is not None:
+        return requested
+    shipped = REPO_ROOT / "models"
+    if (shipped / "aliases" / "production.json").is_file():
+        return shipped
+    if not (BENCH_MODEL_CACHE / "aliases" / "production.json").is_file():
+        _build_stand_in_model(BENCH_MODEL_CACHE)
+    return BENCH_MODEL_CACHE
+
+
+def _build_stand_in_model(target: Path) -> None:
+    """MobileNetV2 alpha 1.0 with random weights: as fast as the trained one, minutes to build."""
+    print(f"no shipped model; building a random-weight MobileNetV2 into {target} (once)", flush=True)
+    # TensorFlow is imported only here: runs with a cached or shipped model stay light.
+    from shared.model.architecture import build_model
+    from shared.model.export import export_onnx
+
+    artifact = export_onnx(build_model(None))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the cache and renamed: an interrupted build leaves no half-written cache.
+    staging = Path(tempfile.mkdtemp(prefix="bench-model-", dir=target.parent))
+    version_dir = staging / "versions" / BENCH_VERSION
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.onnx").write_bytes(artifact)
+    card = {"version": BENCH_VERSION, "threshold": 0.5, "calibration": None, "serving_artifact": "model.onnx"}
+    (version_dir / "card.json").write_text(json.dumps(card))
+    (staging / "aliases").mkdir()
+    (staging / "aliases" / "production.json").write_text(json.dumps({"version": BENCH_VERSION}))
+    staging.rename(target)
+
+
+def load_images(folder: Path, count: int) -> list[bytes]:
+    """Up to `count` JPEGs from `folder` (recursively, evenly spread), or synthetic ones."""
+    paths = sorted(folder.rglob("*.jpg")) if folder.is_dir() else []
+    if not paths:
+        print(f"no JPEGs under {folder}; using synthetic images", flush=True)
+        return _synthetic_jpegs(count)
+    step = max(len(paths) // count, 1)
+    return [path.read_bytes() for path in paths[::step][:count]]
+
+
+def _synthetic_jpegs(count: int) -> list[bytes]:
+    import io
+
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(generator.integers(0, 256, (224, 224, 3), np.uint8)).save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+# Raw in-process throughput
+
+
+def raw_throughput(model: ServingModel, pixels: np.ndarray, batch_size: int, seconds: float) -> float:
+    """Images per second of back-to-back `model.predict` calls on batches of `batch_size`."""
+    batch = np.stack([pixels[i % len(pixels)] for i in range(batch_size)])
+    model.predict(batch)  # warm-up: the first run of a shape allocates buffers
+    images = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.predict(batch)
+        images += batch_size
+    return images / (time.perf_counter() - started)
+
+
+def load_bench_model(folder: Path, threads: int) -> ServingModel:
+    """The production model of `folder`, loaded as a worker loads it (same thread setting)."""
+    with tempfile.TemporaryDirectory(prefix="bench-raw-store-") as store_dir:
+        store = FilesystemStore(Path(store_dir))
+        registry.seed_from_directory(store, folder)
+        return registry.load_production(store, threads=threads)
+
+
+# The system under test
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class System:
+    url: str
+    worker_metrics_urls: list[str]
+    process_groups: dict[str, list[int]]
+
+
+@contextmanager
+def running_system(models: Path, workers: int, batch_size: int, log_dir: Path) -> Iterator[System]:
+    """Gateway + `workers` workers as processes in a fresh namespace; everything is stopped
+    and the namespace's queues deleted on the way out, whatever happened."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}."
+    base_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "MODELS_DIR": str(models),
+        "STORE_DIR": str(log_dir / "store"),
+        "BROKER_NAMESPACE": namespace,
+        "WORKER_MAX_BATCH": str(batch_size),
+    }
+    http_port = free_port()
+    metrics_ports = [free_port() for _ in range(workers)]
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for index, port in enumerate(metrics_ports):
+            env = {**base_env, "WORKER_METRICS_PORT": str(port)}
+            processes[f"worker{index}"] = _spawn("services.worker", env, log_dir / f"worker{index}.log")
+        processes["gateway"] = _spawn("services.gateway", {**base_env, "HTTP_PORT": str(http_port)}, log_dir / "gateway.log")
+        system = System(
+            url=f"http://127.0.0.1:{http_port}",
+            worker_metrics_urls=[f"http://127.0.0.1:{port}" for port in metrics_ports],
+            process_groups={
+                "gateway": [processes["gateway"].pid],
+                "workers": [p.pid for name, p in processes.items() if name.startswith("worker")],
+            },
+        )
+        _wait_ready([system.url, *system.worker_metrics_urls], processes, log_dir)
+        yield system
+    finally:
+        for process in processes.values():
+            _stop(process)
+        _delete_namespace(namespace)
+
+
+def _spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    # A session of its own: gunicorn forks, and the whole group is stopped (and measured) by id.
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_ready(urls: list[str], processes: dict[str, subprocess.Popen[bytes]], log_dir: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = list(urls)
+    while pending:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {log_dir}/{name}.log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f}s: {pending}; logs in {log_dir}")
+        pending = [url for url in pending if not _is_ready(url)]
+        time.sleep(0.5)
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process's group, then SIGKILL it if it has not gone within the timeout."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # also any gunicorn child left behind
+    except ProcessLookupError:
+        return
+    process.wait(STOP_TIMEOUT_S)
+
+
+def _delete_namespace(namespace: str) -> None:
+    topology = Topology.from_settings(Settings(broker_namespace=namespace))
+    connection = connect(Settings.from_env().amqp_url, timeout_s=10)
+    try:
+        channel = connection.channel()
+        for queue in (topology.predict_queue, topology.train_queue):
+            channel.queue_delete(queue)
+            channel.queue_delete(Topology.dead_letter_queue(queue))
+        channel.exchange_delete(topology.events_exchange)
+        channel.exchange_delete(topology.dead_letter_exchange)
+    finally:
+        close_quietly(connection)
+
+
+# CPU accounting: where the two cores went during a level
+
+
+def _group_cpu_s(leaders: list[int]) -> float:
+    """User + system CPU seconds of every live process in the groups led by `leaders`."""
+    wanted = set(leaders)
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[2]) in wanted:  # fields[2] is the process group id
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def _machine_busy_s() -> float:
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_snapshot(system: System) -> dict[str, float]:
+    snapshot = {name: _group_cpu_s(pids) for name, pids in system.process_groups.items()}
+    return snapshot | {"clients": _self_cpu_s(), "machine": _machine_busy_s()}
+
+
+def cpu_percent(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    used = {name: 100 * (after[name] - before[name]) / seconds for name in before}
+    used["other"] = used.pop("machine") - sum(used.values())
+    return used
+
+
+# Workers' batching, from their /metrics
+
+
+def batch_totals(system: System) -> tuple[float, float]:
+    """(images, batches) summed over the workers' slc_worker_batch_size histograms."""
+    images = batches = 0.0
+    for url in system.worker_metrics_urls:
+        for line in requests.get(f"{url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("slc_worker_batch_size_sum"):
+                images += float(line.split()[-1])
+            elif line.startswith("slc_worker_batch_size_count"):
+                batches += float(line.split()[-1])
+    return images, batches
+
+
+# Closed-loop clients
+
+
+def drive(system: System, images: list[bytes], clients: int, warmup_s: float, seconds: float) -> Level:
+    """`clients` threads each post one image and wait for the answer, back to back. Requests
+    started during the measured window count; those of the warm-up do not."""
+    timeout_s = Settings.from_env().predict_timeout_s + 5
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    window_start = time.perf_counter() + warmup_s
+    window_end = window_start + seconds
+    marks: dict[str, object] = {}
+
+    def client(index: int) -> None:
+        with requests.Session() as session:
+            turn = index
+            while (started := time.perf_counter()) < window_end:
+                image = images[turn % len(images)]
+                turn += clients
+                try:
+                    response = session.post(
+                        f"{system.url}/api/v1/predictions", files={"file": ("lesion.jpg", image)}, timeout=timeout_s
+                    )
+                    ok = response.status_code == 200
+                except requests.RequestException:
+                    ok = False
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                if started >= window_start:
+                    with lock:
+                        if ok:
+                            latencies.append(elapsed_ms)
+                        else:
+                            errors[0] += 1
+
+    def mark_window_start() -> None:
+        # Snapshots taken when the window opens, on a timer thread so no client waits for it.
+        marks["cpu"] = cpu_snapshot(system)
+        marks["batches"] = batch_totals(system)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    timer = threading.Timer(warmup_s, mark_window_start)
+    timer.start()
+    for thread in threads:
+        thread.start()
+    time.sleep(max(window_end - time.perf_counter(), 0))
+    cpu_after, batches_after = cpu_snapshot(system), batch_totals(system)
+    for thread in threads:
+        thread.join(timeout_s)
+    timer.join()
+    images_before, batches_before = marks["batches"]  # type: ignore[misc]
+    batches = batches_after[1] - batches_before
+    return Level(
+        workers=len(system.worker_metrics_urls),
+        clients=clients,
+        latencies_ms=latencies,
+        errors=errors[0],
+        seconds=seconds,
+        mean_batch=(batches_after[0] - images_before) / batches if batches else float("nan"),
+        cpu=cpu_percent(marks["cpu"], cpu_after, seconds),  # type: ignore[arg-type]
+    )
+
+
+# Report
+
+
+def print_report(raw: dict[int, list[float]], batch_size: int, levels: list[Level], model: str) -> None:
+    raw_batch = float(np.mean(raw[batch_size]))
+    print(f"\nmodel: {model}; {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.2f}")
+    print("\n| raw in-process | before (img/s) | after (img/s) |\n|---|---|---|")
+    for size, (before, after) in raw.items():
+        print(f"| batch {size} | {before:.1f} | {after:.1f} |")
+    print(
+        "\n| workers | clients | req/s | p50 ms | p95 ms | p99 ms | errors | e2e/raw | mean batch "
+        "| CPU % gateway | workers | clients | other |\n|" + "---|" * 13
+    )
+    for level in levels:
+        cpu = level.cpu
+        print(
+            f"| {level.workers} | {level.clients} | {level.requests_per_s:.1f} | {level.percentile_ms(50):.0f} "
+            f"| {level.percentile_ms(95):.0f} | {level.percentile_ms(99):.0f} | {level.errors} "
+            f"| {level.requests_per_s / raw_batch:.2f} | {level.mean_batch:.1f} | {cpu['gateway']:.0f} "
+            f"| {cpu['workers']:.0f} | {cpu['clients']:.0f} | {cpu['other']:.0f} |"
+        )
+    print(f"\ne2e/raw = e2e req/s / raw batch-{batch_size} img/s (mean of before and after = {raw_batch:.1f})")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, help="models folder (versions/, aliases/); default: shipped or stand-in")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs to post")
+    parser.add_argument("--image-count", type=int, default=64, help="how many images to sample and cycle through")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per concurrency level")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each level")
+    parser.add_argument("--raw-duration", type=float, default=10.0, help="seconds per raw measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 50], help="closed-loop client counts")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts; one system per count")
+    parser.add_argument("--batch-size", type=int, default=Settings.from_env().worker_max_batch, help="worker batch")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings.from_env()
+    models = models_dir(args.models)
+    images = load_images(args.images, args.image_count)
+    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
+    pixels = np.stack([model_input_from_bytes(image, **limits) for image in images])
+    model = load_bench_model(models, settings.inference_threads)
+    sizes = sorted({1, args.batch_size})
+    raw = {size: [raw_throughput(model, pixels, size, args.raw_duration)] for size in sizes}
+    levels: list[Level] = []
+    with ExitStack() as stack:
+        log_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
+        for workers in args.workers:
+            log_dir = log_root / f"workers-{workers}"
+            log_dir.mkdir()
+            with running_system(models, workers, args.batch_size, log_dir) as system:
+                for clients in args.concurrency:
+                    levels.append(drive(system, images, clients, args.warmup, args.duration))
+                    print(f"measured {workers} worker(s), {clients} client(s)", flush=True)
+    for size in sizes:
+        raw[size].append(raw_throughput(model, pixels, size, args.raw_duration))
+    print_report(raw, args.batch_size, levels, f"{model.version} from {models}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

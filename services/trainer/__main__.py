@@ -1,0 +1,40 @@
+"""`python -m services.trainer <command>`: train or evaluate a model (a `serve` command for
+the trainer service can be added to COMMANDS)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from services.trainer import cli
+from shared.settings import Settings
+
+# name -> (help, add its arguments, run it)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                          Callable[[argparse.Namespace, Settings], int]]] = {
+    "train": ("train, evaluate and write a model version", cli.add_train_arguments, cli.run_train),
+    "evaluate": ("score a model version on a labelled folder", cli.add_evaluate_arguments, cli.run_evaluate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.trainer", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    # Logs go to stderr, so that stdout carries only the commands' results.
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return COMMANDS[args.command][2](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Turn a trained model into a publishable version: operating point, calibration, the test
+evaluation, the parity-checked serving artifact and the card that describes them all."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from shared.model.data import LabelledImages
+from shared.model.evaluation import choose_threshold, fit_platt, metrics
+from shared.model.export import check_parity, export_onnx
+from shared.model.registry import CARD_FILE, KERAS_FILE
+from shared.model.serving import SERVING_ARTIFACT, ServingModel, calibrate
+
+NOTE = ("Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
+        "images only (HAM10000, mostly fair skin); other image types and skin tones are out of scope.")
+# Keys of a metrics dict that are plot data, left out of one-line summaries.
+_PLOT_KEYS = ("roc_curve", "reliability")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float
+    calibration: dict[str, Any]
+
+
+def operating_point(labels: np.ndarray, raw: np.ndarray, target_sensitivity: float) -> OperatingPoint:
+    """Platt calibration fitted on validation, then the threshold on calibrated scores."""
+    calibration = fit_platt(labels, raw)
+    threshold = choose_threshold(labels, calibrate(raw, calibration), target_sensitivity)
+    return OperatingPoint(threshold, calibration)
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A metrics dict without its plot data: what fits on one line of output."""
+    return {key: value for key, value in result.items() if key not in _PLOT_KEYS}
+
+
+def keras_bytes(model: keras.Model) -> bytes:
+    """The `.keras` file of `model`, without optimizer state (the model is never compiled)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / KERAS_FILE
+        model.save(path)
+        return path.read_bytes()
+
+
+def export_checked(model: keras.Model, pixels: np.ndarray) -> tuple[bytes, float]:
+    """Export the serving artifact and prove parity on `pixels` (raises ParityError)."""
+    artifact = export_onnx(model)
+    return artifact, check_parity(model, artifact, pixels)
+
+
+def evaluate_artifact(artifact: bytes, card: dict[str, Any], data: LabelledImages, *, batch_size: int = 32,
+                      bootstrap_rounds: int = 2000) -> dict[str, Any]:
+    """Metrics of the serving artifact on `data`: calibrated scores at the card's threshold."""
+    served = ServingModel.from_bytes(card.get("version", "candidate"), artifact, card)
+    scores = np.concatenate([served.predict(data.pixels[i : i + batch_size]) for i in range(0, len(data), batch_size)])
+    return metrics(data.labels, scores, served.threshold, bootstrap_rounds=bootstrap_rounds)
+
+
+def describe(data: LabelledImages, source: str) -> dict[str, Any]:
+    return {"source": source, "n": len(data), "n_malignant": int(data.labels.sum()), "content_hash": data.content_hash}
+
+
+def write_version(folder: Path, files: dict[str, bytes], card: dict[str, Any]) -> None:
+    """Write the files, then the card last (like `registry.publish_version`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def make_card(version: str, *, point: OperatingPoint, config: dict[str, Any], data: dict[str, Any],
+              validation: dict[str, Any], test: dict[str, Any] | None, history: list[dict[str, Any]],
+              seconds: dict[str, float], parity: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+    return {
+        "version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parent_version": parent,
+        "architecture": "MobileNetV2 + global average pooling + dropout + sigmoid, 224x224 RGB 0..255 input",
+        "serving_artifact": SERVING_ARTIFACT,
+        "threshold": point.threshold,
+        "calibration": point.calibration,
+        "target_sensitivity": config.get("target_sensitivity"),
+        "metrics": {"validation": validation, "test": test},
+        "data": data,
+        "training": {"config": config, "history": history, "seconds": seconds},
+        "parity": parity,
+        "note": NOTE,
+    }

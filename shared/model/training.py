@@ -1,0 +1,231 @@
+"""Train the classifier: head first, then fine-tuning of the upper backbone blocks.
+
+Why the training loop looks unusual: on a 2-core CPU a full MobileNetV2 training step is
+about 3x the cost of inference, so end-to-end fine-tuning buys only a handful of epochs per
+hour. The lower backbone stays frozen (weights and batch-norm statistics) anyway, so its
+output for a given input never changes. We therefore run each training image through the
+lower part `views` times, each time under a different random augmentation, keep those
+feature maps in memory (float16), and train only the upper blocks and the head on them,
+drawing one of the stored views per image per epoch. Epochs become ~5x cheaper, which pays
+for a longer schedule; the weights trained are the real model's layers, so the result is
+the ordinary Keras model that `build_model` makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import keras
+import numpy as np
+
+from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME, build_model
+from shared.model.data import DIAGNOSES, LabelledImages, augmented_views
+from shared.model.evaluation import roc_auc
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one run; stored in the model card. Learning rates per step."""
+
+    weights: str | None = "imagenet"
+    alpha: float = 1.0
+    dropout_rate: float = 0.3
+    seed: int = 1337
+    validation_fraction: float = 0.2
+    views: int = 8  # augmented copies of each training image kept as cached features
+    batch_size: int = 32
+    head_epochs: int = 2
+    head_learning_rate: float = 1e-3
+    finetune_from: str = "block_11_expand"  # first backbone layer that is trained
+    finetune_epochs: int = 20
+    finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
+    warmup_epochs: int = 1
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    diagnosis_weight: float = 0.5  # auxiliary 7-way diagnosis loss, when labels exist
+    patience: int = 5  # fine-tuning epochs without a better validation AUC
+    average_top: int = 3  # average the weights of this many best epochs
+    target_sensitivity: float = 0.90
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> TrainingConfig:
+        """Seconds-long run for tests: random init, small width, one epoch per phase."""
+        quick = cls(weights=None, alpha=0.35, views=1, head_epochs=1, finetune_epochs=1, warmup_epochs=0,
+                    patience=1, average_top=1, batch_size=8)
+        return replace(quick, **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingResult:
+    model: keras.Model
+    history: list[dict[str, Any]]
+    validation_probabilities: np.ndarray  # raw model output on the validation split
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def train(config: TrainingConfig, train_data: LabelledImages, validation: LabelledImages, *,
+          on_epoch: EpochCallback | None = None) -> TrainingResult:
+    """Train a fresh model on `train_data`, choosing epochs by AUC on `validation`."""
+    if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
+        raise ValueError("training and validation data must each hold both classes")
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.weights, alpha=config.alpha, dropout_rate=config.dropout_rate, seed=config.seed)
+    backbone = model.get_layer(BACKBONE_NAME)
+    cut = backbone.get_layer(config.finetune_from).input
+    lower = keras.Model(backbone.input, cut, name="lower")
+    upper = keras.Model(cut, backbone.output, name="upper")
+    extractor = keras.Model(model.input, lower(model.get_layer("to_unit_range").output))
+
+    features = np.stack([
+        extractor.predict(augmented_views(train_data.pixels, view, config.seed, config.batch_size), verbose=0)
+        .astype(np.float16) for view in range(config.views)
+    ])
+    validation_features = extractor.predict(validation.pixels.astype(np.float32), batch_size=config.batch_size,
+                                            verbose=0)
+    seconds = {"feature_cache": time.monotonic() - started}
+    log.info("cached %d views of %d images in %.0f s", config.views, len(train_data), seconds["feature_cache"])
+
+    use_diagnoses = config.diagnosis_weight > 0 and train_data.has_diagnoses
+    trainer = _training_model(model, upper, use_diagnoses)
+    targets, weights = _targets(train_data, use_diagnoses)
+    loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation.labels,
+                 on_epoch)
+
+    _set_trainable(backbone, None)
+    loop.compile(keras.optimizers.Adam(config.head_learning_rate), use_diagnoses)
+    loop.run("head", config.head_epochs)
+
+    _set_trainable(backbone, config.finetune_from)
+    steps = -(-len(train_data) // config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if config.warmup_epochs else config.finetune_learning_rate,
+        decay_steps=max(1, (config.finetune_epochs - config.warmup_epochs) * steps),
+        warmup_target=config.finetune_learning_rate if config.warmup_epochs else None,
+        warmup_steps=config.warmup_epochs * steps)
+    loop.compile(keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay), use_diagnoses)
+    loop.run("finetune", config.finetune_epochs, patience=config.patience)
+    loop.restore_average(config.average_top)
+
+    seconds["total"] = time.monotonic() - started
+    probabilities = model.predict(validation.pixels.astype(np.float32), batch_size=config.batch_size, verbose=0)
+    return TrainingResult(model, loop.history, probabilities.reshape(-1), seconds)
+
+
+def _training_model(model: keras.Model, upper: keras.Model, use_diagnoses: bool) -> keras.Model:
+    """Upper blocks + the real model's head, fed cached features; optional diagnosis head."""
+    inputs = keras.Input(upper.input.shape[1:], name="features")
+    # training=False keeps batch-norm in inference mode: small-data fine-tuning recipe.
+    pooled = model.get_layer("pool")(upper(inputs, training=False))
+    dropped = model.get_layer("dropout")(pooled)
+    outputs = [model.get_layer(OUTPUT_NAME)(dropped)]
+    if use_diagnoses:
+        # Seven diagnoses give a richer signal than two labels; the head is dropped after training.
+        outputs.append(keras.layers.Dense(len(DIAGNOSES), activation="softmax", name="diagnosis")(dropped))
+    return keras.Model(inputs, outputs, name="trainer")
+
+
+def _targets(data: LabelledImages, use_diagnoses: bool) -> tuple[list[np.ndarray], np.ndarray]:
+    labels = data.labels.astype(np.float32)[:, None]
+    # Balanced class weights: each class contributes half of the loss.
+    counts = np.bincount(data.labels, minlength=2)
+    weights = (len(labels) / (2.0 * counts))[data.labels].astype(np.float32)
+    targets = [labels]
+    if use_diagnoses:
+        targets.append(keras.utils.to_categorical(data.diagnoses, len(DIAGNOSES)).astype(np.float32))
+    return targets, weights
+
+
+def _set_trainable(backbone: keras.Model, first: str | None) -> None:
+    """Train backbone layers from `first` on (none when None); batch-norm stays frozen."""
+    backbone.trainable = first is not None
+    reached = False
+    for layer in backbone.layers:
+        reached = reached or layer.name == first
+        layer.trainable = reached and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+class _Loop:
+    """Epoch loop over cached features with validation AUC, early stopping and snapshots."""
+
+    def __init__(self, config: TrainingConfig, trainer: keras.Model, model: keras.Model, features: np.ndarray,
+                 targets: list[np.ndarray], weights: np.ndarray, validation_features: np.ndarray,
+                 validation_labels: np.ndarray, on_epoch: EpochCallback | None) -> None:
+        self.config, self.trainer, self.model = config, trainer, model
+        self.features, self.targets, self.weights = features, targets, weights
+        self.validation_features, self.validation_labels = validation_features, validation_labels
+        self.on_epoch = on_epoch
+        self.rng = np.random.default_rng(config.seed)
+        self.history: list[dict[str, Any]] = []
+        self.snapshots: list[tuple[float, int, list[np.ndarray]]] = []
+        self.total = config.head_epochs + config.finetune_epochs
+
+    def compile(self, optimizer: keras.optimizers.Optimizer, use_diagnoses: bool) -> None:
+        smoothing = self.config.label_smoothing
+        losses: list[keras.losses.Loss] = [keras.losses.BinaryCrossentropy(label_smoothing=smoothing)]
+        loss_weights = [1.0]
+        if use_diagnoses:
+            losses.append(keras.losses.CategoricalCrossentropy(label_smoothing=smoothing))
+            loss_weights.append(self.config.diagnosis_weight)
+        self.trainer.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights)
+
+    def validation_auc(self) -> float:
+        outputs = self.trainer.predict(self.validation_features, batch_size=64, verbose=0)
+        malignant = outputs[0] if isinstance(outputs, list) else outputs
+        return roc_auc(self.validation_labels, malignant.reshape(-1))
+
+    def run(self, phase: str, epochs: int, *, patience: int | None = None) -> None:
+        best, since_best = -1.0, 0
+        count = self.features.shape[1]
+        for _ in range(epochs):
+            started = time.monotonic()
+            # One stored augmented view per image, drawn afresh every epoch.
+            chosen = self.rng.integers(0, self.features.shape[0], size=count)
+            inputs = self.features[chosen, np.arange(count)].astype(np.float32)
+            fit = self.trainer.fit(inputs, self.targets, sample_weight=self.weights, batch_size=self.config.batch_size,
+                                   epochs=1, shuffle=True, verbose=0)
+            auc = self.validation_auc()
+            record = {"phase": phase, "epoch": len(self.history) + 1, "loss": float(fit.history["loss"][-1]),
+                      "val_auc": auc, "seconds": time.monotonic() - started}
+            self.history.append(record)
+            log.info("epoch %(epoch)d (%(phase)s): loss %(loss).4f, val AUC %(val_auc).4f, %(seconds).0f s", record)
+            if self.on_epoch:
+                self.on_epoch(record["epoch"], self.total, record)
+            if phase == "finetune":
+                self.snapshots.append((auc, record["epoch"], self.model.get_weights()))
+                self.snapshots = sorted(self.snapshots, key=lambda s: -s[0])[: max(1, self.config.average_top)]
+            best, since_best = (auc, 0) if auc > best else (best, since_best + 1)
+            if patience is not None and since_best >= patience:
+                log.info("early stop: no better validation AUC for %d epochs", patience)
+                break
+
+    def restore_average(self, top: int) -> None:
+        """Keep the better (on validation AUC) of the best epoch and the mean of the top epochs."""
+        if not self.snapshots:
+            return
+        best_auc, best_epoch, best_weights = self.snapshots[0]
+        chosen = {"source": f"epoch {best_epoch}", "val_auc": best_auc}
+        if top > 1 and len(self.snapshots) > 1:
+            averaged = [np.mean(group, axis=0) for group in zip(*(s[2] for s in self.snapshots))]
+            self.model.set_weights(averaged)
+            averaged_auc = self.validation_auc()
+            if averaged_auc >= best_auc:
+                epochs = sorted(s[1] for s in self.snapshots)
+                chosen = {"source": f"mean of epochs {epochs}", "val_auc": averaged_auc}
+            else:
+                self.model.set_weights(best_weights)
+        else:
+            self.model.set_weights(best_weights)
+        self.history.append({"phase": "selected", **chosen})
+        log.info("selected weights: %s (val AUC %.4f)", chosen["source"], chosen["val_auc"])

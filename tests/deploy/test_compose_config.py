@@ -1,0 +1,396 @@
+"""The deployment files agree with each other and with the code they deploy.
+
+docker-compose.yml, the Dockerfile, the Prometheus scrape config and alert rules, and the
+Grafana provisioning are checked as files: no Docker engine, Prometheus or Grafana runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+import shared.metrics
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Port on which each app service answers /healthz and /metrics, and the setting that sets it.
+APP_PORTS = {"gateway": 8000, "worker": 9101, "trainer": 9102, "insights": 9103}
+APP_PORT_SETTINGS = {
+    "gateway": "HTTP_PORT",
+    "worker": "WORKER_METRICS_PORT",
+    "trainer": "TRAINER_METRICS_PORT",
+    "insights": "INSIGHTS_METRICS_PORT",
+}
+APP_SERVICES = tuple(APP_PORTS)
+INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana")
+
+# Settings that docker-compose.yml sets but shared/settings.py does not define yet. Once a
+# field exists, remove its name here (the test below fails as a reminder); delete the set
+# when it is empty.
+PLANNED_SETTINGS = {"TRAINER_METRICS_PORT", "INSIGHTS_METRICS_PORT"}
+
+# Sample names a metric family exposes, by type (prometheus_client text format).
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+}
+_SLC_METRIC = re.compile(r"\bslc_[a-z0-9_]+")
+
+
+def _load_yaml(relative: str) -> Any:
+    return yaml.safe_load((REPO / relative).read_text())
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    return _load_yaml("docker-compose.yml")["services"]
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    return _load_yaml("deploy/prometheus/prometheus.yml")
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> list[dict[str, Any]]:
+    groups = _load_yaml("deploy/prometheus/alerts.yml")["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    return json.loads((REPO / "deploy/grafana/dashboards/skin-lesion-classifier.json").read_text())
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {name: str(value) for name, value in environment.items()}
+
+
+def _container_ports(service: dict[str, Any]) -> set[int]:
+    """Ports the container listens on: `expose`, plus the container side of `ports`."""
+    published = [str(mapping).split(":")[-1] for mapping in service.get("ports", [])]
+    return {int(port.split("/")[0]) for port in [*map(str, service.get("expose", [])), *published]}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Volume source -> target in the container."""
+    return {volume.split(":")[0]: volume.split(":")[1] for volume in service.get("volumes", [])}
+
+
+def _exposed_metric_names() -> set[str]:
+    names: set[str] = set()
+    for value in vars(shared.metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names |= {family.name + suffix for suffix in _SAMPLE_SUFFIXES[family.type]}
+    return names
+
+
+def _dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    panels = []
+    for panel in dashboard["panels"]:
+        panels += [panel, *panel.get("panels", [])]
+    return panels
+
+
+def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [target["expr"] for panel in _dashboard_panels(dashboard) for target in panel.get("targets", [])]
+
+
+# --- docker-compose.yml -------------------------------------------------------------------
+
+
+def test_compose_defines_the_app_and_infrastructure_services(services):
+    assert set(services) == set(APP_SERVICES) | set(INFRA_SERVICES)
+
+
+def test_every_app_service_runs_the_one_image_built_from_the_dockerfile(services):
+    images = {services[name]["image"] for name in APP_SERVICES}
+    builds = {json.dumps(services[name]["build"], sort_keys=True) for name in APP_SERVICES}
+    assert len(images) == 1 and len(builds) == 1
+    build = services["gateway"]["build"]
+    assert (REPO / build["context"] / build.get("dockerfile", "Dockerfile")).is_file()
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_command_runs_a_service_module_that_exists(services, name):
+    command = services[name]["command"]
+    assert command[:3] == ["python", "-m", f"services.{name}"]
+    assert (REPO / "services" / name / "__main__.py").is_file(), f"services/{name}/__main__.py is missing"
+
+
+def test_trainer_is_started_in_serve_mode_as_a_single_replica(services):
+    assert services["trainer"]["command"][3:] == ["serve"]
+    assert services["trainer"]["deploy"]["replicas"] == 1
+
+
+def test_worker_can_be_scaled_because_it_has_no_fixed_name_or_host_port(services):
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "stop_grace_period" in worker, "SIGTERM must leave time to finish the current batch"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_starts_after_the_broker_and_store_are_healthy(services, name):
+    depends_on = services[name]["depends_on"]
+    assert depends_on["rabbitmq"]["condition"] == "service_healthy"
+    assert depends_on["minio"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_environment_names_are_settings_fields(services, name):
+    fields = {field.name.upper() for field in dataclasses.fields(Settings)}
+    unknown = set(_environment(services[name])) - fields - PLANNED_SETTINGS
+    assert not unknown, f"{name} sets variables that are not Settings fields: {sorted(unknown)}"
+
+
+def test_planned_settings_are_used_by_compose_and_not_yet_settings_fields(services):
+    fields = {field.name.upper() for field in dataclasses.fields(Settings)}
+    used = {variable for name in APP_SERVICES for variable in _environment(services[name])}
+    assert PLANNED_SETTINGS <= used, "remove names compose no longer sets from PLANNED_SETTINGS"
+    assert not PLANNED_SETTINGS & fields, "these now exist in Settings: remove them from PLANNED_SETTINGS"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_reaches_the_broker_and_store_of_the_stack(services, name):
+    environment = _environment(services[name])
+    minio = _environment(services["minio"])
+    assert urlsplit(environment["AMQP_URL"]).hostname == "rabbitmq"
+    assert 5672 in _container_ports(services["rabbitmq"])
+    assert environment["S3_ENDPOINT"] == "minio:9000"
+    assert 9000 in _container_ports(services["minio"])
+    assert environment["S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
+    assert environment["S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert environment["HTTP_HOST"] == "0.0.0.0"
+
+
+def test_gateway_is_configured_with_a_write_token(services):
+    assert _environment(services["gateway"])["WRITE_TOKEN"].strip()
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_listens_on_its_port_and_healthcheck_probes_healthz_there(services, name):
+    service = services[name]
+    port = APP_PORTS[name]
+    assert _environment(service)[APP_PORT_SETTINGS[name]] == str(port)
+    assert port in _container_ports(service)
+    probe = service["healthcheck"]["test"]
+    # The slim image has no curl: the probe is Python's urllib.
+    assert probe[:3] == ["CMD", "python", "-c"] and "urllib.request" in probe[3]
+    assert f"http://127.0.0.1:{port}/healthz" in probe[3]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES + INFRA_SERVICES)
+def test_service_has_a_healthcheck(services, name):
+    assert services[name]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES + INFRA_SERVICES)
+def test_service_image_tag_is_pinned(services, name):
+    image = services[name]["image"]
+    repository, _, tag = image.rpartition(":")
+    assert repository and tag and tag != "latest", f"{name} image {image!r} has no pinned tag"
+    if name in INFRA_SERVICES:
+        assert re.search(r"\d", tag), f"{name} image tag {tag!r} names no version"
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("rabbitmq", "/var/lib/rabbitmq"),
+        ("minio", "/data"),
+        ("prometheus", "/prometheus"),
+        ("grafana", "/var/lib/grafana"),
+    ],
+)
+def test_service_keeps_its_data_in_a_declared_named_volume(services, name, target):
+    volumes = _load_yaml("docker-compose.yml")["volumes"]
+    sources = [source for source, mounted in _mounts(services[name]).items() if mounted == target]
+    assert len(sources) == 1 and sources[0] in volumes
+
+
+def test_every_bind_mounted_file_exists_in_the_repository(services):
+    sources = [source for service in services.values() for source in _mounts(service) if source.startswith(".")]
+    assert sources
+    missing = [source for source in sources if not (REPO / source).exists()]
+    assert not missing
+
+
+def test_rabbitmq_exports_per_queue_metrics_through_its_prometheus_plugin(services):
+    mounts = _mounts(services["rabbitmq"])
+    assert mounts["./deploy/rabbitmq/enabled_plugins"] == "/etc/rabbitmq/enabled_plugins"
+    assert mounts["./deploy/rabbitmq/rabbitmq.conf"].startswith("/etc/rabbitmq/conf.d/")
+    assert "rabbitmq_prometheus" in (REPO / "deploy/rabbitmq/enabled_plugins").read_text()
+    conf = (REPO / "deploy/rabbitmq/rabbitmq.conf").read_text()
+    assert re.search(r"^prometheus\.return_per_object_metrics\s*=\s*true$", conf, re.MULTILINE)
+    assert services["rabbitmq"]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+
+
+# --- Dockerfile and .dockerignore -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("what", "pattern"),
+    [
+        ("a python 3.11 slim base", r"^FROM python:3\.11[\w.-]*-slim"),
+        ("unbuffered output", r"^ENV PYTHONUNBUFFERED=1"),
+        ("pinned requirements without a pip cache", r"^RUN pip install --no-cache-dir -r requirements\.txt$"),
+        ("the shared package", r"^COPY shared/ shared/$"),
+        ("the services", r"^COPY services/ services/$"),
+        ("the shipped models", r"^COPY models/ models/$"),
+        ("a non-root user", r"^USER (?!root\b|0\b)\w+"),
+        ("a default command", r"^CMD \[\"python\", \"-m\", \"services\.\w+\"\]$"),
+    ],
+)
+def test_dockerfile_has(what, pattern):
+    assert re.search(pattern, (REPO / "Dockerfile").read_text(), re.MULTILINE), f"Dockerfile lacks {what}"
+
+
+@pytest.mark.parametrize("pattern", [".git", ".venv", "var/", "test-output/", "data/"])
+def test_dockerignore_keeps_local_state_out_of_the_build_context(pattern):
+    assert pattern in (REPO / ".dockerignore").read_text().splitlines()
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+
+def _scrape_targets(prometheus_config) -> list[tuple[str, str, int]]:
+    """(job, host, port) of every static target and DNS-discovered name."""
+    targets = []
+    for job in prometheus_config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.append((job["job_name"], host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            targets += [(job["job_name"], name, int(dns["port"])) for name in dns["names"]]
+    return targets
+
+
+def test_every_scrape_target_is_a_compose_service_listening_on_that_port(services, prometheus_config):
+    for job, host, port in _scrape_targets(prometheus_config):
+        assert host in services, f"job {job} scrapes unknown service {host}"
+        assert port in _container_ports(services[host]), f"job {job}: {host} does not listen on {port}"
+
+
+def test_every_app_service_and_the_broker_are_scraped(prometheus_config):
+    scraped = {(host, port) for _, host, port in _scrape_targets(prometheus_config)}
+    assert {*APP_PORTS.items(), ("rabbitmq", 15692)} <= scraped
+
+
+def test_every_worker_replica_is_scraped_through_dns_discovery(prometheus_config):
+    (worker,) = [job for job in prometheus_config["scrape_configs"] if job["job_name"] == "worker"]
+    assert worker["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9101, "refresh_interval": "15s"}]
+
+
+def test_prometheus_scrapes_every_15_seconds(prometheus_config):
+    assert prometheus_config["global"]["scrape_interval"] == "15s"
+
+
+def test_prometheus_loads_the_alert_rules_compose_mounts(services, prometheus_config):
+    mounted = _mounts(services["prometheus"])
+    assert mounted["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert prometheus_config["rule_files"] == [mounted["./deploy/prometheus/alerts.yml"]]
+
+
+def test_alert_rules_have_name_expression_duration_severity_and_summary():
+    groups = _load_yaml("deploy/prometheus/alerts.yml")["groups"]
+    assert groups
+    for group in groups:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule.get("alert")
+            assert re.fullmatch(r"\d+[smh]", rule["for"])
+            assert rule["labels"]["severity"] in {"warning", "critical"}
+            assert rule["annotations"]["summary"]
+
+
+def test_alerts_cover_latency_errors_backlog_dead_letters_and_missing_workers(alert_rules):
+    names = [rule["alert"] for rule in alert_rules]
+    assert len(names) == len(set(names))
+    expected = {"GatewayLatencyP99High", "GatewayErrorRateHigh", "PredictQueueBacklog", "DeadLetterQueueNotEmpty"}
+    assert expected | {"NoWorkerUp"} <= set(names)
+
+
+# --- metric names -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def test_every_slc_metric_referenced_is_defined_in_shared_metrics(source, dashboard, alert_rules):
+    exprs = _dashboard_exprs(dashboard) if source == "dashboard" else [rule["expr"] for rule in alert_rules]
+    referenced = {name for expr in exprs for name in _SLC_METRIC.findall(expr)}
+    assert referenced
+    assert not referenced - _exposed_metric_names()
+
+
+def test_dashboard_shows_every_metric_defined_in_shared_metrics(dashboard):
+    referenced = {name for expr in _dashboard_exprs(dashboard) for name in _SLC_METRIC.findall(expr)}
+    families = {
+        family.name
+        for value in vars(shared.metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    }
+    unshown = {family for family in families if not any(name.startswith(family) for name in referenced)}
+    assert not unshown
+
+
+# --- Grafana ----------------------------------------------------------------------------------
+
+
+def test_dashboard_panel_ids_are_unique(dashboard):
+    ids = [panel["id"] for panel in _dashboard_panels(dashboard)]
+    assert len(ids) == len(set(ids))
+
+
+def test_dashboard_panels_fit_the_24_column_grid(dashboard):
+    for panel in _dashboard_panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+
+
+def test_dashboard_is_a_provisionable_dashboard(dashboard):
+    assert dashboard["uid"] and dashboard["title"]
+    assert dashboard["schemaVersion"] >= 39
+    assert dashboard["id"] is None
+
+
+def test_dashboard_queries_use_the_provisioned_prometheus_datasource(dashboard):
+    (datasource,) = _load_yaml("deploy/grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    provisioned = {"type": datasource["type"], "uid": datasource["uid"]}
+    for panel in _dashboard_panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == provisioned, panel["title"]
+        assert panel["targets"] and all(target["datasource"] == provisioned for target in panel["targets"])
+
+
+def test_grafana_datasource_points_at_the_prometheus_service(services):
+    (datasource,) = _load_yaml("deploy/grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    url = urlsplit(datasource["url"])
+    assert url.hostname in services and url.port in _container_ports(services[url.hostname])
+
+
+def test_grafana_loads_dashboards_from_the_folder_compose_mounts(services):
+    (provider,) = _load_yaml("deploy/grafana/provisioning/dashboards/dashboards.yml")["providers"]
+    mounted = _mounts(services["grafana"])
+    assert provider["options"]["path"] == mounted["./deploy/grafana/dashboards"]
+    for folder in ("datasources", "dashboards"):
+        source = f"./deploy/grafana/provisioning/{folder}"
+        assert mounted[source] == f"/etc/grafana/provisioning/{folder}"

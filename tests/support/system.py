@@ -1,0 +1,85 @@
+"""Start the gateway and workers as real processes, the way `make run` does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.settings import REPO_ROOT
+from tests.support.network import free_port, wait_for_http
+
+START_TIMEOUT_S = 60
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    port: int
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish anything."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+@dataclass
+class RunningSystem:
+    """A gateway and workers sharing one environment (broker namespace, store, models)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    services: list[ServiceProcess] = field(default_factory=list)
+    gateway_url: str = ""
+
+    def _spawn(self, name: str, module: str, extra_env: dict[str, str], port: int) -> ServiceProcess:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env={**os.environ, **self.env, **extra_env, "PYTHONPATH": str(REPO_ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        service = ServiceProcess(name, process, log_path, port)
+        self.services.append(service)
+        return service
+
+    def start_gateway(self) -> ServiceProcess:
+        port = free_port()
+        gateway = self._spawn("gateway", "services.gateway", {"HTTP_PORT": str(port)}, port)
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{self.gateway_url}/readyz", START_TIMEOUT_S, gateway.process)
+        return gateway
+
+    def start_worker(self, **extra_env: str) -> ServiceProcess:
+        port = free_port()
+        name = f"worker-{len([s for s in self.services if s.name.startswith('worker')]) + 1}"
+        worker = self._spawn(name, "services.worker", {"WORKER_METRICS_PORT": str(port), **extra_env}, port)
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", START_TIMEOUT_S, worker.process)
+        return worker
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def settings_env(**values: object) -> dict[str, str]:
+    """Environment variables for Settings fields given as keyword arguments."""
+    return {name.upper(): str(value) for name, value in values.items()}
