@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from shared.storage import FilesystemStore
 DEFAULT_IMAGES = Path("/work/shared/datasets/ham10000/test")
 BENCH_MODEL_CACHE = REPO_ROOT / "var" / "bench-model"
 BENCH_VERSION = "bench-random"
+BENCH_LOGS = REPO_ROOT / "var" / "bench-logs"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,6 +65,7 @@ class Level:
     seconds: float
     mean_batch: float
     cpu: dict[str, float]
+    raw_batch: float = float("nan")  # raw batch images/s measured just before this level
 
     @property
     def requests_per_s(self) -> float:
@@ -173,7 +175,7 @@ class System:
 
 
 @contextmanager
-def running_system(models: Path, workers: int, batch_size: int, log_dir: Path) -> Iterator[System]:
+def running_system(models: Path, workers: int, batch_size: int, store_dir: Path, log_dir: Path) -> Iterator[System]:
     """Gateway + `workers` workers as processes in a fresh namespace; everything is stopped
     and the namespace's queues deleted on the way out, whatever happened."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}."
@@ -181,7 +183,7 @@ def running_system(models: Path, workers: int, batch_size: int, log_dir: Path) -
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT),
         "MODELS_DIR": str(models),
-        "STORE_DIR": str(log_dir / "store"),
+        "STORE_DIR": str(store_dir),
         "BROKER_NAMESPACE": namespace,
         "WORKER_MAX_BATCH": str(batch_size),
     }
@@ -192,13 +194,16 @@ def running_system(models: Path, workers: int, batch_size: int, log_dir: Path) -
         for index, port in enumerate(metrics_ports):
             env = {**base_env, "WORKER_METRICS_PORT": str(port)}
             processes[f"worker{index}"] = _spawn("services.worker", env, log_dir / f"worker{index}.log")
-        processes["gateway"] = _spawn("services.gateway", {**base_env, "HTTP_PORT": str(http_port)}, log_dir / "gateway.log")
+        processes["gateway"] = _spawn(
+            "services.gateway", {**base_env, "HTTP_PORT": str(http_port)}, log_dir / "gateway.log"
+        )
         system = System(
             url=f"http://127.0.0.1:{http_port}",
             worker_metrics_urls=[f"http://127.0.0.1:{port}" for port in metrics_ports],
             process_groups={
                 "gateway": [processes["gateway"].pid],
                 "workers": [p.pid for name, p in processes.items() if name.startswith("worker")],
+                "broker": _broker_process_groups(),
             },
         )
         _wait_ready([system.url, *system.worker_metrics_urls], processes, log_dir)
@@ -282,6 +287,18 @@ def _group_cpu_s(leaders: list[int]) -> float:
         if int(fields[2]) in wanted:  # fields[2] is the process group id
             total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
+
+
+def _broker_process_groups() -> list[int]:
+    """Process groups of the local RabbitMQ (Erlang's `beam.smp`): part of the system's cost."""
+    groups = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "beam.smp":
+                groups.append(int((comm.parent / "stat").read_text().rsplit(")", 1)[1].split()[2]))
+        except OSError:
+            continue
+    return groups
 
 
 def _machine_busy_s() -> float:
@@ -388,24 +405,27 @@ def drive(system: System, images: list[bytes], clients: int, warmup_s: float, se
 
 
 def print_report(raw: dict[int, list[float]], batch_size: int, levels: list[Level], model: str) -> None:
-    raw_batch = float(np.mean(raw[batch_size]))
     print(f"\nmodel: {model}; {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.2f}")
-    print("\n| raw in-process | before (img/s) | after (img/s) |\n|---|---|---|")
-    for size, (before, after) in raw.items():
-        print(f"| batch {size} | {before:.1f} | {after:.1f} |")
+    print("\n| raw in-process | start (img/s) | end (img/s) |\n|---|---|---|")
+    for size, (start, end) in raw.items():
+        print(f"| batch {size} | {start:.1f} | {end:.1f} |")
     print(
-        "\n| workers | clients | req/s | p50 ms | p95 ms | p99 ms | errors | e2e/raw | mean batch "
-        "| CPU % gateway | workers | clients | other |\n|" + "---|" * 13
+        f"\n| workers | clients | req/s | p50 ms | p95 ms | p99 ms | errors | raw batch-{batch_size} img/s | e2e/raw "
+        "| mean batch | CPU % gateway | workers | broker | clients | other |\n|" + "---|" * 15
     )
     for level in levels:
         cpu = level.cpu
         print(
             f"| {level.workers} | {level.clients} | {level.requests_per_s:.1f} | {level.percentile_ms(50):.0f} "
             f"| {level.percentile_ms(95):.0f} | {level.percentile_ms(99):.0f} | {level.errors} "
-            f"| {level.requests_per_s / raw_batch:.2f} | {level.mean_batch:.1f} | {cpu['gateway']:.0f} "
-            f"| {cpu['workers']:.0f} | {cpu['clients']:.0f} | {cpu['other']:.0f} |"
+            f"| {level.raw_batch:.1f} | {level.requests_per_s / level.raw_batch:.2f} | {level.mean_batch:.1f} "
+            f"| {cpu['gateway']:.0f} | {cpu['workers']:.0f} | {cpu['broker']:.0f} | {cpu['clients']:.0f} "
+            f"| {cpu['other']:.0f} |"
         )
-    print(f"\ne2e/raw = e2e req/s / raw batch-{batch_size} img/s (mean of before and after = {raw_batch:.1f})")
+    print(
+        "\ne2e/raw = e2e req/s / raw img/s measured just before the level; CPU in % of one core "
+        f"({os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%); other = the rest of the machine"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -422,6 +442,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def measure_system(
+    models: Path, workers: int, args: argparse.Namespace, model: ServingModel, pixels: np.ndarray, images: list[bytes]
+) -> list[Level]:
+    """Every concurrency level against one fresh system of `workers` workers."""
+    log_dir = BENCH_LOGS / time.strftime("%Y%m%dT%H%M%S") / f"workers-{workers}"
+    log_dir.mkdir(parents=True)
+    levels = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-store-") as store_dir,
+        running_system(models, workers, args.batch_size, Path(store_dir), log_dir) as system,
+    ):
+        for clients in args.concurrency:
+            # A baseline right before each level, with the system idle: on a shared, noisy
+            # machine the ratio then compares figures taken under the same background load.
+            baseline = raw_throughput(model, pixels, args.batch_size, args.raw_duration)
+            level = drive(system, images, clients, args.warmup, args.duration)
+            level.raw_batch = baseline
+            levels.append(level)
+            print(f"measured {workers} worker(s), {clients} client(s): {level.requests_per_s:.1f} req/s", flush=True)
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
@@ -432,16 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_bench_model(models, settings.inference_threads)
     sizes = sorted({1, args.batch_size})
     raw = {size: [raw_throughput(model, pixels, size, args.raw_duration)] for size in sizes}
-    levels: list[Level] = []
-    with ExitStack() as stack:
-        log_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
-        for workers in args.workers:
-            log_dir = log_root / f"workers-{workers}"
-            log_dir.mkdir()
-            with running_system(models, workers, args.batch_size, log_dir) as system:
-                for clients in args.concurrency:
-                    levels.append(drive(system, images, clients, args.warmup, args.duration))
-                    print(f"measured {workers} worker(s), {clients} client(s)", flush=True)
+    levels = [
+        level for workers in args.workers for level in measure_system(models, workers, args, model, pixels, images)
+    ]
     for size in sizes:
         raw[size].append(raw_throughput(model, pixels, size, args.raw_duration))
     print_report(raw, args.batch_size, levels, f"{model.version} from {models}")

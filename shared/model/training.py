@@ -40,12 +40,12 @@ class TrainingConfig:
     dropout_rate: float = 0.3
     seed: int = 1337
     validation_fraction: float = 0.2
-    views: int = 8  # augmented copies of each training image kept as cached features
+    views: int = 6  # augmented copies of each training image kept as cached features
     batch_size: int = 32
     head_epochs: int = 2
     head_learning_rate: float = 1e-3
     finetune_from: str = "block_11_expand"  # first backbone layer that is trained
-    finetune_epochs: int = 20
+    finetune_epochs: int = 18
     finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
     warmup_epochs: int = 1
     weight_decay: float = 1e-4

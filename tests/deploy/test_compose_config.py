@@ -33,11 +33,6 @@ APP_PORT_SETTINGS = {
 APP_SERVICES = tuple(APP_PORTS)
 INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana")
 
-# Settings that docker-compose.yml sets but shared/settings.py does not define yet. Once a
-# field exists, remove its name here (the test below fails as a reminder); delete the set
-# when it is empty.
-PLANNED_SETTINGS = {"TRAINER_METRICS_PORT", "INSIGHTS_METRICS_PORT"}
-
 # Sample names a metric family exposes, by type (prometheus_client text format).
 _SAMPLE_SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -156,15 +151,8 @@ def test_app_service_starts_after_the_broker_and_store_are_healthy(services, nam
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_service_environment_names_are_settings_fields(services, name):
     fields = {field.name.upper() for field in dataclasses.fields(Settings)}
-    unknown = set(_environment(services[name])) - fields - PLANNED_SETTINGS
+    unknown = set(_environment(services[name])) - fields
     assert not unknown, f"{name} sets variables that are not Settings fields: {sorted(unknown)}"
-
-
-def test_planned_settings_are_used_by_compose_and_not_yet_settings_fields(services):
-    fields = {field.name.upper() for field in dataclasses.fields(Settings)}
-    used = {variable for name in APP_SERVICES for variable in _environment(services[name])}
-    assert PLANNED_SETTINGS <= used, "remove names compose no longer sets from PLANNED_SETTINGS"
-    assert not PLANNED_SETTINGS & fields, "these now exist in Settings: remove them from PLANNED_SETTINGS"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -225,11 +213,17 @@ def test_service_keeps_its_data_in_a_declared_named_volume(services, name, targe
     assert len(sources) == 1 and sources[0] in volumes
 
 
-def test_every_bind_mounted_file_exists_in_the_repository(services):
-    sources = [source for service in services.values() for source in _mounts(service) if source.startswith(".")]
+def test_every_bind_mounted_config_file_exists_in_the_repository(services):
+    sources = [source for service in services.values() for source in _mounts(service) if source.startswith("./deploy/")]
     assert sources
     missing = [source for source in sources if not (REPO / source).exists()]
     assert not missing
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_reads_the_dataset_folder_read_only_where_settings_look_for_it(services, name):
+    assert "./data:/app/data:ro" in services[name]["volumes"]
+    assert _environment(services[name])["DATA_DIR"] == "/app/data"
 
 
 def test_rabbitmq_exports_per_queue_metrics_through_its_prometheus_plugin(services):

@@ -22,3 +22,52 @@ def solid_jpeg(value: int, size: tuple[int, int] = (64, 48)) -> bytes:
 def noise_png(seed: int = 0, size: tuple[int, int] = (40, 30)) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return encode(Image.fromarray(pixels), "PNG")
+
+
+def exif_rotated_jpeg(size: tuple[int, int] = (40, 20), orientation: int = 6) -> bytes:
+    """A JPEG stored sideways with an EXIF orientation tag saying how to turn it upright."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(Image.new("RGB", size, (200, 10, 10)), "JPEG", exif=exif)
+
+
+def sixteen_bit_png(value: int = 40000, size: tuple[int, int] = (30, 20)) -> bytes:
+    return encode(Image.fromarray(np.full((size[1], size[0]), value, np.uint16)), "PNG")
+
+
+def svg_document() -> bytes:
+    return b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
+
+
+def valid_images() -> dict[str, bytes]:
+    """Odd but valid images every entry point must accept."""
+    return {
+        "cmyk_jpeg": encode(Image.new("CMYK", (32, 32), (0, 50, 100, 0)), "JPEG"),
+        "grayscale_jpeg": encode(Image.new("L", (32, 32), 128), "JPEG"),
+        "progressive_jpeg": encode(Image.new("RGB", (64, 64), (10, 200, 10)), "JPEG", progressive=True),
+        "exif_rotated_jpeg": exif_rotated_jpeg(),
+        "rgba_png": encode(Image.new("RGBA", (32, 32), (10, 20, 30, 128)), "PNG"),
+        "palette_png": encode(Image.new("P", (32, 32), 3), "PNG"),
+        "sixteen_bit_png": sixteen_bit_png(),
+        "grayscale_alpha_png": encode(Image.new("LA", (32, 32), (90, 200)), "PNG"),
+        "one_bit_png": encode(Image.new("1", (32, 32), 1), "PNG"),
+    }
+
+
+def invalid_images() -> dict[str, tuple[bytes, int]]:
+    """Files that must be refused, with the HTTP status each must get."""
+    jpeg = solid_jpeg(120, (200, 200))
+    return {
+        "empty_file": (b"", 422),
+        "text_named_jpg": (b"hello, I am plain text pretending to be a JPEG\n" * 10, 422),
+        "truncated_jpeg": (jpeg[: len(jpeg) // 2], 422),
+        "jpeg_header_only": (jpeg[:20], 422),
+        "png_header_with_garbage": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, 422),
+        "gif": (encode(Image.new("P", (8, 8)), "GIF"), 415),
+        "bmp": (encode(Image.new("RGB", (8, 8)), "BMP"), 415),
+        "tiff": (encode(Image.new("RGB", (8, 8)), "TIFF"), 415),
+        "webp": (encode(Image.new("RGB", (8, 8)), "WEBP"), 415),
+        "svg": (svg_document(), 415),
+        "html": (b"<html><body>not an image</body></html>", 422),
+        "zip": (b"PK\x03\x04" + bytes(100), 422),
+    }
