@@ -47,11 +47,13 @@ class RunningSystem:
     services: list[ServiceProcess] = field(default_factory=list)
     gateway_url: str = ""
 
-    def _spawn(self, name: str, module: str, extra_env: dict[str, str], port: int) -> ServiceProcess:
+    def _spawn(
+        self, name: str, module: str, extra_env: dict[str, str], port: int, args: tuple[str, ...] = ()
+    ) -> ServiceProcess:
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", module],
+                [sys.executable, "-m", module, *args],
                 env={**os.environ, **self.env, **extra_env, "PYTHONPATH": str(REPO_ROOT)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -74,6 +76,13 @@ class RunningSystem:
         worker = self._spawn(name, "services.worker", {"WORKER_METRICS_PORT": str(port), **extra_env}, port)
         wait_for_http(f"http://127.0.0.1:{port}/readyz", START_TIMEOUT_S, worker.process)
         return worker
+
+    def start_service(self, name: str, module: str, port_setting: str, *args: str) -> ServiceProcess:
+        """Start a service that serves /readyz on the port named by `port_setting`."""
+        port = free_port()
+        service = self._spawn(name, module, {port_setting.upper(): str(port)}, port, args)
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", START_TIMEOUT_S, service.process)
+        return service
 
     def stop(self) -> None:
         for service in reversed(self.services):

@@ -1,0 +1,105 @@
+"""The labelled dataset in the store, content-addressed by sha256.
+
+`datasets/{split}/{label}/{sha256}.{ext}`: the same image added twice (under any name, or
+in any split) is stored once, so imports and uploads are idempotent and deduplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import BadInput
+from shared.images import EXTENSIONS, decode_upload
+from shared.storage import ObjectStore
+from shared.storage import layout
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One stored image: where it is and what it is."""
+
+    key: str
+    split: str
+    label: str
+    sha256: str
+
+    @classmethod
+    def from_key(cls, key: str) -> DatasetImage:
+        _, split, label, filename = key.split("/")
+        return cls(key, split, label, filename.split(".")[0])
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What happened to one file: "added", "duplicate" or "rejected" (with the reason)."""
+
+    filename: str
+    status: str
+    sha256: str | None = None
+    reason: str | None = None
+
+
+def check_label(label: str) -> str:
+    if label not in layout.LABELS:
+        raise BadInput(f"label must be one of {', '.join(layout.LABELS)}; got {label[:40]!r}")
+    return label
+
+
+def check_split(split: str) -> str:
+    if split not in layout.DATASET_SPLITS:
+        raise BadInput(f"split must be one of {', '.join(layout.DATASET_SPLITS)}; got {split[:40]!r}")
+    return split
+
+
+def iter_images(store: ObjectStore, split: str | None = None) -> Iterator[DatasetImage]:
+    """Every stored dataset image, optionally of one split."""
+    prefix = layout.dataset_prefix(split) if split else "datasets/"
+    for key in store.list(prefix):
+        if key.count("/") == 3:
+            yield DatasetImage.from_key(key)
+
+
+def known_hashes(store: ObjectStore) -> set[str]:
+    """sha256 of every stored image, in any split: one listing instead of a probe per file."""
+    return {image.sha256 for image in iter_images(store)}
+
+
+def add_image(
+    store: ObjectStore,
+    data: bytes,
+    *,
+    split: str,
+    label: str,
+    filename: str,
+    known: set[str],
+    max_bytes: int,
+    max_pixels: int,
+) -> AddOutcome:
+    """Check and store one labelled image unless its content is already in the dataset.
+
+    `known` (from `known_hashes`) is updated, so duplicates within one batch are caught too.
+    """
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in known:
+        return AddOutcome(filename, "duplicate", sha256)
+    try:
+        image = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    except BadInput as error:
+        return AddOutcome(filename, "rejected", reason=str(error))
+    store.put(layout.dataset_image(split, label, sha256, image.extension), data, image.content_type)
+    known.add(sha256)
+    return AddOutcome(filename, "added", sha256)
+
+
+def iter_folder(root: Path) -> Iterator[tuple[str, str, Path]]:
+    """(split, label, path) for each file of a `{train,test}/{benign,malignant}/*` folder."""
+    for split in ("train", "test"):
+        for label in layout.LABELS:
+            folder = root / split / label
+            if folder.is_dir():
+                for path in sorted(folder.iterdir()):
+                    if path.is_file() and path.suffix.lower().lstrip(".") in {*EXTENSIONS.values(), "jpeg"}:
+                        yield split, label, path
