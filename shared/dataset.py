@@ -13,8 +13,7 @@ from pathlib import Path
 
 from shared.errors import BadInput
 from shared.images import EXTENSIONS, decode_upload
-from shared.storage import ObjectStore
-from shared.storage import layout
+from shared.storage import ObjectStore, layout
 
 
 @dataclass(frozen=True)
