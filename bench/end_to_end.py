@@ -151,7 +151,7 @@ def raw_throughput(model: ServingModel, pixels: np.ndarray, batch_size: int, sec
 
 
 def load_bench_model(folder: Path, threads: int) -> ServingModel:
-    """The production model of `folder`, loaded as a worker loads it (same thread setting)."""
+    """The production model of `folder`, loaded as a worker loads it."""
     with tempfile.TemporaryDirectory(prefix="bench-raw-store-") as store_dir:
         store = FilesystemStore(Path(store_dir))
         registry.seed_from_directory(store, folder)
@@ -181,7 +181,7 @@ def running_system(models: Path, workers: int, batch_size: int, store_dir: Path,
     namespace = f"bench-{uuid.uuid4().hex[:8]}."
     base_env = {
         **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "MODELS_DIR": str(models),
         "STORE_DIR": str(store_dir),
         "BROKER_NAMESPACE": namespace,
@@ -438,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw-duration", type=float, default=10.0, help="seconds per raw measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 50], help="closed-loop client counts")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts; one system per count")
+    parser.add_argument(
+        "--raw-threads", type=int, default=0, help="ONNX Runtime threads of the raw measurement (0 = one per core)"
+    )
     parser.add_argument("--batch-size", type=int, default=Settings.from_env().worker_max_batch, help="worker batch")
     return parser.parse_args(argv)
 
@@ -471,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     images = load_images(args.images, args.image_count)
     limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
     pixels = np.stack([model_input_from_bytes(image, **limits) for image in images])
-    model = load_bench_model(models, settings.inference_threads)
+    model = load_bench_model(models, args.raw_threads)
     sizes = sorted({1, args.batch_size})
     raw = {size: [raw_throughput(model, pixels, size, args.raw_duration)] for size in sizes}
     levels = [

@@ -56,6 +56,9 @@ class Settings:
     max_files_per_request: int = 32
     write_token: str = ""
     upload_retention_days: int = 30
+    max_dataset_files_per_request: int = 200
+    # Training requests may ask for fewer epochs than this, never more.
+    max_training_epochs: int = 30
     # Worker
     worker_max_batch: int = 16
     worker_max_wait_ms: float = 5.0
@@ -66,6 +69,12 @@ class Settings:
     insights_metrics_port: int = 9103
     # Labelled images imported into the store on first start: {train,test}/{benign,malignant}/.
     data_dir: Path = REPO_ROOT / "data"
+    # Trainer: "full" is the real recipe; "quick" trains a tiny model in seconds (tests, demos).
+    training_profile: str = "full"
+    # The gate: a candidate may trail production's test AUC by at most this much, and its
+    # test sensitivity at its own operating point by at most the second (0: "not lower").
+    gate_auc_tolerance: float = 0.005
+    gate_sensitivity_tolerance: float = 0.0
     # Model
     models_dir: Path = REPO_ROOT / "models"
     pretrained_weights: str = "imagenet"

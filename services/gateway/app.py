@@ -6,7 +6,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from services.gateway import errors, operations, predictions
+from services.gateway import datasets, errors, models, operations, predictions, training
 from services.gateway.rpc import PredictionClient
 from shared import metrics
 from shared.messaging.topology import Topology
@@ -40,7 +40,8 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    app.register_blueprint(predictions.blueprint)
+    for blueprint in (predictions.blueprint, datasets.blueprint, training.blueprint, models.blueprint):
+        app.register_blueprint(blueprint)
     _instrument(app)
     return app
 

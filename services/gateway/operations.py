@@ -36,6 +36,21 @@ def readyz() -> tuple[Response, int]:
     return jsonify({"ready": ready, "checks": checks}), 200 if ready else 503
 
 
+@blueprint.get("/api/v1/config")
+def client_config() -> Response:
+    """What a client (the web UI) needs to know before it sends anything."""
+    settings = current_app.config["SETTINGS"]
+    return jsonify(
+        {
+            "write_token_required": bool(settings.write_token),
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_files_per_request": settings.max_files_per_request,
+            "max_dataset_files_per_request": settings.max_dataset_files_per_request,
+            "max_training_epochs": settings.max_training_epochs,
+        }
+    )
+
+
 @blueprint.get("/metrics")
 def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -7,15 +7,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from services.gateway import context
 from services.gateway.errors import error_response
-from services.gateway.rpc import PendingReply, PredictionClient
+from services.gateway.rpc import PendingReply
 from shared.errors import BadInput, NotFound
 from shared.images import DecodedImage, decode_upload
 from shared.messaging.schemas import PredictionJob, PredictionResult
 from shared.settings import Settings
-from shared.storage import ObjectStore, get_json, layout
+from shared.storage import get_json, layout
 
 blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
 
@@ -33,38 +34,6 @@ def _parse_job_id(job_id: str) -> datetime:
     if match is None:
         raise BadInput(f"{job_id[:80]!r} is not a prediction id")
     return datetime.strptime(match["date"], "%Y%m%d").replace(tzinfo=UTC)
-
-
-def _settings() -> Settings:
-    return current_app.config["SETTINGS"]
-
-
-def _store() -> ObjectStore:
-    return current_app.extensions["store"]
-
-
-def _client() -> PredictionClient:
-    return current_app.extensions["prediction_client"]
-
-
-def _read_uploads(settings: Settings) -> list[tuple[str, bytes]]:
-    """The request's `file` parts as (client file name, bytes), checked for shape and count."""
-    if request.mimetype != "multipart/form-data":
-        raise _UnsupportedRequest(
-            f"send images as multipart/form-data in a 'file' field, not {request.mimetype or 'no content type'}"
-        )
-    files = request.files.getlist("file")
-    if not files:
-        raise BadInput("no 'file' field in the form; send one or more images as 'file'")
-    if len(files) > settings.max_files_per_request:
-        raise BadInput(f"{len(files)} files sent; at most {settings.max_files_per_request} per request")
-    # Read one byte past the limit: enough to know a file is too large without reading it all.
-    return [(upload.filename or "", upload.stream.read(settings.max_upload_bytes + 1)) for upload in files]
-
-
-class _UnsupportedRequest(BadInput):
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[DecodedImage]:
@@ -86,18 +55,18 @@ def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[Dec
 @blueprint.post("")
 def create_predictions() -> Response | tuple[Response, int]:
     started = time.monotonic()
-    settings = _settings()
-    uploads = _read_uploads(settings)
+    settings = context.settings()
+    uploads = context.uploaded_files(settings.max_files_per_request, settings.max_upload_bytes)
     images = _check_all(uploads, settings)
     now = datetime.now(UTC)
     jobs = []
     for (_, data), image in zip(uploads, images, strict=True):
         job_id = new_job_id(now)
         key = layout.prediction_upload(job_id, image.extension, now)
-        _store().put(key, data, image.content_type)
+        context.store().put(key, data, image.content_type)
         jobs.append(PredictionJob(job_id=job_id, image_key=key, submitted_at=time.time()))
     wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
-    pending = _client().submit(jobs, want_replies=wait)
+    pending = context.broker().submit(jobs, want_replies=wait)
     if not wait:
         body = [{"id": job.job_id, "status": "pending", "url": f"/api/v1/predictions/{job.job_id}"} for job in jobs]
         return jsonify(body[0] if len(body) == 1 else {"predictions": body}), 202
@@ -110,7 +79,7 @@ def _await_answers(pending: list[PendingReply], started: float, timeout_s: float
         for reply in pending:
             reply.done.wait(max(deadline - time.monotonic(), 0))
     finally:
-        _client().forget(pending)
+        context.broker().forget(pending)
     late = [reply.job_id for reply in pending if not reply.done.is_set() or reply.error is not None]
     if late:
         return error_response(
@@ -140,7 +109,7 @@ def _answer(result: PredictionResult, latency_ms: float | None) -> dict[str, obj
 @blueprint.get("/<job_id>")
 def get_prediction(job_id: str) -> Response | tuple[Response, int]:
     day = _parse_job_id(job_id)
-    store = _store()
+    store = context.store()
     try:
         result = PredictionResult(**get_json(store, layout.prediction_result(job_id)))
     except NotFound:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from pika.spec import Basic, BasicProperties
 from shared import metrics
 from shared.errors import BrokerUnavailable, MessageDecodeError, SkinLesionError
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
-from shared.messaging.schemas import PredictionJob, PredictionResult
+from shared.messaging.schemas import Event, Message, PredictionJob, PredictionResult, TrainRequest
 from shared.messaging.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,11 @@ class PendingReply:
 
 
 class PredictionClient:
-    """Owns one broker connection per gateway process; safe to call from many threads."""
+    """Owns one broker connection per gateway process; safe to call from many threads.
+
+    Carries prediction jobs (with replies) and the gateway's other publishes (events,
+    training requests), all with publisher confirms.
+    """
 
     def __init__(self, amqp_url: str, topology: Topology, *, publish_timeout_s: float = 10.0) -> None:
         self._amqp_url = amqp_url
@@ -77,26 +84,49 @@ class PredictionClient:
 
         Raises Overloaded when the queue is full, BrokerUnavailable when the broker is gone.
         """
-        connection = self._connection
-        if connection is None or not self.connected.is_set():
-            raise BrokerUnavailable("not connected to RabbitMQ")
         pending = [PendingReply(job.job_id) for job in jobs] if want_replies else []
         with self._lock:
             self._pending.update((reply.job_id, reply) for reply in pending)
-        outcome: Future[None] = Future()
         try:
-            connection.add_callback_threadsafe(lambda: self._publish_all(jobs, want_replies, outcome))
-            outcome.result(timeout=self._publish_timeout_s)
-        except FutureTimeout:
-            self.forget(pending)
-            raise BrokerUnavailable("the broker did not confirm the jobs in time") from None
-        except CONNECTION_ERRORS as error:
-            self.forget(pending)
-            raise BrokerUnavailable(f"the broker connection is closed: {error!r}") from error
+            self._run_on_connection(lambda: self._publish_jobs(jobs, want_replies))
         except SkinLesionError:
             self.forget(pending)
             raise
         return pending
+
+    def publish(self, exchange: str, routing_key: str, message: Message) -> None:
+        """Publish one message with confirms on the connection thread; wait for the confirm."""
+        self._run_on_connection(lambda: publish(self._channel, exchange, routing_key, message))
+
+    def publish_event(self, name: str, data: dict[str, object]) -> None:
+        """Publish a fact on the events exchange, routed by its name (e.g. model.promoted)."""
+        event = Event(name=name, event_id=uuid.uuid4().hex, occurred_at=time.time(), data=data)
+        self.publish(self._topology.events_exchange, name, event)
+
+    def request_training(self, request: TrainRequest) -> None:
+        self.publish("", self._topology.train_queue, request)
+
+    def _run_on_connection(self, action: Callable[[], None]) -> None:
+        connection = self._connection
+        if connection is None or not self.connected.is_set():
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        outcome: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                action()
+            except SkinLesionError as error:
+                outcome.set_exception(error)
+                return
+            outcome.set_result(None)
+
+        try:
+            connection.add_callback_threadsafe(run)
+            outcome.result(timeout=self._publish_timeout_s)
+        except FutureTimeout:
+            raise BrokerUnavailable("the broker did not confirm in time") from None
+        except CONNECTION_ERRORS as error:
+            raise BrokerUnavailable(f"the broker connection is closed: {error!r}") from error
 
     def forget(self, pending: list[PendingReply]) -> None:
         """Stop waiting for these replies (answered, timed out, or never published)."""
@@ -106,16 +136,11 @@ class PredictionClient:
 
     # Everything below runs on the connection thread.
 
-    def _publish_all(self, jobs: list[PredictionJob], want_replies: bool, outcome: Future[None]) -> None:
+    def _publish_jobs(self, jobs: list[PredictionJob], want_replies: bool) -> None:
         extra = {"reply_to": DIRECT_REPLY_TO} if want_replies else {}
-        try:
-            for job in jobs:
-                publish(self._channel, "", self._topology.predict_queue, job, correlation_id=job.job_id, **extra)
-                metrics.JOBS_PUBLISHED.inc()
-        except SkinLesionError as error:
-            outcome.set_exception(error)
-            return
-        outcome.set_result(None)
+        for job in jobs:
+            publish(self._channel, "", self._topology.predict_queue, job, correlation_id=job.job_id, **extra)
+            metrics.JOBS_PUBLISHED.inc()
 
     def _on_reply(
         self, _channel: BlockingChannel, _method: Basic.Deliver, properties: BasicProperties, body: bytes

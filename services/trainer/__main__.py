@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from services.trainer import cli
+from services.trainer import cli, commands
 from shared.settings import Settings
 
 # name -> (help, add its arguments, run it)
@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace, Settings], int]]] = {
     "train": ("train, evaluate and write a model version", cli.add_train_arguments, cli.run_train),
     "evaluate": ("score a model version on a labelled folder", cli.add_evaluate_arguments, cli.run_evaluate),
+    "serve": ("run the trainer service: consume retrain requests", commands.add_serve_arguments, commands.run_serve),
+    "import-dataset": ("load a labelled folder into the store", commands.add_import_arguments, commands.run_import),
 }
 
 

@@ -32,6 +32,10 @@ from shared.storage import ObjectStore, get_json, layout, put_json
 
 log = logging.getLogger(__name__)
 
+# Workers switch models on `model.promoted`; this periodic look at the alias is the safety
+# net for an event lost while the worker was disconnected or the publisher failed.
+ALIAS_CHECK_INTERVAL_S = 30.0
+
 
 @dataclass
 class Delivery:
@@ -87,8 +91,12 @@ class PredictionConsumer:
         self.connected.set()
         self.models.follow_production()
         log.info("consuming %s", self.topology.predict_queue)
+        next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
         while not self.stopping.is_set():
             connection.process_data_events(time_limit=0.2 if not buffer else 0)
+            if time.monotonic() >= next_alias_check:
+                self.models.follow_production()
+                next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
             if not buffer:
                 continue
             # Micro-batching: jobs that arrived while the last batch ran are already here;

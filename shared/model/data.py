@@ -151,3 +151,17 @@ def augmented_views(pixels: np.ndarray, view: int, seed: int, batch_size: int = 
         return augment(image, tf.stack([tf.cast(seed, tf.int64), index * 1000 + view]))
 
     return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+
+
+def concatenate(parts: list[LabelledImages]) -> LabelledImages:
+    """One LabelledImages of several (e.g. the store's train and incoming splits)."""
+    if len(parts) == 1:
+        return parts[0]
+    names = tuple(name for part in parts for name in part.names)
+    return LabelledImages(
+        pixels=np.concatenate([part.pixels for part in parts]),
+        labels=np.concatenate([part.labels for part in parts]),
+        diagnoses=np.concatenate([part.diagnoses for part in parts]),
+        names=names,
+        content_hash=hashlib.sha256("\n".join(sorted(part.content_hash for part in parts)).encode()).hexdigest(),
+    )

@@ -88,7 +88,7 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *, bootstr
     precision = _ratio(c["tp"], c["tp"] + c["fp"])
     low, high = bootstrap_auc_interval(labels, scores, rounds=bootstrap_rounds)
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "n_malignant": int(labels.sum()),
         "auc": roc_auc(labels, scores),
         "auc_ci95": [low, high],

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PLOTS = {"roc": "roc.png", "confusion": "confusion.png", "calibration": "calibration.png"}
 

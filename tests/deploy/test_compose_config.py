@@ -83,17 +83,20 @@ def _container_ports(service: dict[str, Any]) -> set[int]:
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
-    """Volume source -> target in the container."""
-    return {volume.split(":")[0]: volume.split(":")[1] for volume in service.get("volumes", [])}
+    """Volume source -> target in the container (split from the right: a source may hold
+    `${VAR:-default}`)."""
+    pairs = [volume.removesuffix(":ro").removesuffix(":rw").rsplit(":", 1) for volume in service.get("volumes", [])]
+    return dict(pairs)
 
 
-def _exposed_metric_names() -> set[str]:
-    names: set[str] = set()
-    for value in vars(shared.metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            for family in value.describe():
-                names |= {family.name + suffix for suffix in _SAMPLE_SUFFIXES[family.type]}
-    return names
+def _metric_families() -> dict[str, set[str]]:
+    """Each metric family defined in shared/metrics.py -> the sample names it exposes."""
+    return {
+        family.name: {family.name + suffix for suffix in _SAMPLE_SUFFIXES[family.type]}
+        for value in vars(shared.metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    }
 
 
 def _dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -222,7 +225,7 @@ def test_every_bind_mounted_config_file_exists_in_the_repository(services):
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_service_reads_the_dataset_folder_read_only_where_settings_look_for_it(services, name):
-    assert "./data:/app/data:ro" in services[name]["volumes"]
+    assert "${SLC_DATA_DIR:-./data}:/app/data:ro" in services[name]["volumes"]
     assert _environment(services[name])["DATA_DIR"] == "/app/data"
 
 
@@ -329,19 +332,14 @@ def test_alerts_cover_latency_errors_backlog_dead_letters_and_missing_workers(al
 def test_every_slc_metric_referenced_is_defined_in_shared_metrics(source, dashboard, alert_rules):
     exprs = _dashboard_exprs(dashboard) if source == "dashboard" else [rule["expr"] for rule in alert_rules]
     referenced = {name for expr in exprs for name in _SLC_METRIC.findall(expr)}
+    exposed = set().union(*_metric_families().values())
     assert referenced
-    assert not referenced - _exposed_metric_names()
+    assert not referenced - exposed
 
 
 def test_dashboard_shows_every_metric_defined_in_shared_metrics(dashboard):
     referenced = {name for expr in _dashboard_exprs(dashboard) for name in _SLC_METRIC.findall(expr)}
-    families = {
-        family.name
-        for value in vars(shared.metrics).values()
-        if isinstance(value, MetricWrapperBase)
-        for family in value.describe()
-    }
-    unshown = {family for family in families if not any(name.startswith(family) for name in referenced)}
+    unshown = {family for family, samples in _metric_families().items() if not samples & referenced}
     assert not unshown
 
 
@@ -373,6 +371,8 @@ def test_dashboard_queries_use_the_provisioned_prometheus_datasource(dashboard):
             continue
         assert panel["datasource"] == provisioned, panel["title"]
         assert panel["targets"] and all(target["datasource"] == provisioned for target in panel["targets"])
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"] == provisioned, variable["name"]
 
 
 def test_grafana_datasource_points_at_the_prometheus_service(services):
@@ -388,3 +388,6 @@ def test_grafana_loads_dashboards_from_the_folder_compose_mounts(services):
     for folder in ("datasources", "dashboards"):
         source = f"./deploy/grafana/provisioning/{folder}"
         assert mounted[source] == f"/etc/grafana/provisioning/{folder}"
+    home = Path(_environment(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert str(home.parent) == provider["options"]["path"]
+    assert (REPO / "deploy/grafana/dashboards" / home.name).is_file()

@@ -1,0 +1,62 @@
+"""`GET /api/v1/insights`: the dataset snapshot and how the production model performs.
+
+The snapshot is whatever the insights service last wrote (null before its first run); the
+model part comes from the production version's card. Cards may hold non-finite floats (the
+ROC curve's first threshold is +Infinity), which browsers' JSON.parse rejects, so every
+non-finite number becomes null here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from shared.errors import NotFound, ObjectNotFound
+from shared.model import registry
+from shared.storage import ObjectStore, get_json, layout
+
+blueprint = Blueprint("insights", __name__, url_prefix="/api/v1/insights")
+
+
+@blueprint.get("")
+def insights() -> Response:
+    """`{"snapshot": <latest snapshot or null>, "model": <production performance or null>}`."""
+    store: ObjectStore = current_app.extensions["store"]
+    return jsonify(finite_json({"snapshot": latest_snapshot(store), "model": production_performance(store)}))
+
+
+def latest_snapshot(store: ObjectStore) -> dict[str, Any] | None:
+    """The insights service's latest snapshot, or None before it has written one."""
+    try:
+        return get_json(store, layout.INSIGHTS_SNAPSHOT)
+    except ObjectNotFound:
+        return None
+
+
+def production_performance(store: ObjectStore) -> dict[str, Any] | None:
+    """Version, threshold and test-split metrics of production; None when there is none.
+
+    `test` is null for a version whose card has no test evaluation (e.g. a hand-made card).
+    """
+    version = registry.production_version(store)
+    if version is None:
+        return None
+    try:
+        card = registry.read_card(store, version)
+    except NotFound:
+        return None  # the alias names a version whose card is gone: nothing to show
+    test = (card.get("metrics") or {}).get("test")
+    return {"version": version, "threshold": card.get("threshold"), "test": test}
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN and ±Infinity replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value

@@ -1,0 +1,75 @@
+"""`/api/v1/models`: versions, their cards, and promotion (also the way to roll back)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from services.gateway import context
+from services.gateway.auth import require_write_token
+from shared.errors import BadInput
+from shared.messaging.topology import EVENT_MODEL_PROMOTED
+from shared.model import registry
+
+blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SUMMARY_METRICS = ("n", "auc", "auc_ci95", "sensitivity", "specificity", "balanced_accuracy", "ece")
+
+
+def finite(value: Any) -> Any:
+    """JSON for browsers: NaN and infinities (e.g. the ROC curve's first threshold) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value
+
+
+def _checked_version(version: str) -> str:
+    if not _VERSION.match(version):
+        raise BadInput(f"{version[:80]!r} is not a model version name")
+    return version
+
+
+def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
+    test_metrics = (card.get("metrics") or {}).get("test") or {}
+    return {
+        "version": card["version"],
+        "created_at": card.get("created_at"),
+        "parent_version": card.get("parent_version"),
+        "threshold": card.get("threshold"),
+        "is_production": card["version"] == production,
+        "metrics": {name: test_metrics.get(name) for name in SUMMARY_METRICS},
+    }
+
+
+@blueprint.get("")
+def list_models() -> Response:
+    store = context.store()
+    production = registry.production_version(store)
+    cards = [registry.read_card(store, version) for version in reversed(registry.list_versions(store))]
+    return jsonify(finite({"production": production, "versions": [_summary(card, production) for card in cards]}))
+
+
+@blueprint.get("/<version>")
+def get_model(version: str) -> Response:
+    store = context.store()
+    card = registry.read_card(store, _checked_version(version))
+    return jsonify(finite({**card, "is_production": version == registry.production_version(store)}))
+
+
+@blueprint.post("/<version>/promote")
+@require_write_token
+def promote(version: str) -> Response:
+    """Move production to `version`; workers follow on the `model.promoted` event."""
+    body = request.get_json(silent=True) or {}
+    reason = str(body.get("reason") or "promoted through the API")[:200] if isinstance(body, dict) else ""
+    alias = registry.promote(context.store(), _checked_version(version), reason=reason or "promoted through the API")
+    context.broker().publish_event(EVENT_MODEL_PROMOTED, {"version": version, "previous": alias["previous"]})
+    return jsonify(alias)

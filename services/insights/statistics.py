@@ -1,0 +1,161 @@
+"""Dataset statistics, pure: one image's numbers from its bytes, and the snapshot from many.
+
+Per image (cached by content hash, so it is computed once per distinct image): decoded
+width and height in pixels, 32-bin histograms of gray, red, green and blue levels (pixel
+counts; bin `i` holds levels `8i .. 8i+7`), and the mean and standard deviation of the gray
+level (0..255). Gray is Pillow's ITU-R 601-2 luma, `L = 0.299 R + 0.587 G + 0.114 B`, rounded.
+
+The snapshot sums those with pandas. Per-class numbers (intensity, brightness, contrast)
+pool every split (train + test + incoming): they describe what each class looks like, not
+how the data is split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.dataset import DatasetImage
+from shared.errors import BadInput
+from shared.images import decode_upload
+from shared.storage import layout
+
+BINS = 32
+# Cache entries carry this; an entry of another version is recomputed, so changing what
+# is computed here only needs this number bumped.
+ENTRY_VERSION = 1
+CHANNELS = ("gray", "red", "green", "blue")
+# Width and height histograms use at most this many equal bins.
+SIZE_BINS = 20
+
+Entry = dict[str, Any]
+
+
+def image_statistics(data: bytes, *, max_bytes: int, max_pixels: int) -> Entry:
+    """The cache entry of one image: sizes in pixels, histograms in pixel counts, gray in 0..255.
+
+    An image that does not decode gets an entry with `error` (and no statistics), so a bad
+    object is looked at once, not at every recomputation.
+    """
+    try:
+        decoded = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    except BadInput as error:
+        return {"version": ENTRY_VERSION, "error": str(error)}
+    rgb = np.asarray(decoded.rgb, dtype=np.uint8)
+    gray = np.asarray(decoded.rgb.convert("L"), dtype=np.uint8)
+    entry: Entry = {"version": ENTRY_VERSION, "width": decoded.width, "height": decoded.height}
+    planes = {"gray": gray, "red": rgb[..., 0], "green": rgb[..., 1], "blue": rgb[..., 2]}
+    for channel, plane in planes.items():
+        # 256 levels / 32 bins = 8 levels per bin: a shift, exact and fast.
+        entry[channel] = np.bincount((plane >> 3).ravel(), minlength=BINS).tolist()
+    gray_levels = gray.astype(np.float64)
+    entry["mean_gray"] = float(gray_levels.mean())
+    entry["std_gray"] = float(gray_levels.std())  # population std over the image's pixels
+    return entry
+
+
+def is_current(entry: object) -> bool:
+    """Whether a cached entry was made by this code (else it is recomputed)."""
+    return isinstance(entry, dict) and entry.get("version") == ENTRY_VERSION
+
+
+def entries_frame(images: Iterable[DatasetImage], entries: Mapping[str, Entry]) -> pd.DataFrame:
+    """One row per dataset image: split, label, sha256 and its statistics (NaN if undecodable).
+
+    Histograms become columns `gray_0 .. blue_31`, so per-class sums are one groupby.
+    """
+    rows = []
+    for image in images:
+        row: dict[str, Any] = {"split": image.split, "label": image.label, "sha256": image.sha256}
+        entry = entries.get(image.sha256, {})
+        if "error" not in entry and "width" in entry:
+            row |= {name: entry[name] for name in ("width", "height", "mean_gray", "std_gray")}
+            for channel in CHANNELS:
+                row |= {f"{channel}_{index}": count for index, count in enumerate(entry[channel])}
+        rows.append(row)
+    columns = ["split", "label", "sha256", "width", "height", "mean_gray", "std_gray"]
+    columns += [f"{channel}_{index}" for channel in CHANNELS for index in range(BINS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise(frame: pd.DataFrame, *, computed_at: float, work: Mapping[str, float]) -> dict[str, Any]:
+    """The snapshot document (docs/insights.md) from an `entries_frame`.
+
+    Every split of the layout and every label appear in `counts` (zeros included), and
+    every label in the per-class sections; a class without images has zero histograms and
+    null brightness and contrast.
+    """
+    decoded = frame.dropna(subset=["width"])
+    labels = _ordered(layout.LABELS, frame["label"])
+    return {
+        "computed_at": computed_at,
+        "image_count": len(frame),
+        # Content addressing stores one copy per split/label; the same hash under two
+        # split/label folders is a duplicate (or a label conflict) worth flagging.
+        "duplicate_count": int(frame["sha256"].duplicated(keep=False).sum()),
+        "counts": _counts(frame, labels),
+        "sizes": _sizes(decoded),
+        "intensity": {"bins": BINS, **{label: _intensity(decoded[decoded["label"] == label]) for label in labels}},
+        "brightness": {label: _mean_std(decoded.loc[decoded["label"] == label, "mean_gray"]) for label in labels},
+        "contrast": {label: _mean_std(decoded.loc[decoded["label"] == label, "std_gray"]) for label in labels},
+        "work": dict(work),
+    }
+
+
+def _ordered(known: Iterable[str], found: pd.Series) -> list[str]:
+    """The layout's names first, in their order, then any unexpected ones found in the store."""
+    names = list(known)
+    return names + sorted(set(found) - set(names))
+
+
+def _counts(frame: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
+    table = pd.crosstab(frame["split"], frame["label"]).reindex(
+        index=_ordered(layout.DATASET_SPLITS, frame["split"]), columns=labels, fill_value=0
+    )
+    return {split: {label: int(table.at[split, label]) for label in labels} for split in table.index}
+
+
+def _sizes(decoded: pd.DataFrame) -> dict[str, Any]:
+    points = decoded.groupby(["width", "height"]).size().reset_index(name="count")
+    return {
+        "points": [[int(row.width), int(row.height), int(row.count)] for row in points.itertuples()],
+        "width": _histogram(decoded["width"].to_numpy()),
+        "height": _histogram(decoded["height"].to_numpy()),
+    }
+
+
+def _histogram(values: np.ndarray) -> dict[str, list[float] | list[int]]:
+    """Equal-width bins over [min, max + 1) pixels: at most SIZE_BINS, one per distinct value if fewer."""
+    if values.size == 0:
+        return {"edges": [], "counts": []}
+    low, high = float(values.min()), float(values.max()) + 1.0
+    bins = min(SIZE_BINS, len(np.unique(values)))
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def _intensity(rows: pd.DataFrame) -> dict[str, list[float]]:
+    """Pooled histograms of a class: summed pixel counts / total pixels, so each sums to 1."""
+    result = {}
+    for channel in CHANNELS:
+        counts = rows[[f"{channel}_{index}" for index in range(BINS)]].to_numpy(dtype=np.float64).sum(axis=0)
+        total = counts.sum()
+        result[channel] = (counts / total).tolist() if total > 0 else [0.0] * BINS
+    return result
+
+
+def _mean_std(values: pd.Series) -> dict[str, float | None]:
+    """Mean and population std over images (std of one image is 0); nulls when there are none."""
+    if values.empty:
+        return {"mean": None, "std": None}
+    array = values.to_numpy(dtype=np.float64)
+    return {"mean": _finite(array.mean()), "std": _finite(array.std())}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+

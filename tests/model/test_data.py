@@ -1,0 +1,48 @@
+"""Loading labelled folders and the store, the validation split and augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.model.data import augment, augmented_views, load_folder, load_store, stratified_split
+from shared.storage import FilesystemStore
+from shared.storage import layout
+
+
+def test_a_folder_loads_as_224_pixel_uint8_images_with_labels(dataset_root: Path):
+    data = load_folder(dataset_root / "train")
+    assert data.pixels.shape == (16, 224, 224, 3) and data.pixels.dtype == np.uint8
+    assert data.labels.tolist() == [0] * 8 + [1] * 8
+    assert not data.has_diagnoses
+    assert len(data.content_hash) == 64
+
+
+def test_the_store_loader_reads_the_same_images_as_the_folder_loader(dataset_root: Path, tmp_path: Path):
+    store = FilesystemStore(tmp_path / "store")
+    for path in sorted((dataset_root / "train").glob("*/*")):
+        store.put(layout.dataset_image("train", path.parent.name, path.stem, path.suffix[1:]), path.read_bytes())
+    from_store = load_store(store, "train")
+    from_folder = load_folder(dataset_root / "train")
+    assert from_store.labels.tolist() == from_folder.labels.tolist()
+    assert from_store.content_hash == from_folder.content_hash
+
+
+@pytest.mark.parametrize(("benign", "malignant", "fraction", "expected"), [(80, 20, 0.2, (16, 4)), (50, 50, 0.1, (5, 5))])
+def test_the_validation_split_is_stratified_disjoint_and_repeatable(benign, malignant, fraction, expected):
+    labels = np.array([0] * benign + [1] * malignant)
+    train, validation = stratified_split(labels, fraction, seed=3)
+    assert (np.sum(labels[validation] == 0), np.sum(labels[validation] == 1)) == expected
+    assert not set(train) & set(validation) and len(train) + len(validation) == len(labels)
+    assert np.array_equal(validation, stratified_split(labels, fraction, seed=3)[1])
+
+
+def test_augmentation_is_repeatable_for_a_seed_and_differs_between_views():
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    first = augment(image, np.array([1, 2])).numpy()
+    assert first.shape == (224, 224, 3) and 0.0 <= first.min() and first.max() <= 255.0
+    assert np.array_equal(first, augment(image, np.array([1, 2])).numpy())
+    views = [next(iter(augmented_views(image[None], view, seed=5))).numpy() for view in (0, 1)]
+    assert not np.allclose(views[0], views[1])

@@ -1,0 +1,59 @@
+"""The training command end to end in quick mode, and the evaluate command on its output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.trainer.__main__ import main
+from shared.model.data import load_folder
+from shared.model.serving import ServingModel
+
+SUMMARY_KEYS = {"n", "auc", "sensitivity", "specificity", "balanced_accuracy", "threshold"}
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    assert main(["train", "--data", str(dataset_root), "--quick", "--out", str(out), "--promote"]) == 0
+    return out
+
+
+def _last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_quick_training_writes_a_complete_version_with_card_and_report(trained: Path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    folder = trained / "versions" / version
+    names = {path.name for path in folder.iterdir()}
+    assert {"model.keras", "model.onnx", "card.json", "report.md", "roc.png", "confusion.png",
+            "calibration.png"} <= names
+    card = json.loads((folder / "card.json").read_text())
+    assert card["version"] == version and card["serving_artifact"] == "model.onnx"
+    assert card["calibration"]["method"] == "platt" and 0.0 <= card["threshold"] <= 1.0
+    assert card["parity"]["max_abs_diff"] <= 1e-4
+    assert card["metrics"]["test"]["n"] == 12 and card["data"]["test"]["n"] == 12
+    assert "not for clinical use" in card["note"]
+
+
+def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, dataset_root: Path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    folder = trained / "versions" / version
+    served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(),
+                                     json.loads((folder / "card.json").read_text()))
+    probabilities = served.predict(load_folder(dataset_root / "test").pixels[:3])
+    assert probabilities.shape == (3,) and np.all((0 <= probabilities) & (probabilities <= 1))
+
+
+def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, dataset_root: Path, capsys, tmp_path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    model_dir = trained / "versions" / version
+    code = main(["evaluate", "--data", str(dataset_root / "test"), "--model-dir", str(model_dir),
+                 "--report", str(tmp_path)])
+    summary = _last_json_line(capsys.readouterr().out)
+    assert code == 0 and SUMMARY_KEYS <= summary.keys() and summary["n"] == 12
+    assert (tmp_path / "report.md").is_file()
