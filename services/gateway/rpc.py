@@ -94,14 +94,14 @@ class PredictionClient:
             raise
         return pending
 
-    def publish(self, exchange: str, routing_key: str, message: Message) -> None:
+    def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool = True) -> None:
         """Publish one message with confirms on the connection thread; wait for the confirm."""
-        self._run_on_connection(lambda: publish(self._channel, exchange, routing_key, message))
+        self._run_on_connection(lambda: publish(self._channel, exchange, routing_key, message, mandatory=mandatory))
 
     def publish_event(self, name: str, data: dict[str, object]) -> None:
         """Publish a fact on the events exchange, routed by its name (e.g. model.promoted)."""
         event = Event(name=name, event_id=uuid.uuid4().hex, occurred_at=time.time(), data=data)
-        self.publish(self._topology.events_exchange, name, event)
+        self.publish(self._topology.events_exchange, name, event, mandatory=False)
 
     def request_training(self, request: TrainRequest) -> None:
         self.publish("", self._topology.train_queue, request)

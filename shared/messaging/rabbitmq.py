@@ -75,10 +75,14 @@ def publish(
     exchange: str,
     routing_key: str,
     message: Message,
+    *,
+    mandatory: bool = True,
     **properties: object,
 ) -> None:
     """Publish on a channel in confirm mode; return once the broker has taken the message.
 
+    `mandatory` makes an unroutable message an error: right for jobs, which must reach
+    their queue; events pass `mandatory=False`, since a topic with no subscriber is fine.
     Raises Overloaded when a bounded queue rejected it, BrokerUnavailable when the broker
     could not route or confirm it.
     """
@@ -88,7 +92,7 @@ def publish(
             routing_key,
             message.encode(),
             message_properties(message, **properties),
-            mandatory=True,
+            mandatory=mandatory,
         )
     except pika.exceptions.NackError as error:
         raise Overloaded("the prediction queue is full; try again shortly") from error

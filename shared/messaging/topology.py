@@ -62,6 +62,10 @@ class Topology:
         channel.exchange_declare(self.events_exchange, "topic", durable=True)
         self._declare_work_queue(channel, self.predict_queue, max_length=self.predict_max_length)
         self._declare_work_queue(channel, self.train_queue, max_length=None)
+        # Declared by everyone, not only by insights: a dataset change published while the
+        # insights service is down must wait for it in this queue, not vanish.
+        channel.queue_declare(self.insights_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(self.insights_queue, self.events_exchange, routing_key=EVENT_DATASET_CHANGED)
 
     def _declare_work_queue(self, channel: BlockingChannel, queue: str, max_length: int | None) -> None:
         dead_queue = self.dead_letter_queue(queue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -72,6 +73,7 @@ def test_an_unreadable_image_gets_an_error_entry_instead_of_statistics() -> None
 
 def test_counts_list_every_split_and_label_with_zeros_included() -> None:
     snapshot = snapshot_of(*HAND_MADE)
+    json.dumps(snapshot, allow_nan=False)  # plain JSON: no numpy types, no NaN
     assert snapshot["image_count"] == 4
     assert snapshot["duplicate_count"] == 0
     assert snapshot["counts"] == {

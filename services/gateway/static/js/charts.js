@@ -119,7 +119,7 @@ export function lineChart({ label, series, x, y, diagonal = false, markers = fal
     const points = s.points.filter(([px, py]) => Number.isFinite(px) && Number.isFinite(py));
     const path = points.map(([px, py], i) => `${i ? "L" : "M"}${sx(px).toFixed(1)},${sy(py).toFixed(1)}`).join("");
     root.append(svg("path", { class: `chart__line series--${s.name}`, d: path }));
-    if (markers) {
+    if (markers || s.markers) {
       for (const [px, py] of points) {
         root.append(svg("circle", { class: `chart__dot series--${s.name}`, cx: sx(px), cy: sy(py), r: 3.5 }));
       }

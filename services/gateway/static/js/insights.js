@@ -1,0 +1,244 @@
+// Insights tab: the dataset snapshot (class counts, sizes, intensities) and the production
+// model's test evaluation (ROC curve, confusion matrix, calibration).
+
+import { getJson } from "./api.js";
+import { barChart, legend, lineChart, scatterChart } from "./charts.js";
+import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
+
+const CLASSES = ["benign", "malignant"];
+const SPLITS = ["train", "test", "incoming"];
+const CHANNELS = ["gray", "red", "green", "blue"];
+const CLASS_LEGEND = legend(CLASSES.map((name) => ({ name, text: name[0].toUpperCase() + name.slice(1) })));
+
+export async function showInsights() {
+  const status = byId("insights-status");
+  setStatus(status, "Loading…");
+  let data;
+  try {
+    data = await getJson("/insights");
+  } catch (error) {
+    return setStatus(status, `Could not load insights: ${error.message}`, "error");
+  }
+  const content = byId("insights-content");
+  if (!data.snapshot && !data.model) {
+    replace(content);
+    return setStatus(status, "No statistics yet: they are computed when the dataset changes.");
+  }
+  setStatus(status, data.snapshot ? `Snapshot of ${dateTime(data.snapshot.computed_at)}` : "");
+  replace(content, data.snapshot ? datasetSection(data.snapshot) : null, modelSection(data.model));
+}
+
+function figure(title, chart, ...extra) {
+  return el("figure", { class: "figure card" }, el("figcaption", { text: title }), chart, ...extra);
+}
+
+function stat(label, value) {
+  return el("div", { class: "stat" }, el("dt", { text: label }), el("dd", { text: value }));
+}
+
+// --- dataset ------------------------------------------------------------------------------
+
+function datasetSection(snapshot) {
+  return el(
+    "section",
+    { class: "insights-section", "aria-labelledby": "insights-data-title" },
+    el("h3", { id: "insights-data-title", text: "Dataset" }),
+    el(
+      "dl",
+      { class: "stats" },
+      stat("Images", (snapshot.image_count ?? 0).toLocaleString()),
+      stat("Duplicates", (snapshot.duplicate_count ?? 0).toLocaleString()),
+    ),
+    el(
+      "div",
+      { class: "figure-grid" },
+      classCounts(snapshot.counts || {}),
+      imageSizes(snapshot.sizes),
+      intensities(snapshot.intensity),
+      brightness(snapshot),
+    ),
+  );
+}
+
+function classCounts(counts) {
+  const splits = [...SPLITS.filter((split) => split in counts), ...Object.keys(counts).filter((s) => !SPLITS.includes(s))];
+  const series = CLASSES.map((name) => ({ name, values: splits.map((split) => counts[split]?.[name] ?? 0) }));
+  const summary = splits.map((split) => `${split}: ${series.map((s) => `${s.values[splits.indexOf(split)]} ${s.name}`).join(", ")}`);
+  const chart = barChart({ label: `Images per class and split. ${summary.join("; ")}`, categories: splits, series, yLabel: "images" });
+  return figure("Classes per split", chart, CLASS_LEGEND.cloneNode(true));
+}
+
+function imageSizes(sizes) {
+  const points = sizes?.points || [];
+  if (!points.length) return figure("Image sizes", el("p", { class: "empty", text: "No sizes recorded." }));
+  const total = points.reduce((sum, p) => sum + (p[2] ?? 1), 0);
+  const chart = scatterChart({
+    label: `Image sizes: ${points.length} distinct width and height pairs over ${total} images`,
+    points,
+    x: { label: "width (px)" },
+    y: { label: "height (px)" },
+    describe: (w, h, count) => `${w} × ${h} px: ${count} image${count === 1 ? "" : "s"}`,
+  });
+  return figure("Image sizes (dot area: number of images)", chart);
+}
+
+function intensities(intensity) {
+  if (!intensity) return figure("Pixel intensity", el("p", { class: "empty", text: "No intensities recorded." }));
+  const holder = el("div", { class: "chart-holder" });
+  const bins = intensity.bins || 32;
+  const draw = (channel) => {
+    const series = CLASSES.filter((name) => intensity[name]?.[channel]).map((name) => ({
+      name,
+      points: intensity[name][channel].map((fraction, i) => [((i + 0.5) * 256) / bins, fraction]),
+    }));
+    const max = Math.max(0.01, ...series.flatMap((s) => s.points.map((p) => p[1])));
+    replace(
+      holder,
+      lineChart({
+        label: `Histogram of ${channel} intensity, benign and malignant images`,
+        series,
+        x: { min: 0, max: 256, label: `${channel} intensity (0–255)` },
+        y: { min: 0, max: max * 1.1, label: "fraction of pixels" },
+      }),
+    );
+  };
+  const select = el(
+    "select",
+    { id: "intensity-channel", onchange: (event) => draw(event.target.value) },
+    CHANNELS.map((channel) => el("option", { value: channel, text: channel })),
+  );
+  draw(CHANNELS[0]);
+  return figure(
+    "Pixel intensity by class",
+    el("div", { class: "field field--inline" }, el("label", { for: "intensity-channel", text: "Channel" }), select),
+    holder,
+    CLASS_LEGEND.cloneNode(true),
+  );
+}
+
+function brightness(snapshot) {
+  const rows = [
+    ["Brightness", snapshot.brightness],
+    ["Contrast", snapshot.contrast],
+  ].filter(([, values]) => values);
+  if (!rows.length) return null;
+  return figure(
+    "Brightness and contrast (mean ± standard deviation)",
+    el(
+      "table",
+      { class: "data-table" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "" }), CLASSES.map((name) => el("th", { scope: "col", text: name })))),
+      el(
+        "tbody",
+        {},
+        rows.map(([label, values]) =>
+          el(
+            "tr",
+            {},
+            el("th", { scope: "row", text: label }),
+            CLASSES.map((name) => el("td", { text: values[name] ? `${fixed(values[name].mean, 1)} ± ${fixed(values[name].std, 1)}` : "–" })),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+// --- model --------------------------------------------------------------------------------
+
+function modelSection(model) {
+  const section = el(
+    "section",
+    { class: "insights-section", "aria-labelledby": "insights-model-title" },
+    el("h3", { id: "insights-model-title", text: model ? `Production model ${model.version}` : "Production model" }),
+  );
+  const test = model?.test;
+  if (!test) {
+    section.append(el("p", { class: "empty", text: "No test evaluation of the production model yet." }));
+    return section;
+  }
+  const ci = test.auc_ci95 ? ` (95% CI ${fixed(test.auc_ci95[0], 2)}–${fixed(test.auc_ci95[1], 2)})` : "";
+  section.append(
+    el(
+      "dl",
+      { class: "stats" },
+      stat("ROC AUC", `${fixed(test.auc, 3)}${ci}`),
+      stat("Sensitivity", percent(test.sensitivity)),
+      stat("Specificity", percent(test.specificity)),
+      stat("Balanced accuracy", percent(test.balanced_accuracy)),
+      stat("Calibration error (ECE)", fixed(test.ece, 3)),
+      stat("Threshold", fixed(model.threshold, 3)),
+      stat("Test images", (test.n ?? 0).toLocaleString()),
+    ),
+    el("div", { class: "figure-grid" }, rocCurve(test), confusionMatrix(test.confusion_matrix), reliability(test.reliability)),
+  );
+  return section;
+}
+
+function rocCurve(test) {
+  const roc = test.roc_curve;
+  if (!roc?.fpr?.length) return null;
+  const curve = { name: "roc", points: roc.fpr.map((fpr, i) => [fpr, roc.tpr[i]]) };
+  const series = [curve];
+  if (typeof test.sensitivity === "number" && typeof test.specificity === "number") {
+    series.push({ name: "operating", points: [[1 - test.specificity, test.sensitivity]], markers: true });
+  }
+  const chart = lineChart({
+    label: `ROC curve, AUC ${fixed(test.auc, 3)}`,
+    series,
+    x: { min: 0, max: 1, label: "false positive rate (1 − specificity)" },
+    y: { min: 0, max: 1, label: "true positive rate (sensitivity)" },
+    diagonal: true,
+    markers: false,
+  });
+  return figure(
+    `ROC curve (AUC ${fixed(test.auc, 3)})`,
+    chart,
+    legend([
+      { name: "roc", text: "ROC curve" },
+      { name: "operating", text: "operating point (threshold)" },
+    ]),
+  );
+}
+
+function confusionMatrix(matrix) {
+  if (!matrix) return null;
+  const { tp = 0, fn = 0, tn = 0, fp = 0 } = matrix;
+  const cell = (count, rowTotal, correct, label) => {
+    const td = el("td", { class: `cm__cell cm__cell--${correct ? "correct" : "wrong"}`, "aria-label": `${label}: ${count}` });
+    td.append(el("span", { class: "cm__count", text: count.toLocaleString() }), el("span", { class: "cm__share", text: percent(rowTotal ? count / rowTotal : null, 0) }));
+    td.style.setProperty("--share", rowTotal ? count / rowTotal : 0);
+    return td;
+  };
+  const table = el(
+    "table",
+    { class: "cm" },
+    el("caption", { class: "visually-hidden", text: "Confusion matrix: rows are the true class, columns the prediction" }),
+    el(
+      "thead",
+      {},
+      el("tr", {}, el("td", {}), el("th", { scope: "col", text: "Predicted benign" }), el("th", { scope: "col", text: "Predicted malignant" })),
+    ),
+    el(
+      "tbody",
+      {},
+      el("tr", {}, el("th", { scope: "row", text: "Benign" }), cell(tn, tn + fp, true, "true negatives"), cell(fp, tn + fp, false, "false positives")),
+      el("tr", {}, el("th", { scope: "row", text: "Malignant" }), cell(fn, tp + fn, false, "false negatives"), cell(tp, tp + fn, true, "true positives")),
+    ),
+  );
+  return figure("Confusion matrix at the threshold (rows: true class)", el("div", { class: "cm-holder" }, table));
+}
+
+function reliability(bins) {
+  const points = (bins || []).filter((b) => b.count > 0).map((b) => [b.mean_score, b.observed]);
+  if (!points.length) return null;
+  const chart = lineChart({
+    label: "Calibration: observed share of malignant against the predicted probability",
+    series: [{ name: "calibration", points }],
+    x: { min: 0, max: 1, label: "predicted probability of malignant" },
+    y: { min: 0, max: 1, label: "observed share malignant" },
+    diagonal: true,
+    markers: true,
+  });
+  return figure("Calibration (closer to the diagonal is better)", chart);
+}

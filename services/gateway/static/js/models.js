@@ -1,0 +1,82 @@
+// Models tab: every version with its test metrics; promote one, or roll back to an older one.
+
+import { getJson, write } from "./api.js";
+import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
+
+export async function showModels() {
+  const status = byId("models-status");
+  try {
+    render(await getJson("/models"));
+  } catch (error) {
+    setStatus(status, `Could not load the models: ${error.message}`, "error");
+  }
+}
+
+function render({ production, versions }) {
+  const holder = byId("models-table");
+  if (!versions.length) {
+    replace(holder, el("p", { class: "empty", text: "No model versions yet." }));
+    return;
+  }
+  const productionIndex = versions.findIndex((v) => v.version === production);
+  const header = ["Version", "Created", "AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Test images", "Threshold", ""];
+  replace(
+    holder,
+    el(
+      "table",
+      { class: "data-table models-table" },
+      el("caption", { class: "visually-hidden", text: "Model versions, newest first" }),
+      el("thead", {}, el("tr", {}, header.map((text) => el("th", { scope: "col", text })))),
+      el("tbody", {}, versions.map((version, index) => row(version, productionIndex >= 0 && index > productionIndex))),
+    ),
+  );
+}
+
+/** One version; `older` (than production) makes its button a rollback. */
+function row(version, older) {
+  const m = version.metrics || {};
+  const ci = Array.isArray(m.auc_ci95) ? ` (${fixed(m.auc_ci95[0], 2)}–${fixed(m.auc_ci95[1], 2)})` : "";
+  const name = el("th", { scope: "row" }, el("span", { class: "version", text: version.version }));
+  if (version.is_production) name.append(" ", el("span", { class: "badge badge--production", text: "Production" }));
+  if (version.parent_version) name.append(el("span", { class: "version__parent", text: `from ${version.parent_version}` }));
+  const action = version.is_production
+    ? el("span", { class: "hint", text: "serving" })
+    : el("button", {
+        type: "button",
+        class: "button button--small",
+        "aria-label": `${older ? "Roll back to" : "Promote"} ${version.version}`,
+        text: older ? "Roll back" : "Promote",
+        onclick: (event) => promote(version.version, older, event.target),
+      });
+  return el(
+    "tr",
+    { class: version.is_production ? "is-production" : "" },
+    name,
+    el("td", { text: dateTime(version.created_at) }),
+    el("td", { text: `${fixed(m.auc, 3)}${ci}` }),
+    el("td", { text: percent(m.sensitivity) }),
+    el("td", { text: percent(m.specificity) }),
+    el("td", { text: percent(m.balanced_accuracy) }),
+    el("td", { text: fixed(m.ece, 3) }),
+    el("td", { text: m.n ?? "–" }),
+    el("td", { text: fixed(version.threshold, 3) }),
+    el("td", {}, action),
+  );
+}
+
+async function promote(version, rollback, button) {
+  const status = byId("models-status");
+  button.disabled = true;
+  setStatus(status, `${rollback ? "Rolling back to" : "Promoting"} ${version}…`);
+  try {
+    const reason = rollback ? "rolled back from the web UI" : "promoted from the web UI";
+    const answer = await write("POST", `/models/${encodeURIComponent(version)}/promote`, { reason });
+    const previous = answer.previous ? ` (was ${answer.previous})` : "";
+    setStatus(status, `Production is now ${answer.version}${previous}. Workers switch to it within seconds.`, "success");
+    await showModels();
+    byId("models-status").focus();
+  } catch (error) {
+    button.disabled = false;
+    setStatus(status, `Could not ${rollback ? "roll back" : "promote"}: ${error.message}`, "error");
+  }
+}

@@ -1,0 +1,130 @@
+// Predict tab: choose or drop images, one request per file (in parallel), one card per file.
+
+import { post } from "./api.js";
+import { byId, duration, el, percent, replace } from "./dom.js";
+
+const previews = new Set();
+
+export function initPredict() {
+  const input = byId("predict-files");
+  const zone = byId("predict-dropzone");
+  input.addEventListener("change", () => {
+    predictAll([...input.files]);
+    input.value = ""; // choosing the same file again fires "change" again
+  });
+
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dropzone--active");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dropzone--active"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dropzone--active");
+    predictAll([...event.dataTransfer.files]);
+  });
+  // A file dropped next to the zone must not make the browser navigate away to it.
+  for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
+
+  byId("predict-clear").addEventListener("click", clearResults);
+}
+
+function predictAll(files) {
+  if (!files.length) return;
+  byId("predict-clear").hidden = false;
+  files.forEach(predictOne);
+}
+
+function clearResults() {
+  previews.forEach((url) => URL.revokeObjectURL(url));
+  previews.clear();
+  replace(byId("predict-results"));
+  byId("predict-clear").hidden = true;
+  byId("predict-files").focus();
+}
+
+async function predictOne(file) {
+  const card = resultCard(file);
+  byId("predict-results").append(card.root);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const answer = await post("/predictions", form);
+    showAnswer(card, answer);
+  } catch (error) {
+    showError(card, error);
+  } finally {
+    card.root.removeAttribute("aria-busy");
+  }
+}
+
+function resultCard(file) {
+  const url = URL.createObjectURL(file);
+  previews.add(url);
+  const image = el("img", { src: url, alt: `Preview of ${file.name}` });
+  const preview = el("div", { class: "result__preview" }, image);
+  image.addEventListener("error", () => replace(preview, el("span", { class: "result__no-preview", text: "No preview" })));
+  const status = el("p", { class: "result__status", text: "Predicting…" });
+  const body = el("div", { class: "result__body" }, el("h3", { class: "result__name", text: file.name }), status);
+  const root = el("li", { class: "result", "aria-busy": "true" }, preview, body);
+  return { root, body, status };
+}
+
+function showAnswer(card, answer) {
+  const label = answer.label === "malignant" ? "malignant" : "benign";
+  card.root.dataset.label = label;
+  card.status.replaceWith(
+    el("p", { class: `result__label badge badge--${label}` }, label === "malignant" ? "Malignant" : "Benign"),
+    probabilityBar(answer.probability_malignant, answer.threshold),
+    el(
+      "dl",
+      { class: "meta" },
+      el("div", {}, el("dt", { text: "Model" }), el("dd", { text: answer.model_version })),
+      el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
+    ),
+  );
+  const note = byId("predict-note");
+  if (answer.note) {
+    note.textContent = answer.note;
+    note.hidden = false;
+  }
+}
+
+function showError(card, error) {
+  card.root.dataset.label = "error";
+  card.root.classList.add("result--error");
+  const status = error.status ? ` (HTTP ${error.status})` : "";
+  card.status.replaceWith(
+    el("p", { class: "result__error" }, el("strong", { text: `Not predicted${status}: ` }), error.message),
+  );
+}
+
+/** The probability of malignant as a bar, with the model's threshold marked on it. */
+export function probabilityBar(probability, threshold) {
+  const fill = el("div", { class: "probability__fill" });
+  fill.style.width = `${Math.min(Math.max(probability, 0), 1) * 100}%`;
+  const marker = el("div", { class: "probability__threshold" });
+  marker.style.left = `${threshold * 100}%`;
+  const above = probability >= threshold;
+  return el(
+    "div",
+    { class: "probability" },
+    el(
+      "p",
+      { class: "probability__caption" },
+      "Probability of malignant ",
+      el("strong", { class: "probability__value", text: percent(probability) }),
+    ),
+    el(
+      "div",
+      {
+        class: `probability__bar${above ? " probability__bar--above" : ""}`,
+        role: "img",
+        "aria-label": `Probability of malignant ${percent(probability)}; threshold ${percent(threshold)}`,
+      },
+      fill,
+      marker,
+    ),
+    el("p", { class: "probability__legend" }, el("span", { class: "probability__key", "aria-hidden": "true" }), `threshold ${percent(threshold)}`),
+  );
+}

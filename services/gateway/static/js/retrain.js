@@ -1,0 +1,200 @@
+// Retrain tab: add labelled images to the dataset, start a training job, follow it to the gate.
+
+import { config, getJson, write } from "./api.js";
+import { byId, el, replace, setStatus } from "./dom.js";
+import { gateDecision } from "./gate.js";
+
+const POLL_MS = 1000;
+const FINISHED = new Set(["promoted", "rejected", "failed"]);
+let polling = 0; // id of the current poll loop; a new job stops the old loop
+
+export function initRetrain() {
+  byId("upload-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    uploadLabelled();
+  });
+  byId("train-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    startTraining();
+  });
+}
+
+let shown = false;
+
+/** On the first visit: set limits from the config, and pick up the latest job. */
+export async function showRetrain() {
+  if (shown) return;
+  shown = true;
+  const { max_training_epochs: maxEpochs } = await config();
+  if (maxEpochs) byId("train-epochs").max = String(maxEpochs);
+  try {
+    const { jobs } = await getJson("/training-jobs");
+    if (jobs && jobs.length) follow(jobs[0]);
+  } catch {
+    // No job history to show is not worth an error message here.
+  }
+}
+
+// --- uploads -------------------------------------------------------------------------------
+
+/** Split files into requests the server accepts: by count and by total bytes. */
+function batches(files, maxFiles, maxBytes) {
+  const result = [];
+  let current = [];
+  let bytes = 0;
+  for (const file of files) {
+    if (current.length && (current.length >= maxFiles || bytes + file.size > maxBytes)) {
+      result.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(file);
+    bytes += file.size;
+  }
+  if (current.length) result.push(current);
+  return result;
+}
+
+async function uploadLabelled() {
+  const status = byId("upload-status");
+  const label = byId("upload-form").querySelector('input[name="label"]:checked')?.value;
+  const files = [...byId("upload-files").files];
+  if (!label) return setStatus(status, "Choose a label: benign or malignant.", "error");
+  if (!files.length) return setStatus(status, "Choose one or more images to add.", "error");
+
+  const settings = await config();
+  const maxFiles = settings.max_dataset_files_per_request || 200;
+  const maxBytes = (settings.max_files_per_request || 32) * (settings.max_upload_bytes || 10 * 2 ** 20);
+  const submit = byId("upload-submit");
+  submit.disabled = true;
+  setStatus(status, `Uploading ${files.length} image${files.length === 1 ? "" : "s"}…`);
+  const totals = { added: 0, duplicates: 0, rejected: 0, files: [] };
+  try {
+    for (const batch of batches(files, maxFiles, maxBytes)) {
+      const form = new FormData();
+      form.append("label", label);
+      batch.forEach((file) => form.append("file", file, file.name));
+      const answer = await write("POST", "/datasets/uploads", form);
+      totals.added += answer.added;
+      totals.duplicates += answer.duplicates;
+      totals.rejected += answer.rejected;
+      totals.files.push(...answer.files);
+    }
+    setStatus(status, `Done: ${totals.added} added to the incoming ${label} images.`, "success");
+  } catch (error) {
+    setStatus(status, `Upload failed: ${error.message}`, "error");
+  } finally {
+    submit.disabled = false;
+    showUploadTotals(totals);
+  }
+}
+
+function showUploadTotals(totals) {
+  byId("upload-stats").hidden = false;
+  byId("upload-added").textContent = totals.added;
+  byId("upload-duplicates").textContent = totals.duplicates;
+  byId("upload-rejected").textContent = totals.rejected;
+  const notAdded = totals.files.filter((file) => file.status !== "added");
+  replace(
+    byId("upload-files-list"),
+    notAdded.map((file) =>
+      el(
+        "li",
+        { class: `file-outcome file-outcome--${file.status}` },
+        el("strong", { text: file.filename || "(no name)" }),
+        ` — ${file.status}`,
+        file.reason ? `: ${file.reason}` : file.status === "duplicate" ? ": already in the dataset" : "",
+      ),
+    ),
+  );
+}
+
+// --- training ------------------------------------------------------------------------------
+
+async function startTraining() {
+  const status = byId("train-status");
+  const epochsInput = byId("train-epochs");
+  if (!epochsInput.checkValidity()) {
+    epochsInput.focus();
+    return setStatus(status, `Epochs must be a whole number from 1 to ${epochsInput.max || "the maximum"}.`, "error");
+  }
+  const epochs = epochsInput.value ? Number(epochsInput.value) : undefined;
+  const submit = byId("train-submit");
+  submit.disabled = true;
+  setStatus(status, "Queueing the training job…");
+  try {
+    const job = await write("POST", "/training-jobs", epochs ? { epochs } : undefined);
+    follow(job);
+  } catch (error) {
+    submit.disabled = false;
+    setStatus(status, `Could not start retraining: ${error.message}`, "error");
+  }
+}
+
+/** Show `job`, and poll it until it finishes. */
+async function follow(job) {
+  const loop = ++polling;
+  let current = job;
+  replace(byId("train-gate"));
+  for (;;) {
+    renderJob(current);
+    if (FINISHED.has(current.status)) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (loop !== polling) return;
+    try {
+      current = await getJson(`/training-jobs/${encodeURIComponent(current.id)}`);
+    } catch (error) {
+      setStatus(byId("train-status"), `Lost contact with the server (${error.message}); retrying…`, "error");
+    }
+  }
+}
+
+const STATUS_TEXT = {
+  queued: "Queued: waiting for the trainer…",
+  running: "Training…",
+  evaluating: "Evaluating the candidate on the test split…",
+  promoted: "Finished: the candidate passed the gate and is now in production.",
+  rejected: "Finished: the candidate did not pass the gate; production is unchanged.",
+  failed: "Training failed.",
+};
+
+function renderJob(job) {
+  const finished = FINISHED.has(job.status);
+  byId("train-submit").disabled = !finished;
+  const kind = job.status === "failed" ? "error" : job.status === "promoted" ? "success" : "info";
+  const error = job.error ? ` ${job.error}` : "";
+  setStatus(byId("train-status"), `Job ${job.id}: ${STATUS_TEXT[job.status] || job.status}${error}`, kind);
+
+  byId("train-progress-block").hidden = false;
+  const bar = byId("train-progress");
+  const fraction = progressFraction(job);
+  if (fraction === null) bar.removeAttribute("value");
+  else bar.value = Math.round(fraction * 100);
+  byId("train-progress-label").textContent = `Progress${fraction === null ? "" : `: ${Math.round(fraction * 100)}%`}`;
+  byId("train-progress-detail").textContent = progressDetail(job);
+
+  if (job.gate) replace(byId("train-gate"), gateDecision(job.gate, job.candidate_version));
+}
+
+/** 0..1, or null when the trainer has not said how far it is. Evaluation is the last tenth. */
+function progressFraction(job) {
+  if (FINISHED.has(job.status)) return 1;
+  if (job.status === "queued") return 0;
+  if (job.status === "evaluating") return 0.95;
+  const { epoch, epochs } = job.progress || {};
+  if (!epochs) return null;
+  return Math.min(epoch / epochs, 1) * 0.9;
+}
+
+function progressDetail(job) {
+  const parts = [];
+  const progress = job.progress || {};
+  if (progress.epochs) parts.push(`epoch ${progress.epoch} of ${progress.epochs}`);
+  if (progress.stage) parts.push(progress.stage);
+  const metrics = progress.metrics || {};
+  if (metrics.val_auc !== undefined && metrics.val_auc !== null) parts.push(`validation AUC ${Number(metrics.val_auc).toFixed(3)}`);
+  if (metrics.loss !== undefined && metrics.loss !== null) parts.push(`loss ${Number(metrics.loss).toFixed(3)}`);
+  const { started_at: started, finished_at: finished } = job.timings || {};
+  if (started) parts.push(`${Math.round((finished || Date.now() / 1000) - started)} s elapsed`);
+  return parts.join(" · ");
+}

@@ -1,0 +1,151 @@
+"""The write API: tokens, dataset uploads, training requests, the model registry.
+
+In-process app, real RabbitMQ and S3 endpoint; no trainer runs here (see
+test_retraining.py for whole runs).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pika
+import pytest
+from flask.testing import FlaskClient
+
+from services.gateway.app import create_app
+from services.gateway.rpc import PredictionClient
+from shared import training_jobs
+from shared.messaging.topology import Topology
+from shared.model import registry
+from shared.settings import Settings
+from shared.storage import ObjectStore, create_store
+from tests.support.images import noise_png, solid_jpeg
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def settings(s3_settings: Settings) -> Settings:
+    return Settings(**{**s3_settings.__dict__, "write_token": TOKEN, "max_training_epochs": 5})
+
+
+@pytest.fixture
+def store(settings: Settings) -> ObjectStore:
+    return create_store(settings)
+
+
+@pytest.fixture
+def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
+    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
+    client.start()
+    assert client.connected.wait(10)
+    yield create_app(settings, store=store, prediction_client=client).test_client()
+    client.stop()
+
+
+def upload(http: FlaskClient, files: list[tuple[bytes, str]], label: str = "benign", headers: dict | None = None):
+    form = {"label": label, "file": [(io.BytesIO(data), name) for data, name in files]}
+    return http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=headers or AUTH)
+
+
+def queued(settings: Settings, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+WRITE_REQUESTS = [
+    ("post", "/api/v1/datasets/uploads"),
+    ("post", "/api/v1/training-jobs"),
+    ("post", "/api/v1/models/test-v1/promote"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRITE_REQUESTS)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic czNjcmV0", f"bearer {TOKEN}x", TOKEN])
+def test_write_operations_without_the_right_token_get_401_and_change_nothing(
+    method: str, path: str, header: str | None, http: FlaskClient, store: ObjectStore, settings: Settings
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = getattr(http, method)(path, headers=headers)
+    assert response.status_code == 401
+    assert "Bearer" in response.get_json()["error"]["message"]
+    assert list(store.list("datasets/")) == []
+    assert list(store.list("training/")) == []
+    assert queued(settings, Topology.from_settings(settings).train_queue) == 0
+    assert registry.production_version(store) == "test-v1"
+
+
+def test_uploads_report_added_duplicate_and_rejected_files(http: FlaskClient, store: ObjectStore) -> None:
+    first = upload(http, [(noise_png(1), "a.png"), (noise_png(2), "b.png")])
+    assert first.status_code == 200
+    assert (first.get_json()["added"], first.get_json()["duplicates"]) == (2, 0)
+    second = upload(http, [(noise_png(1), "again.png"), (noise_png(3), "c.png"), (noise_png(3), "c2.png")])
+    body = second.get_json()
+    assert (body["added"], body["duplicates"], body["rejected"]) == (1, 2, 0)
+    assert [entry["status"] for entry in body["files"]] == ["duplicate", "added", "duplicate"]
+    assert len(list(store.list("datasets/incoming/benign/"))) == 3
+
+
+def test_a_non_image_in_a_training_upload_is_rejected_and_not_stored(http: FlaskClient, store: ObjectStore) -> None:
+    response = upload(http, [(b"%PDF-1.4 not an image", "scan.pdf"), (solid_jpeg(90), "ok.jpg")], label="malignant")
+    body = response.get_json()
+    assert (body["added"], body["rejected"]) == (1, 1)
+    rejected = body["files"][0]
+    assert rejected["status"] == "rejected" and "JPEG or PNG" in rejected["reason"]
+    assert len(list(store.list("datasets/"))) == 1
+
+
+@pytest.mark.parametrize("label", ["", "Benign", "melanoma", "../train"])
+def test_a_wrong_label_gets_400_and_stores_nothing(label: str, http: FlaskClient, store: ObjectStore) -> None:
+    response = upload(http, [(noise_png(5), "x.png")], label=label)
+    assert response.status_code == 400
+    assert "label" in response.get_json()["error"]["message"]
+    assert list(store.list("datasets/")) == []
+
+
+def test_a_training_request_is_queued_with_a_record(http: FlaskClient, store: ObjectStore, settings: Settings) -> None:
+    response = http.post("/api/v1/training-jobs", json={"epochs": 2}, headers=AUTH)
+    assert response.status_code == 202
+    job = response.get_json()
+    assert job["status"] == "queued" and job["epochs"] == 2
+    assert http.get(job["url"]).get_json()["status"] == "queued"
+    assert queued(settings, Topology.from_settings(settings).train_queue) == 1
+    assert [record["id"] for record in http.get("/api/v1/training-jobs").get_json()["jobs"]] == [job["id"]]
+    assert training_jobs.load(store, job["id"])["epochs"] == 2
+
+
+@pytest.mark.parametrize("body", [{"epochs": 0}, {"epochs": 6}, {"epochs": "3"}, {"epochs": True}, [1]])
+def test_training_requests_with_bad_epochs_get_400(body: object, http: FlaskClient, settings: Settings) -> None:
+    response = http.post("/api/v1/training-jobs", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert queued(settings, Topology.from_settings(settings).train_queue) == 0
+
+
+def test_the_registry_lists_versions_and_promotes(http: FlaskClient, store: ObjectStore) -> None:
+    card = registry.read_card(store, "test-v1")
+    registry.publish_version(store, "test-v2", {"model.onnx": store.get("models/versions/test-v1/model.onnx")}, card)
+    listing = http.get("/api/v1/models").get_json()
+    assert listing["production"] == "test-v1"
+    assert [entry["version"] for entry in listing["versions"]] == ["test-v2", "test-v1"]
+    promoted = http.post("/api/v1/models/test-v2/promote", headers=AUTH)
+    assert promoted.status_code == 200
+    assert promoted.get_json()["previous"] == "test-v1"
+    assert http.get("/api/v1/models/test-v2").get_json()["is_production"] is True
+    assert http.post("/api/v1/models/test-v1/promote", headers=AUTH).get_json()["previous"] == "test-v2"
+
+
+@pytest.mark.parametrize("version", ["nope", "..%2F..%2Fetc", "x" * 200])
+def test_unknown_versions_get_4xx(version: str, http: FlaskClient) -> None:
+    assert http.get(f"/api/v1/models/{version}").status_code in {400, 404}
+    assert http.post(f"/api/v1/models/{version}/promote", headers=AUTH).status_code in {400, 404}
+
+
+def test_the_client_config_says_a_token_is_needed(http: FlaskClient) -> None:
+    config = http.get("/api/v1/config").get_json()
+    assert config["write_token_required"] is True
+    assert config["max_training_epochs"] == 5
