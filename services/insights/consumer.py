@@ -13,12 +13,14 @@ connection belongs to the thread that made it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
@@ -140,14 +142,22 @@ class InsightsConsumer:
 
     def _refresh_pumping(self, connection: BlockingConnection) -> dict[str, Any]:
         future: Future[dict[str, Any]] = self._pool.submit(self.builder.refresh, self.stopping)
+        future.add_done_callback(lambda _future: _wake(connection))
         try:
             while not future.done():
-                connection.process_data_events(time_limit=0.2)
+                connection.process_data_events(time_limit=1.0)
         except CONNECTION_ERRORS:
             # Never two refreshes at once: let this one finish before reconnecting.
             wait([future])
             raise
         return future.result()
+
+
+def _wake(connection: BlockingConnection) -> None:
+    """Make the connection thread's `process_data_events` return now (from any thread)."""
+    # A closed connection has no thread waiting on it: nothing to wake.
+    with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+        connection.add_callback_threadsafe(lambda: None)
 
 
 def _drain(channel: BlockingChannel, queue: str) -> list[int]:

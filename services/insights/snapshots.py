@@ -71,16 +71,16 @@ class SnapshotBuilder:
         metrics.INSIGHTS_SNAPSHOT_TIME.set(snapshot["computed_at"])
         log.info(
             "snapshot of %d images: %d computed, %d cached, %.2fs",
-            len(images), work["computed"], work["cached"], seconds,
+            len(images),
+            work["computed"],
+            work["cached"],
+            seconds,
         )
         return snapshot
 
     def _load_cached(self, wanted: set[str], stop: threading.Event) -> None:
         """Read the store's cache entries for `wanted` hashes; one listing, then one get each."""
-        stored = {
-            key.removeprefix(_CACHE_PREFIX).removesuffix(".json")
-            for key in self.store.list(_CACHE_PREFIX)
-        }
+        stored = {key.removeprefix(_CACHE_PREFIX).removesuffix(".json") for key in self.store.list(_CACHE_PREFIX)}
         self._run_each(sorted(wanted & stored), self._load_one, stop)
 
     def _load_one(self, sha256: str) -> None:

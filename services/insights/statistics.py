@@ -158,4 +158,3 @@ def _mean_std(values: pd.Series) -> dict[str, float | None]:
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-

@@ -92,7 +92,7 @@ def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> Label
     names = tuple(name for name, _, _ in entries)
     dx_index = {code: i for i, code in enumerate(DIAGNOSES)}
     dx = [dx_index.get(diagnoses.get(name.split("/", 1)[1], ""), -1) for name in names]
-    provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, (_, digest) in zip(names, decoded))
+    provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, (_, digest) in zip(names, decoded, strict=True))
     return LabelledImages(
         pixels=np.stack([pixels for pixels, _ in decoded]),
         labels=np.array([label for _, label, _ in entries], np.int8),

@@ -78,7 +78,8 @@ def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[
              "count": int((index == b).sum())} for b in range(bins) if (index == b).any()]
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *, bootstrap_rounds: int = 2000) -> dict[str, Any]:
+def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *,
+            bootstrap_rounds: int = 2000) -> dict[str, Any]:
     """Every number of a model card, for calibrated `scores` at `threshold`."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)

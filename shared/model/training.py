@@ -217,7 +217,7 @@ class _Loop:
         best_auc, best_epoch, best_weights = self.snapshots[0]
         chosen = {"source": f"epoch {best_epoch}", "val_auc": best_auc}
         if top > 1 and len(self.snapshots) > 1:
-            averaged = [np.mean(group, axis=0) for group in zip(*(s[2] for s in self.snapshots))]
+            averaged = [np.mean(group, axis=0) for group in zip(*(s[2] for s in self.snapshots), strict=True)]
             self.model.set_weights(averaged)
             averaged_auc = self.validation_auc()
             if averaged_auc >= best_auc:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from shared.model.data import augment, augmented_views, load_folder, load_store, stratified_split
-from shared.storage import FilesystemStore
-from shared.storage import layout
+from shared.storage import FilesystemStore, layout
 
 
 def test_a_folder_loads_as_224_pixel_uint8_images_with_labels(dataset_root: Path):
@@ -30,7 +29,9 @@ def test_the_store_loader_reads_the_same_images_as_the_folder_loader(dataset_roo
     assert from_store.content_hash == from_folder.content_hash
 
 
-@pytest.mark.parametrize(("benign", "malignant", "fraction", "expected"), [(80, 20, 0.2, (16, 4)), (50, 50, 0.1, (5, 5))])
+@pytest.mark.parametrize(
+    ("benign", "malignant", "fraction", "expected"), [(80, 20, 0.2, (16, 4)), (50, 50, 0.1, (5, 5))]
+)
 def test_the_validation_split_is_stratified_disjoint_and_repeatable(benign, malignant, fraction, expected):
     labels = np.array([0] * benign + [1] * malignant)
     train, validation = stratified_split(labels, fraction, seed=3)
@@ -42,7 +43,7 @@ def test_the_validation_split_is_stratified_disjoint_and_repeatable(benign, mali
 def test_augmentation_is_repeatable_for_a_seed_and_differs_between_views():
     image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     first = augment(image, np.array([1, 2])).numpy()
-    assert first.shape == (224, 224, 3) and 0.0 <= first.min() and first.max() <= 255.0
+    assert first.shape == (224, 224, 3) and first.min() >= 0.0 and first.max() <= 255.0
     assert np.array_equal(first, augment(image, np.array([1, 2])).numpy())
     views = [next(iter(augmented_views(image[None], view, seed=5))).numpy() for view in (0, 1)]
     assert not np.allclose(views[0], views[1])

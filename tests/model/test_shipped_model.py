@@ -34,4 +34,4 @@ def test_an_empty_store_is_seeded_with_the_shipped_model_which_then_answers(tmp_
     pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     probabilities = served.predict(pixels)
     assert served.version == version and probabilities.shape == (2,)
-    assert np.all((0 <= probabilities) & (probabilities <= 1))
+    assert np.all((probabilities >= 0) & (probabilities <= 1))

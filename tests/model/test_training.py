@@ -46,7 +46,7 @@ def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, datas
     served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(),
                                      json.loads((folder / "card.json").read_text()))
     probabilities = served.predict(load_folder(dataset_root / "test").pixels[:3])
-    assert probabilities.shape == (3,) and np.all((0 <= probabilities) & (probabilities <= 1))
+    assert probabilities.shape == (3,) and np.all((probabilities >= 0) & (probabilities <= 1))
 
 
 def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, dataset_root: Path, capsys, tmp_path):
@@ -55,5 +55,5 @@ def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, datase
     code = main(["evaluate", "--data", str(dataset_root / "test"), "--model-dir", str(model_dir),
                  "--report", str(tmp_path)])
     summary = _last_json_line(capsys.readouterr().out)
-    assert code == 0 and SUMMARY_KEYS <= summary.keys() and summary["n"] == 12
+    assert code == 0 and summary.keys() >= SUMMARY_KEYS and summary["n"] == 12
     assert (tmp_path / "report.md").is_file()

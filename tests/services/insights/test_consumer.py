@@ -45,8 +45,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
 
 def dataset_changed(settings: Settings) -> None:
     event = Event(name=EVENT_DATASET_CHANGED, event_id=uuid.uuid4().hex, occurred_at=time.time(), data={"added": 1})
-    publish_event(settings.amqp_url, Topology.from_settings(settings).events_exchange, event,
-                  routing_key=EVENT_DATASET_CHANGED)
+    publish_event(
+        settings.amqp_url, Topology.from_settings(settings).events_exchange, event, routing_key=EVENT_DATASET_CHANGED
+    )
 
 
 def queued_events(settings: Settings) -> int:

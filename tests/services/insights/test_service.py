@@ -78,8 +78,12 @@ def test_the_service_snapshots_at_start_and_again_after_a_dataset_changed_event(
 
     put_images(store, [distinct_png(index) for index in range(10, 13)], split="incoming", label="malignant")
     event = Event(name=EVENT_DATASET_CHANGED, event_id=uuid.uuid4().hex, occurred_at=time.time(), data={"added": 3})
-    publish_event(s3_settings.amqp_url, Topology.from_settings(s3_settings).events_exchange, event,
-                  routing_key=EVENT_DATASET_CHANGED)
+    publish_event(
+        s3_settings.amqp_url,
+        Topology.from_settings(s3_settings).events_exchange,
+        event,
+        routing_key=EVENT_DATASET_CHANGED,
+    )
     second = wait_for_snapshot(store, 5)
     assert second["counts"]["incoming"] == {"benign": 0, "malignant": 3}
     assert second["work"] == {"computed": 3, "cached": 2, "seconds": second["work"]["seconds"]}
@@ -90,6 +94,7 @@ def test_the_service_snapshots_at_start_and_again_after_a_dataset_changed_event(
     assert samples["slc_insights_compute_seconds_count"] == 2
     assert samples["slc_insights_snapshot_timestamp_seconds"] == pytest.approx(second["computed_at"])
     assert requests.get(f"{base}/readyz", timeout=5).json() == {
-        "ready": True, "checks": {"broker": "ok", "storage": "ok"}
+        "ready": True,
+        "checks": {"broker": "ok", "storage": "ok"},
     }
     assert service.stop() == 0, "SIGTERM stops the service cleanly"

@@ -49,8 +49,14 @@ HAND_MADE = (
     ("data", "width", "height", "histograms", "mean_gray", "std_gray"),
     [
         (FLAT_8, 2, 2, {"gray": {1: 4}, "red": {1: 4}, "green": {1: 4}, "blue": {1: 4}}, 8.0, 0.0),
-        (HALF_BLACK_HALF_WHITE, 2, 2, {channel: {0: 2, 31: 2} for channel in ("gray", "red", "green", "blue")},
-         127.5, 127.5),
+        (
+            HALF_BLACK_HALF_WHITE,
+            2,
+            2,
+            {channel: {0: 2, 31: 2} for channel in ("gray", "red", "green", "blue")},
+            127.5,
+            127.5,
+        ),
         (RED_ISH, 4, 2, {"gray": {9: 8}, "red": {31: 8}, "green": {0: 8}, "blue": {2: 8}}, 78.0, 0.0),
     ],
     ids=["flat", "half_black_half_white", "red_ish"],
@@ -130,7 +136,10 @@ def test_an_empty_dataset_gives_zero_counts_empty_sizes_and_null_class_statistic
     snapshot = summarise(entries_frame([], {}), computed_at=1.0, work={"computed": 0, "cached": 0})
     assert snapshot["image_count"] == 0
     assert snapshot["counts"]["incoming"] == {"benign": 0, "malignant": 0}
-    assert snapshot["sizes"] == {"points": [], "width": {"edges": [], "counts": []},
-                                 "height": {"edges": [], "counts": []}}
+    assert snapshot["sizes"] == {
+        "points": [],
+        "width": {"edges": [], "counts": []},
+        "height": {"edges": [], "counts": []},
+    }
     assert snapshot["intensity"]["malignant"]["gray"] == [0.0] * BINS
     assert snapshot["brightness"]["benign"] == {"mean": None, "std": None}

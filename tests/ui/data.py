@@ -1,0 +1,122 @@
+"""Hand-made model cards, insights snapshots and labelled images for the UI tests."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared import dataset
+from shared.model import registry
+from shared.storage import ObjectStore
+from tests.support.onnx_models import brightness_model
+
+
+def test_metrics(auc: float, sensitivity: float, specificity: float) -> dict[str, Any]:
+    """Test-split metrics in the shape `shared.model.evaluation.metrics` returns."""
+    fpr = [0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0]
+    tpr = [0.0, 0.45, 0.62, 0.78, 0.88, 0.93, 0.97, 1.0]
+    return {
+        "n": 200,
+        "auc": auc,
+        "auc_ci95": [round(auc - 0.04, 3), round(auc + 0.03, 3)],
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "balanced_accuracy": (sensitivity + specificity) / 2,
+        "precision": 0.55,
+        "f1": 0.67,
+        "confusion_matrix": {"tp": 45, "fn": 5, "tn": 111, "fp": 39},
+        "brier": 0.12,
+        "ece": 0.045,
+        "reliability": [
+            {"mean_score": 0.05, "observed": 0.03, "count": 90},
+            {"mean_score": 0.25, "observed": 0.2, "count": 40},
+            {"mean_score": 0.5, "observed": 0.55, "count": 30},
+            {"mean_score": 0.75, "observed": 0.7, "count": 25},
+            {"mean_score": 0.93, "observed": 0.9, "count": 15},
+        ],
+        "roc_curve": {"fpr": fpr, "tpr": tpr, "thresholds": [None, 0.9, 0.8, 0.6, 0.45, 0.3, 0.2, 0.0]},
+    }
+
+
+def publish_brightness_version(
+    store: ObjectStore, version: str, *, auc: float, sensitivity: float, specificity: float, promote: bool = False
+) -> None:
+    """A servable version (the brightness model) whose card carries test metrics."""
+    card = {
+        "version": version,
+        "created_at": "2025-01-02T03:04:05Z",
+        "parent_version": None,
+        "threshold": 0.5,
+        "calibration": None,
+        "serving_artifact": "model.onnx",
+        "metrics": {"validation": None, "test": test_metrics(auc, sensitivity, specificity)},
+    }
+    registry.publish_version(store, version, {"model.onnx": brightness_model()}, card)
+    if promote:
+        registry.promote(store, version, reason="set up by a UI test")
+
+
+def snapshot() -> dict[str, Any]:
+    """An insights snapshot in the schema the insights service writes."""
+    ramp = np.linspace(0, 1, 32)
+    dark = np.exp(-((ramp - 0.35) ** 2) / 0.02)
+    bright = np.exp(-((ramp - 0.6) ** 2) / 0.03)
+
+    def histogram(curve: np.ndarray) -> list[float]:
+        return [round(float(v), 5) for v in curve / curve.sum()]
+
+    per_class = {
+        "benign": {channel: histogram(np.roll(dark, shift)) for channel, shift in
+                   (("gray", 0), ("red", 3), ("green", -1), ("blue", -2))},
+        "malignant": {channel: histogram(np.roll(bright, shift)) for channel, shift in
+                      (("gray", 0), ("red", 2), ("green", -2), ("blue", -3))},
+    }
+    return {
+        "computed_at": 1_735_787_045.0,
+        "image_count": 1330,
+        "duplicate_count": 3,
+        "counts": {
+            "train": {"benign": 800, "malignant": 200},
+            "test": {"benign": 160, "malignant": 40},
+            "incoming": {"benign": 90, "malignant": 40},
+        },
+        "sizes": {
+            "points": [[600, 450, 1200], [640, 480, 80], [1024, 768, 40], [300, 300, 10]],
+            "width": {"edges": [0, 500, 1000, 1500], "counts": [10, 1280, 40]},
+            "height": {"edges": [0, 500, 1000], "counts": [1290, 40]},
+        },
+        "intensity": {"bins": 32, **per_class},
+        "brightness": {"benign": {"mean": 152.3, "std": 21.0}, "malignant": {"mean": 128.9, "std": 25.4}},
+        "contrast": {"benign": {"mean": 38.1, "std": 9.2}, "malignant": {"mean": 45.7, "std": 11.0}},
+        "work": {"computed": 1330, "cached": 0, "seconds": 12.5},
+    }
+
+
+def lesion_jpeg(value: int, seed: int, size: tuple[int, int] = (48, 48)) -> bytes:
+    """A noisy image around grey level `value`: bright reads malignant, dark benign."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(value, 12, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def seed_dataset(store: ObjectStore, per_class: int, *, max_bytes: int, max_pixels: int) -> None:
+    """`per_class` benign (dark) and malignant (bright) images in each of train and test."""
+    known = dataset.known_hashes(store)
+    for split_index, split in enumerate(("train", "test")):
+        for label, value in (("benign", 60), ("malignant", 190)):
+            for index in range(per_class):
+                dataset.add_image(
+                    store,
+                    lesion_jpeg(value, seed=split_index * 10_000 + value * 100 + index),
+                    split=split,
+                    label=label,
+                    filename=f"{label}-{index}.jpg",
+                    known=known,
+                    max_bytes=max_bytes,
+                    max_pixels=max_pixels,
+                )
