@@ -439,7 +439,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 50], help="closed-loop client counts")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts; one system per count")
     parser.add_argument(
-        "--raw-threads", type=int, default=0, help="ONNX Runtime threads of the raw measurement (0 = one per core)"
+        "--raw-threads",
+        type=int,
+        default=Settings.from_env().inference_threads,
+        help="ONNX Runtime threads of the raw measurement; default INFERENCE_THREADS, as the workers (0 = all cores)",
     )
     parser.add_argument("--batch-size", type=int, default=Settings.from_env().worker_max_batch, help="worker batch")
     return parser.parse_args(argv)

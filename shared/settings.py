@@ -55,7 +55,6 @@ class Settings:
     max_image_pixels: int = 40_000_000
     max_files_per_request: int = 32
     write_token: str = ""
-    upload_retention_days: int = 30
     max_dataset_files_per_request: int = 200
     # Training requests may ask for fewer epochs than this, never more.
     max_training_epochs: int = 30

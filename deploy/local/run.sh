@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start the system on one machine: workers, then the gateway. Ctrl-C (or SIGTERM) stops all.
-# Uses the local RabbitMQ (AMQP_URL) and, unless S3_ENDPOINT is set, a filesystem store in var/.
+# Start the system on one machine: dataset import, workers, trainer, insights, gateway.
+# Ctrl-C (or SIGTERM) stops them all. Uses the local RabbitMQ (AMQP_URL) and, unless
+# S3_ENDPOINT is set, a filesystem store under var/store.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 WORKERS=${WORKERS:-1}
@@ -15,21 +16,30 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# Content-addressed, so importing DATA_DIR again on every start adds only what is new.
+if [ -d "${DATA_DIR:-data}/train" ] || [ -d "${DATA_DIR:-data}/test" ]; then
+  "$PYTHON" -m services.trainer import-dataset --data "${DATA_DIR:-data}" 2>>var/log/import.log
+fi
+
 for i in $(seq 1 "$WORKERS"); do
-  WORKER_METRICS_PORT=$(( ${WORKER_METRICS_PORT:-9101} + i - 1 )) \
+  WORKER_METRICS_PORT=$(( ${WORKER_METRICS_PORT:-9101} + 10 * (i - 1) )) \
     "$PYTHON" -m services.worker >"var/log/worker-$i.log" 2>&1 &
   pids+=($!)
 done
-"$PYTHON" -m services.gateway &
+"$PYTHON" -m services.trainer serve >var/log/trainer.log 2>&1 &
+pids+=($!)
+"$PYTHON" -m services.insights >var/log/insights.log 2>&1 &
+pids+=($!)
+"$PYTHON" -m services.gateway >var/log/gateway.log 2>&1 &
 pids+=($!)
 
-host=${HTTP_HOST:-127.0.0.1}
-port=${HTTP_PORT:-8000}
+url="http://${HTTP_HOST:-127.0.0.1}:${HTTP_PORT:-8000}"
 for _ in $(seq 1 120); do
-  if "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen('http://$host:$port/readyz', timeout=1)" 2>/dev/null; then
-    echo "Ready: http://$host:$port/  (logs in var/log/, Ctrl-C to stop)"
+  if "$PYTHON" -c "import urllib.request; urllib.request.urlopen('$url/readyz', timeout=1)" 2>/dev/null; then
+    echo "Ready: $url/  (logs in var/log/, Ctrl-C to stop)"
     break
   fi
   sleep 0.5
 done
 wait -n "${pids[@]}"
+echo "a service exited; stopping the rest (see var/log/)" >&2

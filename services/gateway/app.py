@@ -6,7 +6,8 @@ import time
 
 from flask import Flask, Response, g, request
 
-from services.gateway import datasets, errors, models, operations, predictions, training
+from services.gateway import datasets, errors, insights, models, operations, predictions, training, ui
+from services.gateway.json_provider import FiniteJSONProvider
 from services.gateway.rpc import PredictionClient
 from shared import metrics
 from shared.messaging.topology import Topology
@@ -26,7 +27,7 @@ def create_app(
     app.config["SETTINGS"] = settings
     # Whole-request bound: every file at its own limit, plus room for the form's framing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
-    app.json.sort_keys = False
+    app.json = FiniteJSONProvider(app)
 
     store = store if store is not None else create_store(settings)
     registry.seed_from_directory(store, settings.models_dir)
@@ -40,8 +41,9 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    for blueprint in (predictions.blueprint, datasets.blueprint, training.blueprint, models.blueprint):
-        app.register_blueprint(blueprint)
+    blueprints = (ui, predictions, datasets, training, models, insights)
+    for module in blueprints:
+        app.register_blueprint(module.blueprint)
     _instrument(app)
     return app
 

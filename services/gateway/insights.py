@@ -1,14 +1,12 @@
 """`GET /api/v1/insights`: the dataset snapshot and how the production model performs.
 
 The snapshot is whatever the insights service last wrote (null before its first run); the
-model part comes from the production version's card. Cards may hold non-finite floats (the
-ROC curve's first threshold is +Infinity), which browsers' JSON.parse rejects, so every
-non-finite number becomes null here.
+model part comes from the production version's card (non-finite numbers in it become null
+in every gateway response: see json_provider.py).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -24,7 +22,7 @@ blueprint = Blueprint("insights", __name__, url_prefix="/api/v1/insights")
 def insights() -> Response:
     """`{"snapshot": <latest snapshot or null>, "model": <production performance or null>}`."""
     store: ObjectStore = current_app.extensions["store"]
-    return jsonify(finite_json({"snapshot": latest_snapshot(store), "model": production_performance(store)}))
+    return jsonify({"snapshot": latest_snapshot(store), "model": production_performance(store)})
 
 
 def latest_snapshot(store: ObjectStore) -> dict[str, Any] | None:
@@ -49,14 +47,3 @@ def production_performance(store: ObjectStore) -> dict[str, Any] | None:
         return None  # the alias names a version whose card is gone: nothing to show
     test = (card.get("metrics") or {}).get("test")
     return {"version": version, "threshold": card.get("threshold"), "test": test}
-
-
-def finite_json(value: Any) -> Any:
-    """`value` with every NaN and ±Infinity replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(item) for item in value]
-    return value

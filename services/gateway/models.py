@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -18,17 +17,6 @@ blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SUMMARY_METRICS = ("n", "auc", "auc_ci95", "sensitivity", "specificity", "balanced_accuracy", "ece")
-
-
-def finite(value: Any) -> Any:
-    """JSON for browsers: NaN and infinities (e.g. the ROC curve's first threshold) become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
 
 
 def _checked_version(version: str) -> str:
@@ -54,14 +42,14 @@ def list_models() -> Response:
     store = context.store()
     production = registry.production_version(store)
     cards = [registry.read_card(store, version) for version in reversed(registry.list_versions(store))]
-    return jsonify(finite({"production": production, "versions": [_summary(card, production) for card in cards]}))
+    return jsonify({"production": production, "versions": [_summary(card, production) for card in cards]})
 
 
 @blueprint.get("/<version>")
 def get_model(version: str) -> Response:
     store = context.store()
     card = registry.read_card(store, _checked_version(version))
-    return jsonify(finite({**card, "is_production": version == registry.production_version(store)}))
+    return jsonify({**card, "is_production": version == registry.production_version(store)})
 
 
 @blueprint.post("/<version>/promote")

@@ -28,7 +28,7 @@ from services.insights.snapshots import RefreshCancelled, SnapshotBuilder
 from shared.errors import BrokerUnavailable, MessageDecodeError, TransientError
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect
 from shared.messaging.schemas import Event
-from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
+from shared.messaging.topology import Topology
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,13 @@ _MAX_DRAIN = 10_000
 
 
 def declare_insights_queue(channel: BlockingChannel, topology: Topology) -> str:
-    """Declare the events exchange and insights' durable quorum queue bound to `dataset.changed`."""
+    """Declare the events exchange and insights' durable quorum queue bound to `dataset.changed`.
+
+    `Topology.declare` holds the queue's one definition (every service declares it, so events
+    published while insights is down wait for it); this names what the consumer relies on.
+    """
     topology.declare(channel)
-    queue = topology.insights_queue
-    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    channel.queue_bind(queue, topology.events_exchange, routing_key=EVENT_DATASET_CHANGED)
-    return queue
+    return topology.insights_queue
 
 
 class InsightsConsumer:

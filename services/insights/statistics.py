@@ -34,6 +34,10 @@ SIZE_BINS = 20
 
 Entry = dict[str, Any]
 
+_SCALAR_COLUMNS = ("width", "height", "mean_gray", "std_gray")
+_HISTOGRAM_COLUMNS = {channel: [f"{channel}_{index}" for index in range(BINS)] for channel in CHANNELS}
+_NUMERIC_COLUMNS = [*_SCALAR_COLUMNS, *(name for names in _HISTOGRAM_COLUMNS.values() for name in names)]
+
 
 def image_statistics(data: bytes, *, max_bytes: int, max_pixels: int) -> Entry:
     """The cache entry of one image: sizes in pixels, histograms in pixel counts, gray in 0..255.
@@ -68,18 +72,21 @@ def entries_frame(images: Iterable[DatasetImage], entries: Mapping[str, Entry]) 
 
     Histograms become columns `gray_0 .. blue_31`, so per-class sums are one groupby.
     """
-    rows = []
-    for image in images:
-        row: dict[str, Any] = {"split": image.split, "label": image.label, "sha256": image.sha256}
-        entry = entries.get(image.sha256, {})
-        if "error" not in entry and "width" in entry:
-            row |= {name: entry[name] for name in ("width", "height", "mean_gray", "std_gray")}
-            for channel in CHANNELS:
-                row |= {f"{channel}_{index}": count for index, count in enumerate(entry[channel])}
-        rows.append(row)
-    columns = ["split", "label", "sha256", "width", "height", "mean_gray", "std_gray"]
-    columns += [f"{channel}_{index}" for channel in CHANNELS for index in range(BINS)]
-    return pd.DataFrame(rows, columns=columns)
+    images = list(images)
+    found = [entries.get(image.sha256, {}) for image in images]
+    usable = [row for row, entry in enumerate(found) if "width" in entry and "error" not in entry]
+    # Built as one numeric matrix, not row dicts: 7,500 images x 132 columns in milliseconds.
+    numeric = np.full((len(images), len(_NUMERIC_COLUMNS)), np.nan)
+    if usable:
+        picked = [found[row] for row in usable]
+        scalars = np.array([[entry[name] for name in _SCALAR_COLUMNS] for entry in picked], dtype=np.float64)
+        histograms = [np.array([entry[channel] for entry in picked], dtype=np.float64) for channel in CHANNELS]
+        numeric[usable] = np.hstack([scalars, *histograms])
+    frame = pd.DataFrame(numeric, columns=_NUMERIC_COLUMNS)
+    frame.insert(0, "split", [image.split for image in images])
+    frame.insert(1, "label", [image.label for image in images])
+    frame.insert(2, "sha256", [image.sha256 for image in images])
+    return frame
 
 
 def summarise(frame: pd.DataFrame, *, computed_at: float, work: Mapping[str, float]) -> dict[str, Any]:
@@ -99,7 +106,7 @@ def summarise(frame: pd.DataFrame, *, computed_at: float, work: Mapping[str, flo
         "duplicate_count": int(frame["sha256"].duplicated(keep=False).sum()),
         "counts": _counts(frame, labels),
         "sizes": _sizes(decoded),
-        "intensity": {"bins": BINS, **{label: _intensity(decoded[decoded["label"] == label]) for label in labels}},
+        "intensity": _intensity(decoded, labels),
         "brightness": {label: _mean_std(decoded.loc[decoded["label"] == label, "mean_gray"]) for label in labels},
         "contrast": {label: _mean_std(decoded.loc[decoded["label"] == label, "std_gray"]) for label in labels},
         "work": dict(work),
@@ -138,13 +145,16 @@ def _histogram(values: np.ndarray) -> dict[str, list[float] | list[int]]:
     return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
-def _intensity(rows: pd.DataFrame) -> dict[str, list[float]]:
-    """Pooled histograms of a class: summed pixel counts / total pixels, so each sums to 1."""
-    result = {}
-    for channel in CHANNELS:
-        counts = rows[[f"{channel}_{index}" for index in range(BINS)]].to_numpy(dtype=np.float64).sum(axis=0)
-        total = counts.sum()
-        result[channel] = (counts / total).tolist() if total > 0 else [0.0] * BINS
+def _intensity(decoded: pd.DataFrame, labels: list[str]) -> dict[str, Any]:
+    """Pooled histograms per class: summed pixel counts / total pixels, so each sums to 1."""
+    sums = decoded.groupby("label")[_NUMERIC_COLUMNS[len(_SCALAR_COLUMNS) :]].sum()
+    result: dict[str, Any] = {"bins": BINS}
+    for label in labels:
+        result[label] = {}
+        for channel, columns in _HISTOGRAM_COLUMNS.items():
+            counts = sums.loc[label, columns].to_numpy() if label in sums.index else np.zeros(BINS)
+            total = counts.sum()
+            result[label][channel] = (counts / total).tolist() if total > 0 else [0.0] * BINS
     return result
 
 

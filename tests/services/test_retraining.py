@@ -170,12 +170,17 @@ def test_a_worse_candidate_is_stored_but_not_promoted(
         system.start_gateway()
         system.start_service("trainer", "services.trainer", "trainer_metrics_port", "serve")
         import_dataset(system, shuffled)
-        job = wait_for_job(system.gateway_url, start_training(system.gateway_url))
-        assert job["status"] == "rejected", job
-        assert job["gate"]["passed"] is False and job["gate"]["reasons"]
+        # Three requests in a row: those that queue while a run goes are coalesced.
+        job_ids = [start_training(system.gateway_url) for _ in range(3)]
+        jobs = [wait_for_job(system.gateway_url, job_id) for job_id in job_ids]
+        assert [job["status"] for job in jobs] == ["rejected"] * 3, jobs
+        assert all(job["gate"]["passed"] is False and job["gate"]["reasons"] for job in jobs)
+        runs = {job["candidate_version"] for job in jobs}
+        assert len(runs) <= 2, "queued requests must share a run"
+        assert any(job["coalesced_into"] for job in jobs)
         store = create_store(s3_settings)
         assert registry.production_version(store) == "test-v1"
-        assert job["candidate_version"] in registry.list_versions(store)
+        assert sorted(registry.list_versions(store)) == sorted({"test-v1", *runs})
     finally:
         system.stop()
 

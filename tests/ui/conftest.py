@@ -4,10 +4,12 @@ Playwright, against the gateway and a worker running as real processes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
@@ -56,19 +58,37 @@ def screenshots(output_dir: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context per test; any script error in the page fails the test."""
-    context = browser.new_context(viewport=DESKTOP)
+@contextmanager
+def watched_page(browser: Browser, **options: Any) -> Iterator[Page]:
+    """A page in a fresh browser context; any script error in it fails the test."""
+    context = browser.new_context(**options)
     context.set_default_timeout(15_000)
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" and
-              "Failed to load resource" not in message.text else None)
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Failed requests (the 4xx answers a test provokes) are the browser's log, not errors.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            errors.append(message.text)
+
+    opened.on("console", on_console)
     yield opened
     context.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with watched_page(browser, viewport=DESKTOP) as opened:
+        yield opened
+
+
+@pytest.fixture
+def narrow_page(browser: Browser) -> Iterator[Page]:
+    """A phone-sized page: 375 CSS pixels wide, touch."""
+    with watched_page(browser, viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True) as opened:
+        yield opened
 
 
 @pytest.fixture

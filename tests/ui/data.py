@@ -69,10 +69,14 @@ def snapshot() -> dict[str, Any]:
         return [round(float(v), 5) for v in curve / curve.sum()]
 
     per_class = {
-        "benign": {channel: histogram(np.roll(dark, shift)) for channel, shift in
-                   (("gray", 0), ("red", 3), ("green", -1), ("blue", -2))},
-        "malignant": {channel: histogram(np.roll(bright, shift)) for channel, shift in
-                      (("gray", 0), ("red", 2), ("green", -2), ("blue", -3))},
+        "benign": {
+            channel: histogram(np.roll(dark, shift))
+            for channel, shift in (("gray", 0), ("red", 3), ("green", -1), ("blue", -2))
+        },
+        "malignant": {
+            channel: histogram(np.roll(bright, shift))
+            for channel, shift in (("gray", 0), ("red", 2), ("green", -2), ("blue", -3))
+        },
     }
     return {
         "computed_at": 1_735_787_045.0,

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.gateway import insights
+from services.gateway.json_provider import FiniteJSONProvider, finite_json
 from shared.model import registry
 from shared.storage import FilesystemStore, ObjectStore, layout, put_json
 
@@ -40,6 +41,7 @@ def store(tmp_path: Path) -> ObjectStore:
 @pytest.fixture
 def client(store: ObjectStore) -> FlaskClient:
     app = Flask(__name__)
+    app.json = FiniteJSONProvider(app)
     app.extensions["store"] = store
     app.register_blueprint(insights.blueprint)
     return app.test_client()
@@ -92,4 +94,4 @@ def test_a_production_card_without_test_metrics_gives_a_null_test_part(client: F
     ],
 )
 def test_finite_json_replaces_every_non_finite_number_with_null(value: object, expected: object) -> None:
-    assert insights.finite_json(value) == expected
+    assert finite_json(value) == expected

@@ -73,7 +73,7 @@ export async function write(method, path, body) {
       if (error.status !== 401) throw error;
       forgetToken();
       reason = token
-        ? `The server did not accept that token (${error.message}). Please enter it again.`
+        ? "The server did not accept that token. Check it and enter it again."
         : `The server asks for a write token (${error.message}).`;
     }
   }

@@ -9,6 +9,7 @@ const ROWS = [
   ["specificity", "Specificity", percent, true],
   ["balanced_accuracy", "Balanced accuracy", percent, true],
   ["ece", "Calibration error (ECE)", (v) => fixed(v, 3), false],
+  ["threshold", "Threshold", (v) => fixed(v, 3), null],
   ["n", "Test images", (v) => (v ?? "–").toLocaleString(), null],
 ];
 

@@ -32,8 +32,9 @@ function figure(title, chart, ...extra) {
   return el("figure", { class: "figure card" }, el("figcaption", { text: title }), chart, ...extra);
 }
 
-function stat(label, value) {
-  return el("div", { class: "stat" }, el("dt", { text: label }), el("dd", { text: value }));
+function stat(label, value, note) {
+  const dd = el("dd", { text: value }, note ? el("span", { class: "stat__note", text: note }) : null);
+  return el("div", { class: "stat" }, el("dt", { text: label }), dd);
 }
 
 // --- dataset ------------------------------------------------------------------------------
@@ -157,12 +158,12 @@ function modelSection(model) {
     section.append(el("p", { class: "empty", text: "No test evaluation of the production model yet." }));
     return section;
   }
-  const ci = test.auc_ci95 ? ` (95% CI ${fixed(test.auc_ci95[0], 2)}–${fixed(test.auc_ci95[1], 2)})` : "";
+  const ci = test.auc_ci95 ? `95% CI ${fixed(test.auc_ci95[0], 2)}–${fixed(test.auc_ci95[1], 2)}` : null;
   section.append(
     el(
       "dl",
       { class: "stats" },
-      stat("ROC AUC", `${fixed(test.auc, 3)}${ci}`),
+      stat("ROC AUC", fixed(test.auc, 3), ci),
       stat("Sensitivity", percent(test.sensitivity)),
       stat("Specificity", percent(test.specificity)),
       stat("Balanced accuracy", percent(test.balanced_accuracy)),

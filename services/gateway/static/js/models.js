@@ -3,6 +3,9 @@
 import { getJson, write } from "./api.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
 
+// Columns after the version; each row's values follow this order.
+const COLUMNS = ["AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Test images", "Threshold"];
+
 export async function showModels() {
   const status = byId("models-status");
   try {
@@ -19,7 +22,7 @@ function render({ production, versions }) {
     return;
   }
   const productionIndex = versions.findIndex((v) => v.version === production);
-  const header = ["Version", "Created", "AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Test images", "Threshold", ""];
+  const header = ["Version", ...COLUMNS, "Action"];
   replace(
     holder,
     el(
@@ -38,7 +41,8 @@ function row(version, older) {
   const ci = Array.isArray(m.auc_ci95) ? ` (${fixed(m.auc_ci95[0], 2)}–${fixed(m.auc_ci95[1], 2)})` : "";
   const name = el("th", { scope: "row" }, el("span", { class: "version", text: version.version }));
   if (version.is_production) name.append(" ", el("span", { class: "badge badge--production", text: "Production" }));
-  if (version.parent_version) name.append(el("span", { class: "version__parent", text: `from ${version.parent_version}` }));
+  name.append(el("span", { class: "version__detail", text: `created ${dateTime(version.created_at)}` }));
+  if (version.parent_version) name.append(el("span", { class: "version__detail", text: `trained from ${version.parent_version}` }));
   const action = version.is_production
     ? el("span", { class: "hint", text: "serving" })
     : el("button", {
@@ -48,19 +52,22 @@ function row(version, older) {
         text: older ? "Roll back" : "Promote",
         onclick: (event) => promote(version.version, older, event.target),
       });
+  const values = [
+    `${fixed(m.auc, 3)}${ci}`,
+    percent(m.sensitivity),
+    percent(m.specificity),
+    percent(m.balanced_accuracy),
+    fixed(m.ece, 3),
+    m.n ?? "–",
+    fixed(version.threshold, 3),
+  ];
   return el(
     "tr",
     { class: version.is_production ? "is-production" : "" },
     name,
-    el("td", { text: dateTime(version.created_at) }),
-    el("td", { text: `${fixed(m.auc, 3)}${ci}` }),
-    el("td", { text: percent(m.sensitivity) }),
-    el("td", { text: percent(m.specificity) }),
-    el("td", { text: percent(m.balanced_accuracy) }),
-    el("td", { text: fixed(m.ece, 3) }),
-    el("td", { text: m.n ?? "–" }),
-    el("td", { text: fixed(version.threshold, 3) }),
-    el("td", {}, action),
+    // data-label: the column name, shown beside each value when the table becomes cards.
+    values.map((text, i) => el("td", { "data-label": COLUMNS[i], text })),
+    el("td", { "data-label": "Action" }, action),
   );
 }
 

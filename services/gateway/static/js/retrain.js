@@ -189,12 +189,13 @@ function progressFraction(job) {
 function progressDetail(job) {
   const parts = [];
   const progress = job.progress || {};
+  const running = !FINISHED.has(job.status);
   if (progress.epochs) parts.push(`epoch ${progress.epoch} of ${progress.epochs}`);
-  if (progress.stage) parts.push(progress.stage);
+  if (progress.stage && running) parts.push(progress.stage);
   const metrics = progress.metrics || {};
   if (metrics.val_auc !== undefined && metrics.val_auc !== null) parts.push(`validation AUC ${Number(metrics.val_auc).toFixed(3)}`);
   if (metrics.loss !== undefined && metrics.loss !== null) parts.push(`loss ${Number(metrics.loss).toFixed(3)}`);
   const { started_at: started, finished_at: finished } = job.timings || {};
-  if (started) parts.push(`${Math.round((finished || Date.now() / 1000) - started)} s elapsed`);
+  if (started) parts.push(`${Math.round((finished || Date.now() / 1000) - started)} s ${running ? "elapsed" : "in all"}`);
   return parts.join(" · ");
 }

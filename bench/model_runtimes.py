@@ -1,0 +1,164 @@
+"""Benchmark the serving runtimes for a model version on this machine (not a test).
+
+Keras (TensorFlow), ONNX Runtime and LiteRT at batch 1, 8, 16 and 32 with one thread per
+core; parity of each with Keras over a whole labelled folder; int8 attempts (ONNX static
+QDQ and LiteRT full-integer), kept only if validation AUC drops <= 0.005 and they are
+faster. Optionally the cost and gain of 8-view test-time augmentation (flips/rotations).
+
+    PYTHONPATH=. .venv/bin/python bench/model_runtimes.py --model-dir models/versions/<v> \
+        --data ../shared/datasets/ham10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from shared.model.data import load_folder, stratified_split
+from shared.model.evaluation import roc_auc
+from shared.model.serving import ServingModel
+
+Runner = Callable[[np.ndarray], np.ndarray]
+THREADS = os.cpu_count() or 1
+BATCHES = (1, 8, 16, 32)
+MAX_AUC_DROP = 0.005
+
+
+def keras_runner(model: keras.Model) -> Runner:
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: call(tf.constant(x, tf.float32)).numpy().reshape(-1)
+
+
+def onnx_runner(artifact: bytes) -> Runner:
+    served = ServingModel.from_bytes("bench", artifact, {"threshold": 0.5}, threads=THREADS)
+    return served.predict_raw
+
+
+def litert_runner(flatbuffer: bytes) -> Runner:
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=THREADS)
+    state = {"batch": -1}
+    index = interpreter.get_input_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if state["batch"] != len(x):  # resizing re-plans memory: only when the batch changes
+            interpreter.resize_tensor_input(index, [len(x), *x.shape[1:]])
+            interpreter.allocate_tensors()
+            state["batch"] = len(x)
+        interpreter.set_tensor(index, x.astype(np.float32, copy=False))
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1).copy()
+
+    return run
+
+
+def litert_flatbuffer(model: keras.Model, calibration: np.ndarray | None = None) -> bytes:
+    """Float32 LiteRT model, or full-integer int8 weights/activations with `calibration`."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
+    return converter.convert()
+
+
+def onnx_int8(artifact: bytes, calibration: np.ndarray) -> bytes:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = iter(calibration)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {"image": image[None].astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.onnx", Path(folder) / "out.onnx"
+        source.write_bytes(artifact)
+        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        return target.read_bytes()
+
+
+def predict_all(run: Runner, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([run(pixels[i : i + batch].astype(np.float32)) for i in range(0, len(pixels), batch)])
+
+
+def time_batches(run: Runner, pixels: np.ndarray, seconds: float) -> dict[int, float]:
+    """Milliseconds per batch (median of repeated calls after a warm-up) per batch size."""
+    result = {}
+    for batch in BATCHES:
+        x = pixels[:batch].astype(np.float32)
+        run(x)
+        times, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline or len(times) < 3:
+            started = time.perf_counter()
+            run(x)
+            times.append((time.perf_counter() - started) * 1000)
+        result[batch] = float(np.median(times))
+    return result
+
+
+def dihedral_views(pixels: np.ndarray) -> list[np.ndarray]:
+    return [np.rot90(flipped, k, axes=(1, 2)) for flipped in (pixels, pixels[:, :, ::-1]) for k in range(4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="a version folder with model.keras")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root with train/ and test/")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per runtime and batch size")
+    parser.add_argument("--tta", action="store_true", help="also measure 8-view test-time augmentation")
+    args = parser.parse_args()
+
+    card = json.loads((args.model_dir / "card.json").read_text())
+    config = card["training"]["config"]
+    model = keras.saving.load_model(args.model_dir / "model.keras", compile=False)
+    test = load_folder(args.data / "test")
+    everything = load_folder(args.data / "train")
+    _, validation_index = stratified_split(everything.labels, config["validation_fraction"], config["seed"])
+    validation = everything.subset(validation_index)
+    calibration = validation.pixels[np.random.default_rng(0).choice(len(validation), 128, replace=False)]
+
+    artifact = (args.model_dir / card["serving_artifact"]).read_bytes()
+    runners = {"keras": keras_runner(model), "onnxruntime": onnx_runner(artifact),
+               "litert": litert_runner(litert_flatbuffer(model))}
+    int8 = {"onnxruntime-int8": onnx_runner(onnx_int8(artifact, calibration)),
+            "litert-int8": litert_runner(litert_flatbuffer(model, calibration))}
+    reference_test = predict_all(runners["keras"], test.pixels)
+    reference_auc = roc_auc(validation.labels, predict_all(runners["keras"], validation.pixels))
+    report: dict[str, dict] = {}
+    for name, run in {**runners, **int8}.items():
+        timing = time_batches(run, test.pixels, args.seconds)
+        entry = {"ms_per_batch": timing, "images_per_s": {b: b * 1000 / ms for b, ms in timing.items()}}
+        if name != "keras":
+            entry["max_abs_diff_test"] = float(np.max(np.abs(predict_all(run, test.pixels) - reference_test)))
+        if name in int8:
+            entry["val_auc_drop"] = reference_auc - roc_auc(validation.labels, predict_all(run, validation.pixels))
+        report[name] = entry
+        print(f"{name:17s} " + "  ".join(f"b{b}: {ms:7.1f} ms ({b * 1000 / ms:5.1f} img/s)" for b, ms in timing.items())
+              + (f"  max|diff| {entry['max_abs_diff_test']:.1e}" if "max_abs_diff_test" in entry else "")
+              + (f"  val AUC drop {entry['val_auc_drop']:+.4f}" if "val_auc_drop" in entry else ""), flush=True)
+    for name, entry in report.items():
+        ratios = {b: report["keras"]["ms_per_batch"][b] / entry["ms_per_batch"][b] for b in BATCHES}
+        entry["speedup_vs_keras"] = ratios
+        print(f"{name:17s} speed-up vs Keras: " + "  ".join(f"b{b} x{r:.2f}" for b, r in ratios.items()))
+    if args.tta:
+        views = [predict_all(runners["onnxruntime"], view) for view in dihedral_views(validation.pixels)]
+        tta_auc = roc_auc(validation.labels, np.mean(views, 0))
+        report["tta8"] = {"val_auc_single": reference_auc, "val_auc_tta8": tta_auc, "cost": "8x one view's time"}
+        print(f"TTA (8 views): val AUC {reference_auc:.4f} -> {report['tta8']['val_auc_tta8']:.4f} at 8x the cost")
+    print(json.dumps({"threads": THREADS, "version": card["version"], "val_auc_keras": reference_auc, **report}))
+
+
+if __name__ == "__main__":
+    main()

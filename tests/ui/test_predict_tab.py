@@ -1,0 +1,91 @@
+"""The Predict tab against a real gateway and worker (the brightness test model)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from tests.support.images import encode, solid_jpeg
+from tests.support.system import RunningSystem
+from tests.ui.browsing import open_ui, screenshot, upload
+
+
+@pytest.fixture
+def predicting(system: RunningSystem) -> RunningSystem:
+    system.start_worker()
+    system.start_gateway()
+    return system
+
+
+def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold(
+    page: Page, predicting: RunningSystem, screenshots: Path
+) -> None:
+    open_ui(page, predicting)
+    page.set_input_files(
+        "#predict-files", [upload("bright lesion.jpg", solid_jpeg(230)), upload("dark lesion.jpg", solid_jpeg(20))]
+    )
+    bright = page.locator(".result", has_text="bright lesion.jpg")
+    dark = page.locator(".result", has_text="dark lesion.jpg")
+    expect(bright).to_have_attribute("data-label", "malignant")
+    expect(dark).to_have_attribute("data-label", "benign")
+    expect(bright.locator(".result__label")).to_have_text("Malignant")
+    expect(dark.locator(".result__label")).to_have_text("Benign")
+    expect(bright.locator(".probability__value")).to_have_text("99.2%")
+    expect(bright.locator(".probability__bar")).to_have_attribute(
+        "aria-label", "Probability of malignant 99.2%; threshold 50.0%"
+    )
+    fill = bright.locator(".probability__fill").evaluate("node => node.style.width")
+    marker = bright.locator(".probability__threshold").evaluate("node => node.style.left")
+    assert float(fill.rstrip("%")) == pytest.approx(99.2, abs=0.1)
+    assert marker == "50%"
+    expect(bright.locator(".meta")).to_contain_text("test-v1")
+    expect(bright.locator(".meta")).to_contain_text(" ms")
+    expect(bright.locator("img")).to_have_attribute("alt", "Preview of bright lesion.jpg")
+    expect(page.locator("#predict-note")).to_contain_text("not a diagnosis")
+    expect(page.locator("#disclaimer")).to_be_visible()
+    screenshot(page, screenshots, "predict-results")
+
+    page.click("#predict-clear")
+    expect(page.locator(".result")).to_have_count(0)
+
+
+def test_a_dropped_image_is_predicted(page: Page, predicting: RunningSystem) -> None:
+    open_ui(page, predicting)
+    transfer = page.evaluate_handle(
+        """([name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        ["dropped.jpg", base64.b64encode(solid_jpeg(230)).decode()],
+    )
+    page.dispatch_event("#predict-dropzone", "drop", {"dataTransfer": transfer})
+    expect(page.locator(".result", has_text="dropped.jpg")).to_have_attribute("data-label", "malignant")
+
+
+def test_bad_files_show_the_servers_message_and_do_not_stop_the_good_one(
+    page: Page, predicting: RunningSystem, screenshots: Path
+) -> None:
+    open_ui(page, predicting)
+    page.set_input_files(
+        "#predict-files",
+        [
+            upload("notes.jpg", b"plain text pretending to be a JPEG\n" * 20),
+            upload("animation.gif", encode(Image.new("P", (8, 8)), "GIF"), "image/gif"),
+            upload("fine.jpg", solid_jpeg(20)),
+        ],
+    )
+    text = page.locator(".result", has_text="notes.jpg")
+    gif = page.locator(".result", has_text="animation.gif")
+    expect(text).to_have_attribute("data-label", "error")
+    expect(text.locator(".result__error")).to_contain_text("HTTP 422")
+    expect(text.locator(".result__error")).to_contain_text("'notes.jpg'")
+    expect(gif.locator(".result__error")).to_contain_text("HTTP 415")
+    expect(gif.locator(".result__error")).to_contain_text("'animation.gif'")
+    expect(page.locator(".result", has_text="fine.jpg")).to_have_attribute("data-label", "benign")
+    screenshot(page, screenshots, "predict-bad-files")
