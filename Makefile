@@ -9,7 +9,15 @@ export PYTHONPATH := $(CURDIR)
 DATA ?= ../shared/datasets/ham10000
 WEIGHTS ?= ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 
-.PHONY: run test lint bench loadtest clean
+# make evaluate DATA=<dir with benign/ and malignant/>; without DATA, the shared test split.
+EVALUATE_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),$(DATA)/test)
+MODEL_OUT ?= var/models
+BENCH_ARGS ?=
+LOADTEST_HOST ?= http://127.0.0.1:8000
+LOADTEST_USERS ?= 50
+LOADTEST_TIME ?= 60s
+
+.PHONY: run test lint train evaluate bench bench-model loadtest clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
@@ -31,6 +39,22 @@ test: $(VENV)/.dev  ## lint, then the whole test suite (needs RabbitMQ on 127.0.
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+train: $(VENV)/.runtime  ## train, evaluate and export a model version into $(MODEL_OUT)
+	$(PYTHON) -m services.trainer train --data $(DATA) --weights $(WEIGHTS) --out $(MODEL_OUT)
+
+evaluate: $(VENV)/.runtime  ## score the shipped production model on DATA; last line is JSON
+	$(PYTHON) -m services.trainer evaluate --data $(EVALUATE_DATA)
+
+bench: $(VENV)/.dev  ## end-to-end and raw model throughput (needs RabbitMQ); prints ratios
+	$(PYTHON) -m bench.end_to_end $(BENCH_ARGS)
+
+bench-model: $(VENV)/.dev  ## Keras vs ONNX Runtime vs LiteRT on this machine
+	$(PYTHON) -m bench.model_runtimes
+
+loadtest: $(VENV)/.dev  ## locust against a running system at LOADTEST_HOST
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u $(LOADTEST_USERS) -r 10 -t $(LOADTEST_TIME) \
+		--host $(LOADTEST_HOST)
 
 clean:
 	rm -rf var test-output .pytest_cache
