@@ -31,14 +31,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import requests
 
+from shared.errors import SkinLesionError
 from shared.images import model_input_from_bytes
-from shared.messaging.rabbitmq import close_quietly, connect
+from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.model.serving import ServingModel
@@ -211,7 +212,10 @@ def running_system(models: Path, workers: int, batch_size: int, store_dir: Path,
     finally:
         for process in processes.values():
             _stop(process)
-        _delete_namespace(namespace)
+        try:
+            _delete_namespace(namespace)
+        except (SkinLesionError, *CONNECTION_ERRORS) as error:
+            print(f"could not delete the queues of {namespace}: {error!r}", file=sys.stderr)
 
 
 def _spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -341,63 +345,67 @@ def batch_totals(system: System) -> tuple[float, float]:
 # Closed-loop clients
 
 
+@dataclass
+class _Window:
+    """What the clients record: requests started inside [start, end) count, warm-up ones do not."""
+
+    start: float
+    end: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, started: float, ok: bool) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if started < self.start:
+            return
+        with self.lock:
+            if ok:
+                self.latencies_ms.append(elapsed_ms)
+            else:
+                self.errors += 1
+
+
+def _client(url: str, images: list[bytes], first: int, step: int, window: _Window, timeout_s: float) -> None:
+    """One closed-loop client: post an image, wait for the answer, post the next."""
+    with requests.Session() as session:
+        turn = first
+        while (started := time.perf_counter()) < window.end:
+            files = {"file": ("lesion.jpg", images[turn % len(images)], "image/jpeg")}
+            turn += step
+            try:
+                ok = session.post(f"{url}/api/v1/predictions", files=files, timeout=timeout_s).status_code == 200
+            except requests.RequestException:
+                ok = False
+            window.record(started, ok)
+
+
 def drive(system: System, images: list[bytes], clients: int, warmup_s: float, seconds: float) -> Level:
-    """`clients` threads each post one image and wait for the answer, back to back. Requests
-    started during the measured window count; those of the warm-up do not."""
+    """Run `clients` closed-loop clients for `warmup_s` + `seconds`; measure the last `seconds`."""
     timeout_s = Settings.from_env().predict_timeout_s + 5
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    window_start = time.perf_counter() + warmup_s
-    window_end = window_start + seconds
-    marks: dict[str, object] = {}
-
-    def client(index: int) -> None:
-        with requests.Session() as session:
-            turn = index
-            while (started := time.perf_counter()) < window_end:
-                image = images[turn % len(images)]
-                turn += clients
-                try:
-                    response = session.post(
-                        f"{system.url}/api/v1/predictions", files={"file": ("lesion.jpg", image)}, timeout=timeout_s
-                    )
-                    ok = response.status_code == 200
-                except requests.RequestException:
-                    ok = False
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if started >= window_start:
-                    with lock:
-                        if ok:
-                            latencies.append(elapsed_ms)
-                        else:
-                            errors[0] += 1
-
-    def mark_window_start() -> None:
-        # Snapshots taken when the window opens, on a timer thread so no client waits for it.
-        marks["cpu"] = cpu_snapshot(system)
-        marks["batches"] = batch_totals(system)
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    timer = threading.Timer(warmup_s, mark_window_start)
-    timer.start()
+    start = time.perf_counter() + warmup_s
+    window = _Window(start=start, end=start + seconds)
+    threads = [
+        threading.Thread(target=_client, args=(system.url, images, i, clients, window, timeout_s), daemon=True)
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
-    time.sleep(max(window_end - time.perf_counter(), 0))
+    time.sleep(max(window.start - time.perf_counter(), 0))
+    cpu_before, batches_before = cpu_snapshot(system), batch_totals(system)
+    time.sleep(max(window.end - time.perf_counter(), 0))
     cpu_after, batches_after = cpu_snapshot(system), batch_totals(system)
     for thread in threads:
         thread.join(timeout_s)
-    timer.join()
-    images_before, batches_before = marks["batches"]  # type: ignore[misc]
-    batches = batches_after[1] - batches_before
+    batches = batches_after[1] - batches_before[1]
     return Level(
         workers=len(system.worker_metrics_urls),
         clients=clients,
-        latencies_ms=latencies,
-        errors=errors[0],
+        latencies_ms=window.latencies_ms,
+        errors=window.errors,
         seconds=seconds,
-        mean_batch=(batches_after[0] - images_before) / batches if batches else float("nan"),
-        cpu=cpu_percent(marks["cpu"], cpu_after, seconds),  # type: ignore[arg-type]
+        mean_batch=(batches_after[0] - batches_before[0]) / batches if batches else float("nan"),
+        cpu=cpu_percent(cpu_before, cpu_after, seconds),
     )
 
 
@@ -470,8 +478,14 @@ def measure_system(
     return levels
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # SystemExit unwinds the stack, so the `finally` blocks stop what this run started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings.from_env()
     models = models_dir(args.models)
     images = load_images(args.images, args.image_count)

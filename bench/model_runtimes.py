@@ -12,6 +12,8 @@ faster. Optionally the cost and gain of 8-view test-time augmentation (flips/rot
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -67,7 +69,9 @@ def litert_flatbuffer(model: keras.Model, calibration: np.ndarray | None = None)
     if calibration is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
-    return converter.convert()
+    # The converter prints its whole saved-model signature to stdout; keep stdout for results.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def onnx_int8(artifact: bytes, calibration: np.ndarray) -> bytes:

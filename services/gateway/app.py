@@ -23,7 +23,8 @@ def create_app(
     prediction_client: PredictionClient | None = None,
 ) -> Flask:
     """Build the app. Dependencies default to the ones the settings name; tests pass their own."""
-    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    # No app-wide static route: the ui blueprint serves the page's files with its headers.
+    app = Flask(__name__, static_folder=None)
     app.config["SETTINGS"] = settings
     # Whole-request bound: every file at its own limit, plus room for the form's framing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024

@@ -38,7 +38,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="folder with benign/ and malignant/")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="folder with benign/ and malignant/ (or a dataset root: its test/ is used)")
     parser.add_argument("--model-dir", type=Path, help="a version folder (default: the shipped production one)")
     parser.add_argument("--report", type=Path, help="also write report.md and plots here")
 
@@ -128,6 +129,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     folder = args.model_dir or _production_folder(settings.models_dir)
     card = json.loads((folder / "card.json").read_text())
     artifact = (folder / card.get("serving_artifact", "model.onnx")).read_bytes()
+    if not (args.data / "benign").is_dir() and (args.data / "test").is_dir():
+        args.data = args.data / "test"  # a dataset root: its test split is what evaluation means
     data = load_folder(args.data)
     result = evaluate_artifact(artifact, card, data)
     if args.report:

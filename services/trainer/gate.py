@@ -15,6 +15,7 @@ def decide(
     candidate: dict[str, Any],
     production: dict[str, Any] | None,
     *,
+    production_version: str | None,
     auc_tolerance: float,
     sensitivity_tolerance: float,
 ) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def decide(
         "reasons": reasons,
         "candidate": metric_summary(candidate),
         "production": metric_summary(production),
+        "production_version": production_version,
         "auc_tolerance": auc_tolerance,
         "sensitivity_tolerance": sensitivity_tolerance,
     }

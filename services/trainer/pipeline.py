@@ -91,6 +91,7 @@ def run_training(
     gate = decide(
         candidate_metrics,
         production_metrics,
+        production_version=parent,
         auc_tolerance=settings.gate_auc_tolerance,
         sensitivity_tolerance=settings.gate_sensitivity_tolerance,
     )

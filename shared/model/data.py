@@ -37,6 +37,7 @@ class LabelledImages:
     diagnoses: np.ndarray
     names: tuple[str, ...]
     content_hash: str  # sha256 over sorted "label/sha256-of-file" lines: data provenance
+    digests: tuple[str, ...] = ()  # sha256 of each image file, when known
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,8 +48,12 @@ class LabelledImages:
 
     def subset(self, indices: np.ndarray) -> LabelledImages:
         names = tuple(self.names[i] for i in indices)
-        return LabelledImages(self.pixels[indices], self.labels[indices], self.diagnoses[indices], names,
-                              _content_hash(names))
+        digests = tuple(self.digests[i] for i in indices) if self.digests else ()
+        labels = self.labels[indices]
+        # Content-addressed when the file hashes are known; by file name otherwise.
+        keys = [f"{LABELS[label]}/{digest}" for label, digest in zip(labels, digests, strict=True)] or names
+        return LabelledImages(self.pixels[indices], labels, self.diagnoses[indices], names,
+                              hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(), digests)
 
 
 def read_manifest_diagnoses(manifest: Path) -> dict[str, str]:
@@ -92,18 +97,16 @@ def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> Label
     names = tuple(name for name, _, _ in entries)
     dx_index = {code: i for i, code in enumerate(DIAGNOSES)}
     dx = [dx_index.get(diagnoses.get(name.split("/", 1)[1], ""), -1) for name in names]
-    provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, (_, digest) in zip(names, decoded, strict=True))
+    digests = tuple(digest for _, digest in decoded)
+    provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, digest in zip(names, digests, strict=True))
     return LabelledImages(
         pixels=np.stack([pixels for pixels, _ in decoded]),
         labels=np.array([label for _, label, _ in entries], np.int8),
         diagnoses=np.array(dx, np.int8),
         names=names,
         content_hash=hashlib.sha256("\n".join(provenance).encode()).hexdigest(),
+        digests=digests,
     )
-
-
-def _content_hash(names: tuple[str, ...]) -> str:
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,4 +167,5 @@ def concatenate(parts: list[LabelledImages]) -> LabelledImages:
         diagnoses=np.concatenate([part.diagnoses for part in parts]),
         names=names,
         content_hash=hashlib.sha256("\n".join(sorted(part.content_hash for part in parts)).encode()).hexdigest(),
+        digests=tuple(digest for part in parts for digest in part.digests) if all(p.digests for p in parts) else (),
     )

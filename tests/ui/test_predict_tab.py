@@ -89,3 +89,18 @@ def test_bad_files_show_the_servers_message_and_do_not_stop_the_good_one(
     expect(gif.locator(".result__error")).to_contain_text("'animation.gif'")
     expect(page.locator(".result", has_text="fine.jpg")).to_have_attribute("data-label", "benign")
     screenshot(page, screenshots, "predict-bad-files")
+
+
+def test_an_answer_that_comes_late_is_polled_for_until_it_arrives(
+    page: Page, system: RunningSystem, screenshots: Path
+) -> None:
+    system.env["PREDICT_TIMEOUT_S"] = "1"
+    system.start_gateway()  # no worker yet: the request times out with 504 and the job id
+    open_ui(page, system)
+    page.set_input_files("#predict-files", [upload("late.jpg", solid_jpeg(230))])
+    late = page.locator(".result", has_text="late.jpg")
+    expect(late.locator(".result__status")).to_have_text("The server is busy; still waiting for the answer…")
+    screenshot(page, screenshots, "predict-waiting")
+    system.start_worker()
+    expect(late).to_have_attribute("data-label", "malignant", timeout=60_000)
+    expect(late.locator(".meta")).to_contain_text("test-v1")

@@ -38,7 +38,9 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     expect(page.locator("#token-dialog")).to_be_visible()
     page.get_by_label("Write token", exact=True).fill(WRITE_TOKEN)
     page.keyboard.press("Enter")
-    expect(page.locator("#upload-status")).to_have_text("Done: 2 added to the incoming benign images.")
+    expect(page.locator("#upload-status")).to_have_text(
+        "Done: 2 added as benign, 0 already in the dataset, 1 rejected."
+    )
     expect(page.locator("#upload-added")).to_have_text("2")
     expect(page.locator("#upload-duplicates")).to_have_text("0")
     expect(page.locator("#upload-rejected")).to_have_text("1")

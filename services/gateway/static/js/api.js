@@ -3,10 +3,12 @@
 import { askForToken, forgetToken, storedToken } from "./token.js";
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `detail`: the whole `error` object of the answer (a 504 carries the ids to poll). */
+  constructor(status, code, message, detail = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.detail = detail;
   }
 }
 
@@ -35,7 +37,7 @@ async function request(method, path, { body, token } = {}) {
   if (!response.ok) {
     const detail = data && data.error ? data.error : {};
     const message = detail.message || `${response.status} ${response.statusText || "error"}`;
-    throw new ApiError(response.status, detail.code || "http_error", message);
+    throw new ApiError(response.status, detail.code || "http_error", message, detail);
   }
   return data;
 }

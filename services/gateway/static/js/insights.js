@@ -24,7 +24,12 @@ export async function showInsights() {
     replace(content);
     return setStatus(status, "No statistics yet: they are computed when the dataset changes.");
   }
-  setStatus(status, data.snapshot ? `Snapshot of ${dateTime(data.snapshot.computed_at)}` : "");
+  setStatus(
+    status,
+    data.snapshot
+      ? `Snapshot of ${dateTime(data.snapshot.computed_at)}`
+      : "No dataset statistics yet: they are computed when the dataset changes.",
+  );
   replace(content, data.snapshot ? datasetSection(data.snapshot) : null, modelSection(data.model));
 }
 

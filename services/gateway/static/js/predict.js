@@ -1,6 +1,6 @@
 // Predict tab: choose or drop images, one request per file (in parallel), one card per file.
 
-import { post } from "./api.js";
+import { ApiError, getJson, post } from "./api.js";
 import { byId, duration, el, percent, replace } from "./dom.js";
 
 const previews = new Set();
@@ -49,13 +49,36 @@ async function predictOne(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const answer = await post("/predictions", form);
+    let answer;
+    try {
+      answer = await post("/predictions", form);
+    } catch (error) {
+      // 504: the job is queued but slow to answer; it still completes, so poll for it.
+      const id = error.status === 504 ? error.detail.ids?.[0] : undefined;
+      if (!id) throw error;
+      card.status.textContent = "The server is busy; still waiting for the answer…";
+      answer = await poll(id);
+    }
     showAnswer(card, answer);
   } catch (error) {
     showError(card, error);
   } finally {
     card.root.removeAttribute("aria-busy");
   }
+}
+
+const POLL_MS = 1000;
+const POLL_LIMIT_MS = 120_000;
+
+async function poll(id) {
+  const deadline = Date.now() + POLL_LIMIT_MS;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    const answer = await getJson(`/predictions/${encodeURIComponent(id)}`);
+    if (answer.status === "failed") throw new ApiError(422, answer.error?.code, answer.error?.message || "failed");
+    if (answer.status !== "pending") return answer;
+  }
+  throw new Error(`No answer after ${POLL_LIMIT_MS / 1000} s; the prediction id is ${id}.`);
 }
 
 function resultCard(file) {

@@ -80,7 +80,9 @@ async function uploadLabelled() {
       totals.rejected += answer.rejected;
       totals.files.push(...answer.files);
     }
-    setStatus(status, `Done: ${totals.added} added to the incoming ${label} images.`, "success");
+    const { added, duplicates, rejected } = totals;
+    const summary = `${added} added as ${label}, ${duplicates} already in the dataset, ${rejected} rejected`;
+    setStatus(status, `Done: ${summary}.`, rejected ? "info" : "success");
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, "error");
   } finally {
