@@ -47,3 +47,11 @@ def test_augmentation_is_repeatable_for_a_seed_and_differs_between_views():
     assert np.array_equal(first, augment(image, np.array([1, 2])).numpy())
     views = [next(iter(augmented_views(image[None], view, seed=5))).numpy() for view in (0, 1)]
     assert not np.allclose(views[0], views[1])
+
+
+def test_a_subset_is_identified_by_the_content_of_its_images(dataset_root: Path):
+    data = load_folder(dataset_root / "train")
+    everything = data.subset(np.arange(len(data))[::-1])
+    first_half, second_half = data.subset(np.arange(8)), data.subset(np.arange(8, 16))
+    assert everything.content_hash == data.content_hash
+    assert first_half.content_hash != second_half.content_hash

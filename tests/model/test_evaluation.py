@@ -38,8 +38,14 @@ def test_metrics_at_a_threshold_match_the_hand_computed_values():
     result = metrics(LABELS, SCORES, 0.5, bootstrap_rounds=200)
     assert result["confusion_matrix"] == {"tp": 3, "fn": 1, "tn": 4, "fp": 0}
     expected = {
-        "n": 8, "auc": 15 / 16, "sensitivity": 0.75, "specificity": 1.0, "balanced_accuracy": 0.875,
-        "precision": 1.0, "f1": 2 * 0.75 / 1.75, "accuracy": 7 / 8,
+        "n": 8,
+        "auc": 15 / 16,
+        "sensitivity": 0.75,
+        "specificity": 1.0,
+        "balanced_accuracy": 0.875,
+        "precision": 1.0,
+        "f1": 2 * 0.75 / 1.75,
+        "accuracy": 7 / 8,
         "brier": 0.9825 / 8,
         # Bins 1, 2, 4, 6, 7, 9 hold one case each; bin 3 holds 0.3 (benign) and 0.35 (malignant).
         "ece": (0.1 + 0.2 + 0.4 + 0.4 + 0.3 + 0.1) / 8 + abs(0.5 - 0.325) * 2 / 8,

@@ -30,8 +30,15 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = trained / "versions" / version
     names = {path.name for path in folder.iterdir()}
-    assert {"model.keras", "model.onnx", "card.json", "report.md", "roc.png", "confusion.png",
-            "calibration.png"} <= names
+    assert {
+        "model.keras",
+        "model.onnx",
+        "card.json",
+        "report.md",
+        "roc.png",
+        "confusion.png",
+        "calibration.png",
+    } <= names
     card = json.loads((folder / "card.json").read_text())
     assert card["version"] == version and card["serving_artifact"] == "model.onnx"
     assert card["calibration"]["method"] == "platt" and 0.0 <= card["threshold"] <= 1.0
@@ -43,8 +50,9 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
 def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, dataset_root: Path):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = trained / "versions" / version
-    served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(),
-                                     json.loads((folder / "card.json").read_text()))
+    served = ServingModel.from_bytes(
+        version, (folder / "model.onnx").read_bytes(), json.loads((folder / "card.json").read_text())
+    )
     probabilities = served.predict(load_folder(dataset_root / "test").pixels[:3])
     assert probabilities.shape == (3,) and np.all((probabilities >= 0) & (probabilities <= 1))
 
@@ -52,8 +60,9 @@ def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, datas
 def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, dataset_root: Path, capsys, tmp_path):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     model_dir = trained / "versions" / version
-    code = main(["evaluate", "--data", str(dataset_root / "test"), "--model-dir", str(model_dir),
-                 "--report", str(tmp_path)])
+    code = main(
+        ["evaluate", "--data", str(dataset_root / "test"), "--model-dir", str(model_dir), "--report", str(tmp_path)]
+    )
     summary = _last_json_line(capsys.readouterr().out)
     assert code == 0 and summary.keys() >= SUMMARY_KEYS and summary["n"] == 12
     assert (tmp_path / "report.md").is_file()

@@ -9,16 +9,15 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-import pika
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from services.gateway.app import create_app
-from services.gateway.rpc import PredictionClient
 from shared.messaging.topology import Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
+from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
 from tests.support.images import encode, invalid_images, solid_jpeg, valid_images
 
 MAX_BYTES = 200_000
@@ -45,11 +44,9 @@ def store(settings: Settings) -> ObjectStore:
 
 @pytest.fixture
 def app(settings: Settings, store: ObjectStore) -> Iterator[Flask]:
-    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
-    client.start()
-    assert client.connected.wait(10)
-    yield create_app(settings, store=store, prediction_client=client)
-    client.stop()
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        yield create_app(settings, store=store, prediction_client=client)
 
 
 @pytest.fixture
@@ -58,12 +55,7 @@ def http(app: Flask) -> FlaskClient:
 
 
 def queued_jobs(settings: Settings) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        queue = Topology.from_settings(settings).predict_queue
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
+    return message_count(settings.amqp_url, Topology.from_settings(settings).predict_queue)
 
 
 def post_file(http: FlaskClient, data: bytes, filename: str = "lesion.jpg", query: str = "?wait=false"):
@@ -202,10 +194,8 @@ def test_several_files_give_one_job_each(http: FlaskClient, store: ObjectStore, 
 
 def test_a_full_queue_answers_503_with_retry_after(s3_settings: Settings, store: ObjectStore) -> None:
     settings = Settings(**{**s3_settings.__dict__, "predict_queue_max_length": 2})
-    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
-    client.start()
-    assert client.connected.wait(10)
-    try:
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
         http = create_app(settings, store=store, prediction_client=client).test_client()
         statuses = [post_file(http, solid_jpeg(30)).status_code for _ in range(5)]
         assert statuses[:2] == [202, 202]
@@ -214,15 +204,11 @@ def test_a_full_queue_answers_503_with_retry_after(s3_settings: Settings, store:
         assert refused.status_code == 503
         assert refused.headers["Retry-After"]
         assert refused.get_json()["error"]["code"] == "overloaded"
-    finally:
-        client.stop()
 
 
 def test_without_a_broker_readiness_fails_and_predictions_get_503(s3_settings: Settings, store: ObjectStore) -> None:
     settings = Settings(**{**s3_settings.__dict__, "amqp_url": "amqp://guest:guest@127.0.0.1:9/%2F"})
-    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
-    client.start()
-    try:
+    with connected_client(settings) as client:
         http = create_app(settings, store=store, prediction_client=client).test_client()
         ready = http.get("/readyz")
         assert ready.status_code == 503
@@ -230,8 +216,6 @@ def test_without_a_broker_readiness_fails_and_predictions_get_503(s3_settings: S
         response = post_file(http, solid_jpeg(30), query="")
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == "broker_unavailable"
-    finally:
-        client.stop()
 
 
 @pytest.mark.parametrize("job_id", ["nope", "20261127-zz", "../../etc/passwd", "20261127-" + "0" * 32])

@@ -15,20 +15,7 @@ from shared.settings import Settings
 from shared.storage import create_store
 from tests.support.images import solid_jpeg
 from tests.support.onnx_models import brightness_model, write_models_dir
-from tests.support.system import RunningSystem, settings_env
-
-
-def system_env(settings: Settings, models_dir: Path, **extra: object) -> dict[str, str]:
-    return settings_env(
-        amqp_url=settings.amqp_url,
-        broker_namespace=settings.broker_namespace,
-        s3_endpoint=settings.s3_endpoint,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=settings.s3_secret_key,
-        s3_bucket_prefix=settings.s3_bucket_prefix,
-        models_dir=models_dir,
-        **extra,
-    )
+from tests.support.system import RunningSystem, system_env
 
 
 @pytest.fixture

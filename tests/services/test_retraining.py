@@ -17,10 +17,9 @@ from PIL import Image
 from shared.model import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import create_store
-from tests.services.test_prediction_path import system_env
 from tests.support.images import encode, solid_jpeg
 from tests.support.onnx_models import brightness_model, write_models_dir
-from tests.support.system import RunningSystem
+from tests.support.system import RunningSystem, system_env
 
 TOKEN = "retrain-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

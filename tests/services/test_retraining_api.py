@@ -9,17 +9,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-import pika
 import pytest
 from flask.testing import FlaskClient
 
 from services.gateway.app import create_app
-from services.gateway.rpc import PredictionClient
 from shared import training_jobs
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
+from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
 from tests.support.images import noise_png, solid_jpeg
 
 TOKEN = "s3cret-token"
@@ -38,11 +37,9 @@ def store(settings: Settings) -> ObjectStore:
 
 @pytest.fixture
 def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
-    client.start()
-    assert client.connected.wait(10)
-    yield create_app(settings, store=store, prediction_client=client).test_client()
-    client.stop()
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        yield create_app(settings, store=store, prediction_client=client).test_client()
 
 
 def upload(http: FlaskClient, files: list[tuple[bytes, str]], label: str = "benign", headers: dict | None = None):
@@ -51,11 +48,7 @@ def upload(http: FlaskClient, files: list[tuple[bytes, str]], label: str = "beni
 
 
 def queued(settings: Settings, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
+    return message_count(settings.amqp_url, queue)
 
 
 WRITE_REQUESTS = [

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 from tests.support.network import free_port, wait_for_http
 
 START_TIMEOUT_S = 60
@@ -92,3 +92,18 @@ class RunningSystem:
 def settings_env(**values: object) -> dict[str, str]:
     """Environment variables for Settings fields given as keyword arguments."""
     return {name.upper(): str(value) for name, value in values.items()}
+
+
+def system_env(settings: Settings, models_dir: Path | None = None, **extra: object) -> dict[str, str]:
+    """The environment that points a service at the test's broker namespace and S3 store."""
+    connection = {
+        "amqp_url": settings.amqp_url,
+        "broker_namespace": settings.broker_namespace,
+        "s3_endpoint": settings.s3_endpoint,
+        "s3_access_key": settings.s3_access_key,
+        "s3_secret_key": settings.s3_secret_key,
+        "s3_bucket_prefix": settings.s3_bucket_prefix,
+    }
+    if models_dir is not None:
+        connection["models_dir"] = models_dir
+    return settings_env(**connection, **extra)

@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.system import RunningSystem, settings_env
+from tests.support.system import RunningSystem, system_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -26,19 +26,6 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 900}
 WRITE_TOKEN = "ui-test-token"
-
-
-def system_env(settings: Settings, models_dir: Path, **extra: object) -> dict[str, str]:
-    return settings_env(
-        amqp_url=settings.amqp_url,
-        broker_namespace=settings.broker_namespace,
-        s3_endpoint=settings.s3_endpoint,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=settings.s3_secret_key,
-        s3_bucket_prefix=settings.s3_bucket_prefix,
-        models_dir=models_dir,
-        **extra,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout
 from tests.services.insights.support import LIMITS, distinct_png, put_images
+from tests.support.broker import message_count
 from tests.support.network import free_port
 
 
@@ -51,12 +52,7 @@ def dataset_changed(settings: Settings) -> None:
 
 
 def queued_events(settings: Settings) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        queue = Topology.from_settings(settings).insights_queue
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
+    return message_count(settings.amqp_url, Topology.from_settings(settings).insights_queue)
 
 
 @pytest.fixture

@@ -19,22 +19,14 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout
 from tests.services.insights.support import distinct_png, put_images
-from tests.support.system import RunningSystem, settings_env
+from tests.support.system import RunningSystem, system_env
 
 
 @pytest.fixture
 def system(s3_settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[RunningSystem]:
     log_dir = output_dir / "logs" / request.node.name
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = settings_env(
-        amqp_url=s3_settings.amqp_url,
-        broker_namespace=s3_settings.broker_namespace,
-        s3_endpoint=s3_settings.s3_endpoint,
-        s3_access_key=s3_settings.s3_access_key,
-        s3_secret_key=s3_settings.s3_secret_key,
-        s3_bucket_prefix=s3_settings.s3_bucket_prefix,
-    )
-    running = RunningSystem(env, log_dir)
+    running = RunningSystem(system_env(s3_settings), log_dir)
     try:
         yield running
     finally:

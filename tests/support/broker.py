@@ -1,0 +1,34 @@
+"""Looking at the real broker from tests: queue depths, a started gateway broker client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pika
+
+from services.gateway.rpc import PredictionClient
+from shared.messaging.topology import Topology
+from shared.settings import Settings
+
+CONNECT_TIMEOUT_S = 10
+
+
+def message_count(amqp_url: str, queue: str) -> int:
+    """Messages ready in `queue` (it must exist)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+@contextmanager
+def connected_client(settings: Settings) -> Iterator[PredictionClient]:
+    """The gateway's broker client, connected (or not, for a dead broker URL), then stopped."""
+    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
+    client.start()
+    try:
+        yield client
+    finally:
+        client.stop()
