@@ -7,9 +7,12 @@ version is never visible.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,12 +75,16 @@ def run_training(
     train_index, validation_index = stratified_split(everything.labels, config.validation_fraction, config.seed)
     train_data, validation = everything.subset(train_index), everything.subset(validation_index)
     parent = registry.production_version(store)
+    initial_weights, initialised_from = production_weights(store, parent, config)
+    if initial_weights is not None:
+        config = dataclasses.replace(config, weights=None)  # the backbone comes from production
     on_progress("training", 0, config.head_epochs + config.finetune_epochs, {})
     result = train(
         config,
         train_data,
         validation,
         on_epoch=lambda epoch, total, record: on_progress("training", epoch, total, record),
+        initial_weights=initial_weights,
     )
 
     on_progress("evaluating", 0, 0, {})
@@ -113,6 +120,7 @@ def run_training(
         parent=parent,
     )
     card["gate"] = gate
+    card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
     registry.publish_version(
         store, version, {"model.keras": cards.keras_bytes(result.model), "model.onnx": artifact}, card
@@ -122,6 +130,32 @@ def run_training(
         registry.promote(store, version, reason=f"training job {job_id} passed the gate")
         on_event("model.promoted", {"version": version, "previous": parent})
     return {"status": "promoted" if gate["passed"] else "rejected", "candidate_version": version, "gate": gate}
+
+
+def production_weights(store: ObjectStore, version: str | None, config: Any) -> tuple[list[Any] | None, str]:
+    """Production's Keras weights to fine-tune from, when its architecture matches `config`.
+
+    Returns (weights or None, where training starts from): a production version without a
+    Keras file (e.g. a hand-made ONNX model) or of another width starts from `config.weights`.
+    """
+    pretrained = f"pretrained weights ({config.weights or 'random'})"
+    if version is None:
+        return None, pretrained
+    key = f"models/versions/{version}/{registry.KERAS_FILE}"
+    if not store.exists(key):
+        return None, f"{pretrained}: production {version} has no Keras file"
+    import keras
+
+    from shared.model.architecture import build_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / registry.KERAS_FILE
+        path.write_bytes(store.get(key))
+        weights = keras.models.load_model(path, compile=False).get_weights()
+    expected = build_model(None, alpha=config.alpha, dropout_rate=config.dropout_rate).get_weights()
+    if [w.shape for w in weights] != [w.shape for w in expected]:
+        return None, f"{pretrained}: production {version} has another architecture"
+    return weights, f"production {version}"
 
 
 def _production_metrics(store: ObjectStore, version: str | None, test: Any) -> dict[str, Any] | None:

@@ -75,13 +75,16 @@ class TrainingResult:
 
 
 def train(config: TrainingConfig, train_data: LabelledImages, validation: LabelledImages, *,
-          on_epoch: EpochCallback | None = None) -> TrainingResult:
+          on_epoch: EpochCallback | None = None, initial_weights: list[np.ndarray] | None = None) -> TrainingResult:
     """Train a fresh model on `train_data`, choosing epochs by AUC on `validation`."""
     if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
         raise ValueError("training and validation data must each hold both classes")
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.weights, alpha=config.alpha, dropout_rate=config.dropout_rate, seed=config.seed)
+    if initial_weights is not None:
+        # Retraining continues from the production model rather than from ImageNet.
+        model.set_weights(initial_weights)
     backbone = model.get_layer(BACKBONE_NAME)
     cut = backbone.get_layer(config.finetune_from).input
     lower = keras.Model(backbone.input, cut, name="lower")
