@@ -34,6 +34,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
     parser.add_argument("--views", type=int, help="augmented views cached per training image")
     parser.add_argument("--epochs", type=int, help="maximum fine-tuning epochs")
+    parser.add_argument("--finetune-from", help="first backbone layer to fine-tune, e.g. block_11_expand")
     parser.add_argument("--seed", type=int, default=1337)
 
 
@@ -57,6 +58,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         overrides["views"] = args.views
     if args.epochs:
         overrides["finetune_epochs"] = args.epochs
+    if args.finetune_from:
+        overrides["finetune_from"] = args.finetune_from
     if args.quick:
         config = TrainingConfig.quick(**overrides)
     else:

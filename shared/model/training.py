@@ -76,7 +76,7 @@ class TrainingResult:
 
 def train(config: TrainingConfig, train_data: LabelledImages, validation: LabelledImages, *,
           on_epoch: EpochCallback | None = None, initial_weights: list[np.ndarray] | None = None) -> TrainingResult:
-    """Train a fresh model on `train_data`, choosing epochs by AUC on `validation`."""
+    """Train on `train_data` from ImageNet (or `initial_weights`), choosing epochs by AUC on `validation`."""
     if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
         raise ValueError("training and validation data must each hold both classes")
     started = time.monotonic()
