@@ -196,6 +196,8 @@ def free_port() -> int:
 
 @dataclass
 class System:
+    """Where the running system answers, and which process groups are its parts."""
+
     url: str
     worker_metrics_urls: list[str]
     process_groups: dict[str, list[int]]

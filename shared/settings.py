@@ -59,10 +59,12 @@ class Settings:
     # Training requests may ask for fewer epochs than this, never more.
     max_training_epochs: int = 30
     # Worker
-    worker_max_batch: int = 16
+    # Measured on 2 cores (docs/performance.md): per-image speed is flat from batch 1 to 16,
+    # so small batches and one inference thread per worker (one worker per core) win.
+    worker_max_batch: int = 4
     worker_max_wait_ms: float = 5.0
     worker_metrics_port: int = 9101
-    inference_threads: int = 0  # 0 = one per core
+    inference_threads: int = 1  # 0 = one per core
     # Trainer and insights expose /metrics, /healthz and /readyz on their own ports.
     trainer_metrics_port: int = 9102
     insights_metrics_port: int = 9103

@@ -42,6 +42,9 @@ class ServingModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        # Spinning intra-op threads burn CPU that the gateway, the broker and other workers
+        # need: turning it off doubled end-to-end throughput here (docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
