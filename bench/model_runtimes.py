@@ -88,8 +88,15 @@ def onnx_int8(artifact: bytes, calibration: np.ndarray) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "in.onnx", Path(folder) / "out.onnx"
         source.write_bytes(artifact)
-        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_static(
+            str(source),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
         return target.read_bytes()
 
 
@@ -134,10 +141,15 @@ def main() -> None:
     calibration = validation.pixels[np.random.default_rng(0).choice(len(validation), 128, replace=False)]
 
     artifact = (args.model_dir / card["serving_artifact"]).read_bytes()
-    runners = {"keras": keras_runner(model), "onnxruntime": onnx_runner(artifact),
-               "litert": litert_runner(litert_flatbuffer(model))}
-    int8 = {"onnxruntime-int8": onnx_runner(onnx_int8(artifact, calibration)),
-            "litert-int8": litert_runner(litert_flatbuffer(model, calibration))}
+    runners = {
+        "keras": keras_runner(model),
+        "onnxruntime": onnx_runner(artifact),
+        "litert": litert_runner(litert_flatbuffer(model)),
+    }
+    int8 = {
+        "onnxruntime-int8": onnx_runner(onnx_int8(artifact, calibration)),
+        "litert-int8": litert_runner(litert_flatbuffer(model, calibration)),
+    }
     reference_test = predict_all(runners["keras"], test.pixels)
     reference_auc = roc_auc(validation.labels, predict_all(runners["keras"], validation.pixels))
     report: dict[str, dict] = {}
@@ -149,9 +161,13 @@ def main() -> None:
         if name in int8:
             entry["val_auc_drop"] = reference_auc - roc_auc(validation.labels, predict_all(run, validation.pixels))
         report[name] = entry
-        print(f"{name:17s} " + "  ".join(f"b{b}: {ms:7.1f} ms ({b * 1000 / ms:5.1f} img/s)" for b, ms in timing.items())
-              + (f"  max|diff| {entry['max_abs_diff_test']:.1e}" if "max_abs_diff_test" in entry else "")
-              + (f"  val AUC drop {entry['val_auc_drop']:+.4f}" if "val_auc_drop" in entry else ""), flush=True)
+        print(
+            f"{name:17s} "
+            + "  ".join(f"b{b}: {ms:7.1f} ms ({b * 1000 / ms:5.1f} img/s)" for b, ms in timing.items())
+            + (f"  max|diff| {entry['max_abs_diff_test']:.1e}" if "max_abs_diff_test" in entry else "")
+            + (f"  val AUC drop {entry['val_auc_drop']:+.4f}" if "val_auc_drop" in entry else ""),
+            flush=True,
+        )
     for name, entry in report.items():
         ratios = {b: report["keras"]["ms_per_batch"][b] / entry["ms_per_batch"][b] for b in BATCHES}
         entry["speedup_vs_keras"] = ratios
