@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the system on one machine: dataset import, workers, trainer, insights, gateway.
+# Start the system on one machine: workers, trainer (which imports DATA_DIR), insights, gateway.
 # Ctrl-C (or SIGTERM) stops them all. Uses the local RabbitMQ (AMQP_URL) and, unless
 # S3_ENDPOINT is set, a filesystem store under var/store.
 set -euo pipefail
@@ -15,11 +15,6 @@ stop() {
   wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop INT TERM EXIT
-
-# Content-addressed, so importing DATA_DIR again on every start adds only what is new.
-if [ -d "${DATA_DIR:-data}/train" ] || [ -d "${DATA_DIR:-data}/test" ]; then
-  "$PYTHON" -m services.trainer import-dataset --data "${DATA_DIR:-data}" 2>>var/log/import.log
-fi
 
 for i in $(seq 1 "$WORKERS"); do
   WORKER_METRICS_PORT=$(( ${WORKER_METRICS_PORT:-9101} + 10 * (i - 1) )) \

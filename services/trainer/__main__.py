@@ -12,8 +12,9 @@ from services.trainer import cli, commands
 from shared.settings import Settings
 
 # name -> (help, add its arguments, run it)
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace, Settings], int]]] = {
+COMMANDS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
+] = {
     "train": ("train, evaluate and write a model version", cli.add_train_arguments, cli.run_train),
     "evaluate": ("score a model version on a labelled folder", cli.add_evaluate_arguments, cli.run_evaluate),
     "serve": ("run the trainer service: consume retrain requests", commands.add_serve_arguments, commands.run_serve),
@@ -33,8 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     # Logs go to stderr, so that stdout carries only the commands' results.
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return COMMANDS[args.command][2](args, settings)
 
 

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="dataset root holding train/ (and test/, manifest.csv)")
     parser.add_argument("--from-store", action="store_true", help="read datasets/{train,test}/ from the store")
-    parser.add_argument("--weights", help="MobileNetV2 no-top weights: a .h5 path or 'imagenet' "
-                                          "(default: the PRETRAINED_WEIGHTS setting)")
+    parser.add_argument(
+        "--weights",
+        help="MobileNetV2 no-top weights: a .h5 path or 'imagenet' (default: the PRETRAINED_WEIGHTS setting)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
     parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
     parser.add_argument("--quick", action="store_true", help="tiny run for tests: few images, one epoch")
@@ -39,8 +41,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True,
-                        help="folder with benign/ and malignant/ (or a dataset root: its test/ is used)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with benign/ and malignant/ (or a dataset root: its test/ is used)",
+    )
     parser.add_argument("--model-dir", type=Path, help="a version folder (default: the shipped production one)")
     parser.add_argument("--report", type=Path, help="also write report.md and plots here")
 
@@ -84,14 +90,23 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     provisional = {"version": version, "threshold": point.threshold, "calibration": point.calibration}
     validation_metrics = cards.evaluate_artifact(artifact, provisional, validation)
     test_metrics = cards.evaluate_artifact(artifact, provisional, test) if test is not None else None
-    data = {"train": cards.describe(train_data, f"{source}/train"),
-            "validation": cards.describe(validation, f"{source}/train (held out, seed {config.seed})")}
+    data = {
+        "train": cards.describe(train_data, f"{source}/train"),
+        "validation": cards.describe(validation, f"{source}/train (held out, seed {config.seed})"),
+    }
     if test is not None:
         data["test"] = cards.describe(test, f"{source}/test")
     card = cards.make_card(
-        version, point=point, config=dataclasses.asdict(config), data=data, validation=validation_metrics,
-        test=test_metrics, history=result.history, seconds=result.seconds,
-        parity={"max_abs_diff": worst, "images": len(parity_data), "tolerance": 1e-4})
+        version,
+        point=point,
+        config=dataclasses.asdict(config),
+        data=data,
+        validation=validation_metrics,
+        test=test_metrics,
+        history=result.history,
+        seconds=result.seconds,
+        parity={"max_abs_diff": worst, "images": len(parity_data), "tolerance": 1e-4},
+    )
     cards.write_version(folder, {"model.onnx": artifact}, card)
     write_report(folder, card, split="test" if test is not None else "validation")
     if args.promote:
@@ -139,8 +154,15 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         write_report(args.report, {**card, "metrics": {"evaluated": result}}, split="evaluated")
     low, high = result["auc_ci95"]
-    log.info("AUC %.4f (95%% CI %.4f-%.4f), sensitivity %.3f, specificity %.3f on %d images",
-             result["auc"], low, high, result["sensitivity"], result["specificity"], result["n"])
+    log.info(
+        "AUC %.4f (95%% CI %.4f-%.4f), sensitivity %.3f, specificity %.3f on %d images",
+        result["auc"],
+        low,
+        high,
+        result["sensitivity"],
+        result["specificity"],
+        result["n"],
+    )
     print(json.dumps({"version": card["version"], "data": str(args.data), **summary(result)}, default=_plain))
     return 0
 

@@ -19,7 +19,7 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.model import registry
 from shared.ops_server import start_ops_server
 from shared.settings import Settings
-from shared.storage import create_store
+from shared.storage import ObjectStore, create_store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
     try:
         store = create_store(settings)
         registry.seed_from_directory(store, settings.models_dir)
+        if settings.data_dir.is_dir():
+            log.info("imported %s: %s", settings.data_dir, import_folder(settings, store, settings.data_dir))
     except SkinLesionError as error:
         log.error("cannot start: %s", error)
         return 2
@@ -70,10 +72,16 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     if not root.is_dir():
         log.error("no dataset folder at %s", root)
         return 2
-    store = create_store(settings)
+    started = time.monotonic()
+    counts = import_folder(settings, create_store(settings), root)
+    print(json.dumps({"data": str(root), **counts, "seconds": round(time.monotonic() - started, 1)}))
+    return 0
+
+
+def import_folder(settings: Settings, store: ObjectStore, root: Path) -> dict[str, int]:
+    """Add every image of a `{train,test}/{benign,malignant}/` folder; announce what is new."""
     known = dataset.known_hashes(store)
     counts = {"added": 0, "duplicate": 0, "rejected": 0}
-    started = time.monotonic()
     for split, label, path in dataset.iter_folder(root):
         outcome = dataset.add_image(
             store,
@@ -97,5 +105,4 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         )
         topology = Topology.from_settings(settings)
         publish_event(settings.amqp_url, topology.events_exchange, event, routing_key=EVENT_DATASET_CHANGED)
-    print(json.dumps({"data": str(root), **counts, "seconds": round(time.monotonic() - started, 1)}))
-    return 0
+    return counts
