@@ -187,11 +187,12 @@ def test_a_worse_candidate_is_stored_but_not_promoted(
 def test_a_trainer_killed_mid_run_finishes_the_job_after_restart_with_one_version(
     s3_settings: Settings, weak_production: Path, dataset_dir: Path, output_dir: Path
 ) -> None:
-    system = run_system(s3_settings, weak_production, output_dir, "trainer-killed")
+    # The trainer imports DATA_DIR when it starts, as under `make run` and compose.
+    system = run_system(s3_settings, weak_production, output_dir, "trainer-killed", data_dir=dataset_dir)
     try:
         system.start_gateway()
         trainer = system.start_service("trainer", "services.trainer", "trainer_metrics_port", "serve")
-        import_dataset(system, dataset_dir)
+        assert len(list(create_store(s3_settings).list("datasets/"))) == 48
         job_id = start_training(system.gateway_url, epochs=3)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while (
