@@ -9,9 +9,12 @@ export PYTHONPATH := $(CURDIR)
 DATA ?= ../shared/datasets/ham10000
 WEIGHTS ?= ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 
-# make evaluate DATA=<dir with benign/ and malignant/>; without DATA, the shared test split.
-EVALUATE_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),$(DATA)/test)
+# make train MODEL_OUT=models ships the new version (and points the production alias at it).
 MODEL_OUT ?= var/models
+# make evaluate DATA=<dir with benign/ and malignant/, or a dataset root: its test/>;
+# MODEL_DIR=<version folder> picks a version (default: the shipped production one).
+MODEL_DIR ?=
+PRODUCTION_DIR = models/versions/$(shell sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' models/aliases/production.json)
 BENCH_ARGS ?=
 LOADTEST_HOST ?= http://127.0.0.1:8000
 LOADTEST_USERS ?= 50
@@ -41,16 +44,16 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 
 train: $(VENV)/.runtime  ## train, evaluate and export a model version into $(MODEL_OUT)
-	$(PYTHON) -m services.trainer train --data $(DATA) --weights $(WEIGHTS) --out $(MODEL_OUT)
+	$(PYTHON) -m services.trainer train --data $(DATA) --weights $(WEIGHTS) --out $(MODEL_OUT) --promote
 
 evaluate: $(VENV)/.runtime  ## score the shipped production model on DATA; last line is JSON
-	$(PYTHON) -m services.trainer evaluate --data $(EVALUATE_DATA)
+	$(PYTHON) -m services.trainer evaluate --data $(DATA) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
 
 bench: $(VENV)/.dev  ## end-to-end and raw model throughput (needs RabbitMQ); prints ratios
 	$(PYTHON) -m bench.end_to_end $(BENCH_ARGS)
 
-bench-model: $(VENV)/.dev  ## Keras vs ONNX Runtime vs LiteRT on this machine
-	$(PYTHON) -m bench.model_runtimes
+bench-model: $(VENV)/.dev  ## Keras vs ONNX Runtime vs LiteRT (and int8, TTA) on this machine, ~10 min
+	$(PYTHON) -m bench.model_runtimes --model-dir $(PRODUCTION_DIR) --data $(DATA) --tta
 
 loadtest: $(VENV)/.dev  ## locust against a running system at LOADTEST_HOST
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u $(LOADTEST_USERS) -r 10 -t $(LOADTEST_TIME) \

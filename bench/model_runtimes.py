@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -130,6 +131,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per runtime and batch size")
     parser.add_argument("--tta", action="store_true", help="also measure 8-view test-time augmentation")
     args = parser.parse_args()
+    # Line buffering: a converter or quantiser that forks must not inherit (and print twice)
+    # half a line of our results.
+    sys.stdout.reconfigure(line_buffering=True)
 
     card = json.loads((args.model_dir / "card.json").read_text())
     config = card["training"]["config"]

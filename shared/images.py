@@ -86,9 +86,7 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedIma
             image = Image.open(io.BytesIO(data), formats=[image_format.upper()])
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels"
-                )
+                raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels")
             image.load()
             rgb = _to_rgb(ImageOps.exif_transpose(image))
     except (ImageTooLarge, InvalidImage):

@@ -22,9 +22,7 @@ HTTP_DURATION = Histogram(
     "slc_http_request_duration_seconds", "Time to answer an HTTP request.", ["route"], buckets=LATENCY_BUCKETS_S
 )
 JOBS_PUBLISHED = Counter("slc_prediction_jobs_published_total", "Prediction jobs published to the broker.")
-JOBS_REJECTED = Counter(
-    "slc_prediction_jobs_rejected_total", "Prediction jobs refused before publishing.", ["reason"]
-)
+JOBS_REJECTED = Counter("slc_prediction_jobs_rejected_total", "Prediction jobs refused before publishing.", ["reason"])
 
 # Worker
 JOBS_PROCESSED = Counter("slc_worker_jobs_total", "Prediction jobs finished by a worker.", ["outcome"])

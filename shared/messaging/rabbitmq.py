@@ -112,9 +112,7 @@ def publish_event(amqp_url: str, exchange: str, message: Message, *, routing_key
         channel = connection.channel()
         channel.confirm_delivery()
         try:
-            channel.basic_publish(
-                exchange, routing_key, message.encode(), message_properties(message)
-            )
+            channel.basic_publish(exchange, routing_key, message.encode(), message_properties(message))
         except CONNECTION_ERRORS as error:
             raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
     finally:

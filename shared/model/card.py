@@ -19,8 +19,10 @@ from shared.model.export import check_parity, export_onnx
 from shared.model.registry import CARD_FILE, KERAS_FILE
 from shared.model.serving import SERVING_ARTIFACT, ServingModel, calibrate
 
-NOTE = ("Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
-        "images only (HAM10000, mostly fair skin); other image types and skin tones are out of scope.")
+NOTE = (
+    "Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
+    "images only (HAM10000, mostly fair skin); other image types and skin tones are out of scope."
+)
 # Keys of a metrics dict that are plot data, left out of one-line summaries.
 _PLOT_KEYS = ("roc_curve", "reliability")
 
@@ -57,8 +59,9 @@ def export_checked(model: keras.Model, pixels: np.ndarray) -> tuple[bytes, float
     return artifact, check_parity(model, artifact, pixels)
 
 
-def evaluate_artifact(artifact: bytes, card: dict[str, Any], data: LabelledImages, *, batch_size: int = 32,
-                      bootstrap_rounds: int = 2000) -> dict[str, Any]:
+def evaluate_artifact(
+    artifact: bytes, card: dict[str, Any], data: LabelledImages, *, batch_size: int = 32, bootstrap_rounds: int = 2000
+) -> dict[str, Any]:
     """Metrics of the serving artifact on `data`: calibrated scores at the card's threshold."""
     served = ServingModel.from_bytes(card.get("version", "candidate"), artifact, card)
     scores = np.concatenate([served.predict(data.pixels[i : i + batch_size]) for i in range(0, len(data), batch_size)])
@@ -77,9 +80,19 @@ def write_version(folder: Path, files: dict[str, bytes], card: dict[str, Any]) -
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
-def make_card(version: str, *, point: OperatingPoint, config: dict[str, Any], data: dict[str, Any],
-              validation: dict[str, Any], test: dict[str, Any] | None, history: list[dict[str, Any]],
-              seconds: dict[str, float], parity: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+def make_card(
+    version: str,
+    *,
+    point: OperatingPoint,
+    config: dict[str, Any],
+    data: dict[str, Any],
+    validation: dict[str, Any],
+    test: dict[str, Any] | None,
+    history: list[dict[str, Any]],
+    seconds: dict[str, float],
+    parity: dict[str, Any],
+    parent: str | None = None,
+) -> dict[str, Any]:
     return {
         "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

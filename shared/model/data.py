@@ -52,8 +52,14 @@ class LabelledImages:
         labels = self.labels[indices]
         # Content-addressed when the file hashes are known; by file name otherwise.
         keys = [f"{LABELS[label]}/{digest}" for label, digest in zip(labels, digests, strict=True)] or names
-        return LabelledImages(self.pixels[indices], labels, self.diagnoses[indices], names,
-                              hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(), digests)
+        return LabelledImages(
+            self.pixels[indices],
+            labels,
+            self.diagnoses[indices],
+            names,
+            hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
+            digests,
+        )
 
 
 def read_manifest_diagnoses(manifest: Path) -> dict[str, str]:
@@ -62,8 +68,9 @@ def read_manifest_diagnoses(manifest: Path) -> dict[str, str]:
         return {Path(row["path"]).name: row["dx"] for row in csv.DictReader(handle)}
 
 
-def load_folder(folder: Path, *, diagnoses: dict[str, str] | None = None, limit: int | None = None,
-                workers: int = 4) -> LabelledImages:
+def load_folder(
+    folder: Path, *, diagnoses: dict[str, str] | None = None, limit: int | None = None, workers: int = 4
+) -> LabelledImages:
     """Load `folder/{benign,malignant}/*` (JPEG/PNG); `limit` caps images per class."""
     entries: list[tuple[str, int, Path]] = []
     for label_index, label in enumerate(LABELS):
@@ -136,8 +143,14 @@ def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     x = tf.image.stateless_random_flip_left_right(x, seeds[0])
     x = tf.image.rot90(x, tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(x), tf.zeros([1, 0, 4]), seeds[2], min_object_covered=0.0,
-        aspect_ratio_range=(0.8, 1.25), area_range=(0.7, 1.0), use_image_if_no_bounding_boxes=True)
+        tf.shape(x),
+        tf.zeros([1, 0, 4]),
+        seeds[2],
+        min_object_covered=0.0,
+        aspect_ratio_range=(0.8, 1.25),
+        area_range=(0.7, 1.0),
+        use_image_if_no_bounding_boxes=True,
+    )
     x = tf.image.resize(tf.slice(x, begin, size), (height, width))
     x = tf.image.stateless_random_brightness(x, 0.08, seeds[3])
     x = tf.image.stateless_random_contrast(x, 0.85, 1.15, seeds[4])

@@ -36,8 +36,9 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
     return {"fpr": [0.0, *fpr], "tpr": [0.0, *tpr], "thresholds": [float("inf"), *map(float, thresholds)]}
 
 
-def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, *, rounds: int = 2000, seed: int = 0,
-                           level: float = 0.95) -> tuple[float, float]:
+def bootstrap_auc_interval(
+    labels: np.ndarray, scores: np.ndarray, *, rounds: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the ROC AUC; resampling within each class keeps
     the class balance of the evaluated set."""
     labels = np.asarray(labels).astype(bool)
@@ -55,8 +56,12 @@ def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, *, rounds: in
 def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
     labels = np.asarray(labels).astype(bool)
     called = np.asarray(scores) >= threshold
-    return {"tp": int(np.sum(called & labels)), "fn": int(np.sum(~called & labels)),
-            "tn": int(np.sum(~called & ~labels)), "fp": int(np.sum(called & ~labels))}
+    return {
+        "tp": int(np.sum(called & labels)),
+        "fn": int(np.sum(~called & labels)),
+        "tn": int(np.sum(~called & ~labels)),
+        "fp": int(np.sum(called & ~labels)),
+    }
 
 
 def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
@@ -74,12 +79,20 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
 def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Per-bin mean score, observed malignant rate and count: the calibration plot's data."""
     index = np.minimum((np.asarray(scores) * bins).astype(int), bins - 1)
-    return [{"mean_score": float(scores[index == b].mean()), "observed": float(labels[index == b].mean()),
-             "count": int((index == b).sum())} for b in range(bins) if (index == b).any()]
+    return [
+        {
+            "mean_score": float(scores[index == b].mean()),
+            "observed": float(labels[index == b].mean()),
+            "count": int((index == b).sum()),
+        }
+        for b in range(bins)
+        if (index == b).any()
+    ]
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *,
-            bootstrap_rounds: int = 2000) -> dict[str, Any]:
+def metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, *, bootstrap_rounds: int = 2000
+) -> dict[str, Any]:
     """Every number of a model card, for calibrated `scores` at `threshold`."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)

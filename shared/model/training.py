@@ -44,7 +44,7 @@ class TrainingConfig:
     batch_size: int = 32
     head_epochs: int = 2
     head_learning_rate: float = 1e-3
-    finetune_from: str = "block_11_expand"  # first backbone layer that is trained
+    finetune_from: str = "block_7_expand"  # first backbone layer that is trained (blocks 7-16)
     finetune_epochs: int = 18
     finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
     warmup_epochs: int = 1
@@ -58,8 +58,17 @@ class TrainingConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> TrainingConfig:
         """Seconds-long run for tests: random init, small width, one epoch per phase."""
-        quick = cls(weights=None, alpha=0.35, views=1, head_epochs=1, finetune_epochs=1, warmup_epochs=0,
-                    patience=1, average_top=1, batch_size=8)
+        quick = cls(
+            weights=None,
+            alpha=0.35,
+            views=1,
+            head_epochs=1,
+            finetune_epochs=1,
+            warmup_epochs=0,
+            patience=1,
+            average_top=1,
+            batch_size=8,
+        )
         return replace(quick, **overrides)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,8 +83,14 @@ class TrainingResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def train(config: TrainingConfig, train_data: LabelledImages, validation: LabelledImages, *,
-          on_epoch: EpochCallback | None = None, initial_weights: list[np.ndarray] | None = None) -> TrainingResult:
+def train(
+    config: TrainingConfig,
+    train_data: LabelledImages,
+    validation: LabelledImages,
+    *,
+    on_epoch: EpochCallback | None = None,
+    initial_weights: list[np.ndarray] | None = None,
+) -> TrainingResult:
     """Train on `train_data` from ImageNet (or `initial_weights`), choosing epochs by AUC on `validation`."""
     if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
         raise ValueError("training and validation data must each hold both classes")
@@ -91,20 +106,24 @@ def train(config: TrainingConfig, train_data: LabelledImages, validation: Labell
     upper = keras.Model(cut, backbone.output, name="upper")
     extractor = keras.Model(model.input, lower(model.get_layer("to_unit_range").output))
 
-    features = np.stack([
-        extractor.predict(augmented_views(train_data.pixels, view, config.seed, config.batch_size), verbose=0)
-        .astype(np.float16) for view in range(config.views)
-    ])
-    validation_features = extractor.predict(validation.pixels.astype(np.float32), batch_size=config.batch_size,
-                                            verbose=0)
+    features = np.stack(
+        [
+            extractor.predict(
+                augmented_views(train_data.pixels, view, config.seed, config.batch_size), verbose=0
+            ).astype(np.float16)
+            for view in range(config.views)
+        ]
+    )
+    validation_features = extractor.predict(
+        validation.pixels.astype(np.float32), batch_size=config.batch_size, verbose=0
+    )
     seconds = {"feature_cache": time.monotonic() - started}
     log.info("cached %d views of %d images in %.0f s", config.views, len(train_data), seconds["feature_cache"])
 
     use_diagnoses = config.diagnosis_weight > 0 and train_data.has_diagnoses
     trainer = _training_model(model, upper, use_diagnoses)
     targets, weights = _targets(train_data, use_diagnoses)
-    loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation.labels,
-                 on_epoch)
+    loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation.labels, on_epoch)
 
     _set_trainable(backbone, None)
     loop.compile(keras.optimizers.Adam(config.head_learning_rate), use_diagnoses)
@@ -116,7 +135,8 @@ def train(config: TrainingConfig, train_data: LabelledImages, validation: Labell
         0.0 if config.warmup_epochs else config.finetune_learning_rate,
         decay_steps=max(1, (config.finetune_epochs - config.warmup_epochs) * steps),
         warmup_target=config.finetune_learning_rate if config.warmup_epochs else None,
-        warmup_steps=config.warmup_epochs * steps)
+        warmup_steps=config.warmup_epochs * steps,
+    )
     loop.compile(keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay), use_diagnoses)
     loop.run("finetune", config.finetune_epochs, patience=config.patience)
     loop.restore_average(config.average_top)
@@ -162,9 +182,18 @@ def _set_trainable(backbone: keras.Model, first: str | None) -> None:
 class _Loop:
     """Epoch loop over cached features with validation AUC, early stopping and snapshots."""
 
-    def __init__(self, config: TrainingConfig, trainer: keras.Model, model: keras.Model, features: np.ndarray,
-                 targets: list[np.ndarray], weights: np.ndarray, validation_features: np.ndarray,
-                 validation_labels: np.ndarray, on_epoch: EpochCallback | None) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        trainer: keras.Model,
+        model: keras.Model,
+        features: np.ndarray,
+        targets: list[np.ndarray],
+        weights: np.ndarray,
+        validation_features: np.ndarray,
+        validation_labels: np.ndarray,
+        on_epoch: EpochCallback | None,
+    ) -> None:
         self.config, self.trainer, self.model = config, trainer, model
         self.features, self.targets, self.weights = features, targets, weights
         self.validation_features, self.validation_labels = validation_features, validation_labels
@@ -196,11 +225,23 @@ class _Loop:
             # One stored augmented view per image, drawn afresh every epoch.
             chosen = self.rng.integers(0, self.features.shape[0], size=count)
             inputs = self.features[chosen, np.arange(count)].astype(np.float32)
-            fit = self.trainer.fit(inputs, self.targets, sample_weight=self.weights, batch_size=self.config.batch_size,
-                                   epochs=1, shuffle=True, verbose=0)
+            fit = self.trainer.fit(
+                inputs,
+                self.targets,
+                sample_weight=self.weights,
+                batch_size=self.config.batch_size,
+                epochs=1,
+                shuffle=True,
+                verbose=0,
+            )
             auc = self.validation_auc()
-            record = {"phase": phase, "epoch": len(self.history) + 1, "loss": float(fit.history["loss"][-1]),
-                      "val_auc": auc, "seconds": time.monotonic() - started}
+            record = {
+                "phase": phase,
+                "epoch": len(self.history) + 1,
+                "loss": float(fit.history["loss"][-1]),
+                "val_auc": auc,
+                "seconds": time.monotonic() - started,
+            }
             self.history.append(record)
             log.info("epoch %(epoch)d (%(phase)s): loss %(loss).4f, val AUC %(val_auc).4f, %(seconds).0f s", record)
             if self.on_epoch:
