@@ -4,7 +4,8 @@
 # S3_ENDPOINT is set, a filesystem store under var/store.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
-WORKERS=${WORKERS:-1}
+# One worker per core: each runs ONNX Runtime on one thread (docs/performance.md).
+WORKERS=${WORKERS:-$(nproc)}
 export PYTHONPATH=${PYTHONPATH:-$(pwd)}
 mkdir -p var/log
 
