@@ -12,6 +12,7 @@ from services.gateway.auth import require_write_token
 from shared import training_jobs
 from shared.errors import BadInput
 from shared.messaging.schemas import TrainRequest
+from shared.storage import layout
 
 blueprint = Blueprint("training", __name__, url_prefix="/api/v1/training-jobs")
 
@@ -41,7 +42,7 @@ def create() -> tuple[Response, int]:
     try:
         context.broker().request_training(TrainRequest(job_id=record["id"], requested_at=time.time(), epochs=epochs))
     except Exception:
-        store.delete(f"training/jobs/{record['id']}.json")
+        store.delete(layout.training_job(record["id"]))
         raise
     return jsonify({**record, "url": f"/api/v1/training-jobs/{record['id']}"}), 202
 

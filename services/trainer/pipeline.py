@@ -19,8 +19,9 @@ import numpy as np
 
 from services.trainer.gate import decide
 from shared.model import registry
+from shared.model.serving import SERVING_ARTIFACT
 from shared.settings import Settings
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, layout
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def production_weights(store: ObjectStore, version: str | None, config: Any) -> 
     pretrained = f"pretrained weights ({config.weights or 'random'})"
     if version is None:
         return None, pretrained
-    key = f"models/versions/{version}/{registry.KERAS_FILE}"
+    key = layout.model_file(version, registry.KERAS_FILE)
     if not store.exists(key):
         return None, f"{pretrained}: production {version} has no Keras file"
     import keras
@@ -165,7 +166,7 @@ def _production_metrics(store: ObjectStore, version: str | None, test: Any) -> d
     from shared.model import card as cards
 
     card = registry.read_card(store, version)
-    artifact = store.get(f"models/versions/{version}/{card.get('serving_artifact', 'model.onnx')}")
+    artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
     return cards.evaluate_artifact(artifact, card, test)
 
 
