@@ -9,7 +9,6 @@ artifact on any folder with benign/ and malignant/; its last output line is one 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -84,35 +83,21 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # Saved before the slower steps below, so a failure there does not lose the training.
     (folder / "model.keras").write_bytes(model_file)
 
-    point = cards.operating_point(validation.labels, result.validation_probabilities, config.target_sensitivity)
-    parity_data = test if test is not None else validation
-    artifact, worst = cards.export_checked(result.model, parity_data.pixels)
-    provisional = {"version": version, "threshold": point.threshold, "calibration": point.calibration}
-    validation_metrics = cards.evaluate_artifact(artifact, provisional, validation)
-    test_metrics = cards.evaluate_artifact(artifact, provisional, test) if test is not None else None
-    data = {
-        "train": cards.describe(train_data, f"{source}/train"),
-        "validation": cards.describe(validation, f"{source}/train (held out, seed {config.seed})"),
-    }
-    if test is not None:
-        data["test"] = cards.describe(test, f"{source}/test")
-    card = cards.make_card(
+    candidate = cards.package(
         version,
-        point=point,
-        config=dataclasses.asdict(config),
-        data=data,
-        validation=validation_metrics,
-        test=test_metrics,
-        history=result.history,
-        seconds=result.seconds,
-        parity={"max_abs_diff": worst, "images": len(parity_data), "tolerance": 1e-4},
+        result,
+        config,
+        (train_data, validation, test),
+        train_source=f"{source}/train",
+        test_source=f"{source}/test",
     )
-    cards.write_version(folder, {"model.onnx": artifact}, card)
+    card = candidate.card
+    cards.write_version(folder, {"model.onnx": candidate.artifact}, card)
     write_report(folder, card, split="test" if test is not None else "validation")
     if args.promote:
         (args.out / "aliases").mkdir(parents=True, exist_ok=True)
         (args.out / "aliases" / "production.json").write_text(json.dumps({"version": version}) + "\n")
-    headline = test_metrics or validation_metrics
+    headline = candidate.test or candidate.validation
     print(json.dumps({"version": version, "folder": str(folder), **cards.summary(headline)}))
     return 0
 

@@ -90,41 +90,30 @@ def run_training(
 
     on_progress("evaluating", 0, 0, {})
     version = job_id
-    point = cards.operating_point(validation.labels, result.validation_probabilities, config.target_sensitivity)
-    artifact, worst = cards.export_checked(result.model, test.pixels)
-    provisional = {"version": version, "threshold": point.threshold, "calibration": point.calibration}
-    validation_metrics = cards.evaluate_artifact(artifact, provisional, validation)
-    candidate_metrics = cards.evaluate_artifact(artifact, provisional, test)
+    candidate = cards.package(
+        version,
+        result,
+        config,
+        (train_data, validation, test),
+        train_source="store:datasets/train+incoming",
+        test_source="store:datasets/test",
+        parent=parent,
+    )
     production_metrics = _production_metrics(store, parent, test)
     gate = decide(
-        candidate_metrics,
+        candidate.test,
         production_metrics,
         production_version=parent,
         auc_tolerance=settings.gate_auc_tolerance,
         sensitivity_tolerance=settings.gate_sensitivity_tolerance,
     )
-    data = {
-        "train": cards.describe(train_data, "store:datasets/train+incoming"),
-        "validation": cards.describe(validation, f"store:datasets/train+incoming (held out, seed {config.seed})"),
-        "test": cards.describe(test, "store:datasets/test"),
-    }
-    card = cards.make_card(
-        version,
-        point=point,
-        config=config.as_dict(),
-        data=data,
-        validation=validation_metrics,
-        test=candidate_metrics,
-        history=result.history,
-        seconds={**result.seconds, "job": time.monotonic() - started},
-        parity={"max_abs_diff": worst, "images": len(test), "tolerance": 1e-4},
-        parent=parent,
-    )
+    card = candidate.card
+    card["training"]["seconds"]["job"] = time.monotonic() - started
     card["gate"] = gate
     card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
     registry.publish_version(
-        store, version, {"model.keras": cards.keras_bytes(result.model), "model.onnx": artifact}, card
+        store, version, {"model.keras": cards.keras_bytes(result.model), "model.onnx": candidate.artifact}, card
     )
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})
     if gate["passed"]:

@@ -108,3 +108,57 @@ def make_card(
         "parity": parity,
         "note": NOTE,
     }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model made publishable: its serving artifact and card, and the metrics."""
+
+    artifact: bytes
+    card: dict[str, Any]
+    validation: dict[str, Any]
+    test: dict[str, Any] | None
+
+
+def package(
+    version: str,
+    result: Any,
+    config: Any,
+    splits: tuple[LabelledImages, LabelledImages, LabelledImages | None],
+    *,
+    train_source: str,
+    test_source: str | None = None,
+    parent: str | None = None,
+) -> Candidate:
+    """Operating point and calibration on validation, the parity-checked artifact, both
+    splits evaluated through it, and the card: what `train` and the trainer service share.
+
+    `result` is a `TrainingResult`, `config` its `TrainingConfig`; `splits` is (train,
+    validation, test or None). The parity check runs on test, or on validation without it.
+    """
+    train_data, validation, test = splits
+    point = operating_point(validation.labels, result.validation_probabilities, config.target_sensitivity)
+    parity_data = test if test is not None else validation
+    artifact, worst = export_checked(result.model, parity_data.pixels)
+    provisional = {"version": version, "threshold": point.threshold, "calibration": point.calibration}
+    validation_metrics = evaluate_artifact(artifact, provisional, validation)
+    test_metrics = evaluate_artifact(artifact, provisional, test) if test is not None else None
+    data = {
+        "train": describe(train_data, train_source),
+        "validation": describe(validation, f"{train_source} (held out, seed {config.seed})"),
+    }
+    if test is not None:
+        data["test"] = describe(test, test_source or "test")
+    card = make_card(
+        version,
+        point=point,
+        config=config.as_dict(),
+        data=data,
+        validation=validation_metrics,
+        test=test_metrics,
+        history=result.history,
+        seconds=result.seconds,
+        parity={"max_abs_diff": worst, "images": len(parity_data), "tolerance": 1e-4},
+        parent=parent,
+    )
+    return Candidate(artifact, card, validation_metrics, test_metrics)
