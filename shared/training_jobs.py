@@ -44,10 +44,17 @@ def load(store: ObjectStore, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no training job {job_id}") from None
 
 
-def update(store: ObjectStore, job_id: str, **changes: Any) -> dict[str, Any]:
-    """Read, change and write back one record (only the trainer writes after queueing)."""
+def update(
+    store: ObjectStore, job_id: str, *, timings: dict[str, float] | None = None, **changes: Any
+) -> dict[str, Any]:
+    """Read, change and write back one record (only the trainer writes after queueing).
+
+    `timings` are merged into the record's timings rather than replacing them.
+    """
     record = load(store, job_id)
     record.update(changes)
+    if timings:
+        record["timings"] = {**record["timings"], **timings}
     save(store, record)
     return record
 

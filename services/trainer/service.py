@@ -114,9 +114,12 @@ class TrainerService:
         self.busy.set()
         attempts = 1 + max(training_jobs.load(self.store, job_id).get("attempts", 0) for job_id in job_ids)
         self._update_all(
-            job_ids, status="running", attempts=attempts, coalesced_into=primary if len(job_ids) > 1 else None
+            job_ids,
+            status="running",
+            attempts=attempts,
+            coalesced_into=primary if len(job_ids) > 1 else None,
+            timings={"started_at": started},
         )
-        self._set_timing(job_ids, "started_at", started)
         try:
             if attempts > MAX_ATTEMPTS:
                 raise SkinLesionError(f"gave up after {MAX_ATTEMPTS} interrupted attempts")
@@ -133,8 +136,7 @@ class TrainerService:
             outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
         finally:
             self.busy.clear()
-        self._update_all(job_ids, **outcome)
-        self._set_timing(job_ids, "finished_at", time.time())
+        self._update_all(job_ids, **outcome, timings={"finished_at": time.time()})
         metrics.TRAINING_RUNS.labels(outcome["status"]).inc()
         metrics.TRAINING_DURATION.observe(time.time() - started)
         self._publish_event(EVENT_TRAINING_FINISHED, {"jobs": job_ids, "status": outcome["status"]})
@@ -148,11 +150,6 @@ class TrainerService:
     def _update_all(self, job_ids: list[str], **changes: Any) -> None:
         for job_id in job_ids:
             training_jobs.update(self.store, job_id, **changes)
-
-    def _set_timing(self, job_ids: list[str], name: str, value: float) -> None:
-        for job_id in job_ids:
-            record = training_jobs.load(self.store, job_id)
-            training_jobs.update(self.store, job_id, timings={**record["timings"], name: value})
 
     def _publish_event(self, name: str, data: dict[str, Any]) -> None:
         """Events are best effort: a broker hiccup must not fail a finished training run."""

@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from shared.errors import BadInput
+
 
 class ObjectStore(Protocol):
     """Minimal object storage: enough for images, JSON documents and model files."""
@@ -35,8 +37,6 @@ class ObjectStore(Protocol):
 
 def split_key(key: str) -> tuple[str, str]:
     """Split `bucket/rest` into its bucket and object name, rejecting unsafe keys."""
-    from shared.errors import BadInput
-
     bucket, _, name = key.partition("/")
     parts = key.split("/")
     if not bucket or not name or any(part in {"", ".", ".."} for part in parts):

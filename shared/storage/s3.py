@@ -17,7 +17,7 @@ from shared.errors import ObjectNotFound, StorageUnavailable
 from shared.storage.base import split_key
 from shared.storage.layout import BUCKETS
 
-_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 
 
 class S3Store:
@@ -107,7 +107,7 @@ class S3Store:
             self._client.stat_object(bucket, name)
             return True
         except S3Error as error:
-            if error.code in _MISSING_CODES or error.code in {"NoSuchKey", "ResourceNotFound"}:
+            if error.code in _MISSING_CODES:
                 return False
             raise StorageUnavailable(f"cannot stat {key}: {error}") from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
