@@ -141,11 +141,20 @@ def production_weights(store: ObjectStore, version: str | None, config: Any) -> 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / registry.KERAS_FILE
         path.write_bytes(store.get(key))
-        weights = keras.models.load_model(path, compile=False).get_weights()
-    expected = build_model(None, alpha=config.alpha, dropout_rate=config.dropout_rate).get_weights()
-    if [w.shape for w in weights] != [w.shape for w in expected]:
+        production = keras.models.load_model(path, compile=False)
+    expected = build_model(
+        None, alpha=config.alpha, dropout_rate=config.dropout_rate, colour_constancy=config.colour_constancy
+    )
+    # Same weight shapes are not enough: a weightless preprocessing layer (colour constancy)
+    # changes what the weights mean, so the layer sequence must match as well.
+    if _structure(production) != _structure(expected):
         return None, f"{pretrained}: production {version} has another architecture"
-    return weights, f"production {version}"
+    return production.get_weights(), f"production {version}"
+
+
+def _structure(model: Any) -> tuple[list[str], list[tuple[int, ...]]]:
+    """A model's top-level layer types and weight shapes."""
+    return [type(layer).__name__ for layer in model.layers], [tuple(w.shape) for w in model.get_weights()]
 
 
 def _production_metrics(store: ObjectStore, version: str | None, test: Any) -> dict[str, Any] | None:

@@ -38,18 +38,21 @@ class TrainingConfig:
     weights: str | None = "imagenet"
     alpha: float = 1.0
     dropout_rate: float = 0.3
+    colour_constancy: bool = True  # Shades-of-Gray normalisation inside the model
     seed: int = 1337
     validation_fraction: float = 0.2
-    views: int = 6  # augmented copies of each training image kept as cached features
+    views: int = 8  # augmented copies of each training image kept as cached features
     batch_size: int = 32
     head_epochs: int = 2
     head_learning_rate: float = 1e-3
-    finetune_from: str = "block_7_expand"  # first backbone layer that is trained (blocks 7-16)
+    finetune_from: str = "block_4_expand"  # first backbone layer that is trained (blocks 4-16)
     finetune_epochs: int = 18
     finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
     warmup_epochs: int = 1
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
+    # Within each class, weight diagnoses by count**-diagnosis_balance (0: plain class balance).
+    diagnosis_balance: float = 0.5
     diagnosis_weight: float = 0.5  # auxiliary 7-way diagnosis loss, when labels exist
     patience: int = 5  # fine-tuning epochs without a better validation AUC
     average_top: int = 3  # average the weights of this many best epochs
@@ -96,7 +99,13 @@ def train(
         raise ValueError("training and validation data must each hold both classes")
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.weights, alpha=config.alpha, dropout_rate=config.dropout_rate, seed=config.seed)
+    model = build_model(
+        config.weights,
+        alpha=config.alpha,
+        dropout_rate=config.dropout_rate,
+        seed=config.seed,
+        colour_constancy=config.colour_constancy,
+    )
     if initial_weights is not None:
         # Retraining continues from the production model rather than from ImageNet.
         model.set_weights(initial_weights)
@@ -122,7 +131,8 @@ def train(
 
     use_diagnoses = config.diagnosis_weight > 0 and train_data.has_diagnoses
     trainer = _training_model(model, upper, use_diagnoses)
-    targets, weights = _targets(train_data, use_diagnoses)
+    targets = _targets(train_data, use_diagnoses)
+    weights = sample_weights(train_data, config.diagnosis_balance if train_data.has_diagnoses else 0.0)
     loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation.labels, on_epoch)
 
     _set_trainable(backbone, None)
@@ -159,15 +169,29 @@ def _training_model(model: keras.Model, upper: keras.Model, use_diagnoses: bool)
     return keras.Model(inputs, outputs, name="trainer")
 
 
-def _targets(data: LabelledImages, use_diagnoses: bool) -> tuple[list[np.ndarray], np.ndarray]:
-    labels = data.labels.astype(np.float32)[:, None]
-    # Balanced class weights: each class contributes half of the loss.
-    counts = np.bincount(data.labels, minlength=2)
-    weights = (len(labels) / (2.0 * counts))[data.labels].astype(np.float32)
-    targets = [labels]
+def _targets(data: LabelledImages, use_diagnoses: bool) -> list[np.ndarray]:
+    targets = [data.labels.astype(np.float32)[:, None]]
     if use_diagnoses:
         targets.append(keras.utils.to_categorical(data.diagnoses, len(DIAGNOSES)).astype(np.float32))
-    return targets, weights
+    return targets
+
+
+def sample_weights(data: LabelledImages, diagnosis_balance: float) -> np.ndarray:
+    """Per-image loss weights: each class contributes half; within a class, rarer diagnoses count more.
+
+    HAM10000's benign class is 86% nevi, so a plainly class-balanced model learns "not a
+    nevus" as much as "malignant", and flags benign keratoses and dermatofibromas; other
+    collections hold more of those. Weighting each diagnosis by count**-diagnosis_balance
+    (0.5: square-root balancing) keeps every image but lets the rare diagnoses be heard.
+    """
+    groups = data.diagnoses.astype(np.int64) if diagnosis_balance > 0 else np.zeros(len(data), np.int64)
+    weights = np.empty(len(data), np.float64)
+    for label in np.unique(data.labels):
+        members = data.labels == label
+        group_counts = np.bincount(groups[members] + 1)  # +1: an unknown diagnosis (-1) is its own group
+        raw = group_counts[groups[members] + 1].astype(np.float64) ** -diagnosis_balance
+        weights[members] = raw * (len(data) / 2.0) / raw.sum()
+    return weights.astype(np.float32)
 
 
 def _set_trainable(backbone: keras.Model, first: str | None) -> None:

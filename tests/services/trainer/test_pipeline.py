@@ -37,6 +37,7 @@ def test_retraining_starts_from_production_weights_when_the_architecture_matches
     [
         (False, TrainingConfig.quick(), "has no Keras file"),
         (True, TrainingConfig.quick(alpha=0.5), "another architecture"),
+        (True, TrainingConfig.quick(colour_constancy=False), "another architecture"),
     ],
 )
 def test_retraining_falls_back_to_pretrained_weights(
