@@ -3,7 +3,7 @@
 One run measures, on the same machine and model:
 
 1. raw in-process ServingModel throughput (images/s) at batch 1 and at the worker's batch
-   size, with one ONNX Runtime thread and with one per core, at the start and at the end
+   size, with one runtime thread and with one per core, at the start and at the end
    (the spread shows how noisy the machine was);
 2. the real system (gateway + N workers as processes, fresh broker namespace, temporary
    filesystem store) driven by closed-loop HTTP clients at several concurrency levels:
@@ -14,7 +14,12 @@ Beside each level it reports where the CPU went (gateway, workers, broker, these
 the rest of the machine) and the workers' mean batch size, so a missed target points at
 its cause. Speed is only ever printed here, never asserted in tests.
 
+`--runtime` (default: the SERVING_RUNTIME setting) picks the serving runtime, onnxruntime or
+litert, so two runs compare them on the same model: the shipped model when it is served by
+that runtime, else the shipped model re-exported for it, else a random-weight stand-in.
+
     PYTHONPATH=. .venv/bin/python -m bench.end_to_end --workers 1 2 --concurrency 1 8 50
+    PYTHONPATH=. .venv/bin/python -m bench.end_to_end --runtime litert --workers 1 2 --concurrency 1 8 50
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,12 +45,13 @@ from PIL import Image
 from bench.system import System, batch_totals, cpu_percent, cpu_snapshot, running_system
 from shared.images import model_input_from_bytes
 from shared.model import registry
-from shared.model.serving import ServingModel
-from shared.settings import REPO_ROOT, Settings
+from shared.model.serving import SERVING_ARTIFACT, ServingModel, artifact_for_runtime
+from shared.settings import REPO_ROOT, SERVING_RUNTIMES, Settings
 from shared.storage import FilesystemStore
 
 # The shared HAM10000 test split beside the checkout; read in place, never copied.
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "datasets" / "ham10000" / "test"
+# One models folder per runtime: var/bench-model/{onnxruntime,litert}/.
 BENCH_MODEL_CACHE = REPO_ROOT / "var" / "bench-model"
 BENCH_VERSION = "bench-random"
 BENCH_LOGS = REPO_ROOT / "var" / "bench-logs"
@@ -74,36 +81,72 @@ class Level:
 # Model and images
 
 
-def models_dir(requested: Path | None) -> Path:
-    """The shipped production model if there is one, else a cached stand-in of the same shape."""
+def models_dir(requested: Path | None, runtime: str) -> Path:
+    """`requested` as it is; else the shipped production model if `runtime` serves it; else a
+    cached copy of it re-exported for `runtime` (from its model.keras), or without one a
+    cached random-weight stand-in of the same shape."""
     if requested is not None:
         return requested
     shipped = REPO_ROOT / "models"
-    if (shipped / "aliases" / "production.json").is_file():
+    source = _production_folder(shipped)
+    if source is not None and _card(source).get("serving_artifact", SERVING_ARTIFACT) == artifact_for_runtime(runtime):
         return shipped
-    if not (BENCH_MODEL_CACHE / "aliases" / "production.json").is_file():
-        _build_stand_in_model(BENCH_MODEL_CACHE)
-    return BENCH_MODEL_CACHE
+    if source is not None and not (source / registry.KERAS_FILE).is_file():
+        source = None
+    cache = BENCH_MODEL_CACHE / runtime
+    cached = _production_folder(cache)
+    if cached is None or cached.name != (source.name if source is not None else BENCH_VERSION):
+        _build_cached_model(cache, runtime, source)
+    return cache
 
 
-def _build_stand_in_model(target: Path) -> None:
-    """MobileNetV2 alpha 1.0 with random weights: as fast as the trained one, minutes to build."""
-    print(f"no shipped model; building a random-weight MobileNetV2 into {target} (once)", flush=True)
+def _production_folder(models: Path) -> Path | None:
+    alias = models / "aliases" / "production.json"
+    return models / "versions" / json.loads(alias.read_text())["version"] if alias.is_file() else None
+
+
+def _card(version_dir: Path) -> dict:
+    return json.loads((version_dir / registry.CARD_FILE).read_text())
+
+
+def _build_cached_model(target: Path, runtime: str, source: Path | None) -> None:
+    """Export the Keras model of version folder `source` for `runtime` into the models folder
+    `target`, keeping its card's threshold and calibration; without `source`, a MobileNetV2
+    alpha 1.0 with random weights (as fast as the trained one). Minutes; done once."""
+    artifact_name = artifact_for_runtime(runtime)
     # TensorFlow is imported only here: runs with a cached or shipped model stay light.
-    from shared.model.architecture import build_model
-    from shared.model.export import export_onnx
+    import keras
 
-    artifact = export_onnx(build_model(None))
+    from shared.model.architecture import build_model
+    from shared.model.export import check_parity, export_artifact
+
+    if source is None:
+        print(f"no shipped Keras model; building a random-weight MobileNetV2 into {target} (once)", flush=True)
+        model = build_model(None)
+        card = {"version": BENCH_VERSION, "threshold": 0.5, "calibration": None}
+    else:
+        print(f"exporting the shipped model {source.name} for {runtime} into {target} (once)", flush=True)
+        model = keras.saving.load_model(source / registry.KERAS_FILE, compile=False)
+        card = _card(source)
+    artifact = export_artifact(model, artifact_name)
+    probe = np.random.default_rng(0).integers(0, 256, (4, *model.input_shape[1:])).astype(np.float32)
+    worst = check_parity(model, artifact, probe, artifact_name=artifact_name)  # raises ParityError
+    card = {
+        **card,
+        "serving_artifact": artifact_name,
+        "parity": {"runtime": runtime, "max_abs_diff": worst, "images": 4},
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the cache and renamed: an interrupted build leaves no half-written cache.
     staging = Path(tempfile.mkdtemp(prefix="bench-model-", dir=target.parent))
-    version_dir = staging / "versions" / BENCH_VERSION
+    version_dir = staging / "versions" / card["version"]
     version_dir.mkdir(parents=True)
-    (version_dir / "model.onnx").write_bytes(artifact)
-    card = {"version": BENCH_VERSION, "threshold": 0.5, "calibration": None, "serving_artifact": "model.onnx"}
-    (version_dir / "card.json").write_text(json.dumps(card))
+    (version_dir / artifact_name).write_bytes(artifact)
+    (version_dir / registry.CARD_FILE).write_text(json.dumps(card))
     (staging / "aliases").mkdir()
-    (staging / "aliases" / "production.json").write_text(json.dumps({"version": BENCH_VERSION}))
+    (staging / "aliases" / "production.json").write_text(json.dumps({"version": card["version"]}))
+    if target.exists():  # a cache of an older shipped version
+        shutil.rmtree(target)
     staging.rename(target)
 
 
@@ -144,7 +187,7 @@ def raw_throughput(model: ServingModel, pixels: np.ndarray, batch_size: int, sec
 
 @dataclass
 class RawBench:
-    """The served model loaded with one ONNX Runtime thread and with one per core.
+    """The served model loaded with one runtime thread and with one per core.
 
     On an idle machine all cores win; when other processes hold a core, threads that wait
     for each other make one thread faster. The best of the two is the model's capacity now.
@@ -296,6 +339,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="models folder (versions/, aliases/production.json); by default models/ when it has a production "
         "model, else a random-weight MobileNetV2 cached in var/bench-model/",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=SERVING_RUNTIMES,
+        default=Settings.from_env().serving_runtime,
+        help="serving runtime of the model (ignored with --models, whose card decides)",
+    )
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs to post")
     parser.add_argument(
         "--image-count", type=_positive(int), default=64, help="how many images to sample and cycle through"
@@ -351,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings.from_env()
-    models = models_dir(args.models)
+    models = models_dir(args.models, args.runtime)
     images = load_images(args.images, args.image_count)
     limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
     pixels = np.stack([model_input_from_bytes(image, **limits) for image in images])
@@ -363,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         level for workers in args.workers for level in measure_system(models, workers, args, raw, images, log_root)
     ]
     results["end"] = {size: raw.measure(size) for size in sizes}
-    version = next(iter(raw.models.values())).version
-    print_report(results, args.batch_size, levels, f"{version} from {models}")
+    served = next(iter(raw.models.values()))
+    print_report(results, args.batch_size, levels, f"{served.version} in {served.runtime.name} from {models}")
     print(f"service logs: {log_root}")
     return 0
 

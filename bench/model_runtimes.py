@@ -25,11 +25,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
+from shared.model.architecture import ShadesOfGray  # noqa: F401 (registers the layer for load_model)
 from shared.model.data import load_folder, stratified_split
 from shared.model.evaluation import roc_auc
-from shared.model.serving import ServingModel
+from shared.model.export import export_artifact
+from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
 
 Runner = Callable[[np.ndarray], np.ndarray]
 THREADS = os.cpu_count() or 1
@@ -42,34 +43,25 @@ def keras_runner(model: keras.Model) -> Runner:
     return lambda x: call(tf.constant(x, tf.float32)).numpy().reshape(-1)
 
 
-def onnx_runner(artifact: bytes) -> Runner:
-    served = ServingModel.from_bytes("bench", artifact, {"threshold": 0.5}, threads=THREADS)
-    return served.predict_raw
+def served_runner(artifact: bytes, artifact_name: str) -> Runner:
+    """The artifact run as workers run it: `ServingModel` in the runtime its name picks."""
+    card = {"threshold": 0.5, "serving_artifact": artifact_name}
+    return ServingModel.from_bytes("bench", artifact, card, threads=THREADS).predict_raw
 
 
-def litert_runner(flatbuffer: bytes) -> Runner:
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=THREADS)
-    state = {"batch": -1}
-    index = interpreter.get_input_details()[0]["index"]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if state["batch"] != len(x):  # resizing re-plans memory: only when the batch changes
-            interpreter.resize_tensor_input(index, [len(x), *x.shape[1:]])
-            interpreter.allocate_tensors()
-            state["batch"] = len(x)
-        interpreter.set_tensor(index, x.astype(np.float32, copy=False))
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1).copy()
-
-    return run
+def version_artifact(folder: Path, card: dict, model: keras.Model, name: str) -> bytes:
+    """The version's own artifact when its card serves `name`, else a fresh export of its Keras model."""
+    if card.get("serving_artifact", SERVING_ARTIFACT) == name:
+        return (folder / name).read_bytes()
+    return export_artifact(model, name)
 
 
-def litert_flatbuffer(model: keras.Model, calibration: np.ndarray | None = None) -> bytes:
-    """Float32 LiteRT model, or full-integer int8 weights/activations with `calibration`."""
+def litert_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
+    """Full-integer int8 weights and activations (float32 input and output), calibrated on
+    `calibration`; the float32 export is `shared.model.export.export_litert`."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if calibration is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
     # The converter prints its whole saved-model signature to stdout; keep stdout for results.
     with contextlib.redirect_stdout(io.StringIO()):
         return converter.convert()
@@ -144,15 +136,15 @@ def main() -> None:
     validation = everything.subset(validation_index)
     calibration = validation.pixels[np.random.default_rng(0).choice(len(validation), 128, replace=False)]
 
-    artifact = (args.model_dir / card["serving_artifact"]).read_bytes()
+    onnx_artifact = version_artifact(args.model_dir, card, model, ONNX_ARTIFACT)
     runners = {
         "keras": keras_runner(model),
-        "onnxruntime": onnx_runner(artifact),
-        "litert": litert_runner(litert_flatbuffer(model)),
+        "onnxruntime": served_runner(onnx_artifact, ONNX_ARTIFACT),
+        "litert": served_runner(version_artifact(args.model_dir, card, model, LITERT_ARTIFACT), LITERT_ARTIFACT),
     }
     int8 = {
-        "onnxruntime-int8": onnx_runner(onnx_int8(artifact, calibration)),
-        "litert-int8": litert_runner(litert_flatbuffer(model, calibration)),
+        "onnxruntime-int8": served_runner(onnx_int8(onnx_artifact, calibration), ONNX_ARTIFACT),
+        "litert-int8": served_runner(litert_int8(model, calibration), LITERT_ARTIFACT),
     }
     reference_test = predict_all(runners["keras"], test.pixels)
     reference_auc = roc_auc(validation.labels, predict_all(runners["keras"], validation.pixels))

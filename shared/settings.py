@@ -15,6 +15,8 @@ from pathlib import Path
 from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Values of SERVING_RUNTIME (shared.model.serving.RUNTIME_ARTIFACTS maps each to its artifact).
+SERVING_RUNTIMES = ("onnxruntime", "litert")
 
 
 def _parse_bool(text: str) -> bool:
@@ -79,8 +81,18 @@ class Settings:
     # Model
     models_dir: Path = REPO_ROOT / "models"
     pretrained_weights: str = "imagenet"
+    # The runtime new versions are exported, parity-checked and served for: "onnxruntime"
+    # (model.onnx) or "litert" (model.tflite). Workers serve each version with the runtime
+    # its card names, so versions of both kinds can be promoted and rolled back freely.
+    serving_runtime: str = "onnxruntime"
     # Logging
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.serving_runtime not in SERVING_RUNTIMES:
+            raise ConfigurationError(
+                f"setting SERVING_RUNTIME={self.serving_runtime!r} is not one of {', '.join(SERVING_RUNTIMES)}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.settings import Settings
+from shared.settings import SERVING_RUNTIMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="maximum fine-tuning epochs")
     parser.add_argument("--finetune-from", help="first backbone layer to fine-tune, e.g. block_11_expand")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--runtime",
+        choices=SERVING_RUNTIMES,
+        help="serving runtime to export and parity-check for (default: the SERVING_RUNTIME setting)",
+    )
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +59,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # TensorFlow is imported here, not at module level: `evaluate` and `--help` stay light.
     from shared.model import card as cards
     from shared.model.data import load_folder, read_manifest_diagnoses, stratified_split
-    from shared.model.registry import new_version_name
+    from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.training import TrainingConfig, train
 
@@ -81,7 +86,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     model_file = cards.keras_bytes(result.model)
     # Saved before the slower steps below, so a failure there does not lose the training.
-    (folder / "model.keras").write_bytes(model_file)
+    (folder / KERAS_FILE).write_bytes(model_file)
 
     candidate = cards.package(
         version,
@@ -90,9 +95,10 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         (train_data, validation, test),
         train_source=f"{source}/train",
         test_source=f"{source}/test",
+        runtime=args.runtime or settings.serving_runtime,
     )
     card = candidate.card
-    cards.write_version(folder, {"model.onnx": candidate.artifact}, card)
+    cards.write_version(folder, {candidate.artifact_name: candidate.artifact}, card)
     write_report(folder, card, split="test" if test is not None else "validation")
     if args.promote:
         (args.out / "aliases").mkdir(parents=True, exist_ok=True)
@@ -128,10 +134,11 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model.card import evaluate_artifact, summary
     from shared.model.data import load_folder
     from shared.model.report import write_report
+    from shared.model.serving import SERVING_ARTIFACT
 
     folder = args.model_dir or _production_folder(settings.models_dir)
     card = json.loads((folder / "card.json").read_text())
-    artifact = (folder / card.get("serving_artifact", "model.onnx")).read_bytes()
+    artifact = (folder / card.get("serving_artifact", SERVING_ARTIFACT)).read_bytes()
     if not (args.data / "benign").is_dir() and (args.data / "test").is_dir():
         args.data = args.data / "test"  # a dataset root: its test split is what evaluation means
     data = load_folder(args.data)

@@ -98,6 +98,7 @@ def run_training(
         train_source="store:datasets/train+incoming",
         test_source="store:datasets/test",
         parent=parent,
+        runtime=settings.serving_runtime,
     )
     production_metrics = _production_metrics(store, parent, test)
     gate = decide(
@@ -112,9 +113,8 @@ def run_training(
     card["gate"] = gate
     card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
-    registry.publish_version(
-        store, version, {"model.keras": cards.keras_bytes(result.model), "model.onnx": candidate.artifact}, card
-    )
+    files = {registry.KERAS_FILE: cards.keras_bytes(result.model), candidate.artifact_name: candidate.artifact}
+    registry.publish_version(store, version, files, card)
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})
     if gate["passed"]:
         registry.promote(store, version, reason=f"training job {job_id} passed the gate")

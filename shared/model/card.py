@@ -15,9 +15,9 @@ import numpy as np
 
 from shared.model.data import LabelledImages
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
-from shared.model.export import check_parity, export_onnx
+from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
 from shared.model.registry import CARD_FILE, KERAS_FILE
-from shared.model.serving import SERVING_ARTIFACT, ServingModel, calibrate
+from shared.model.serving import SERVING_ARTIFACT, ServingModel, artifact_for_runtime, calibrate
 
 NOTE = (
     "Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
@@ -53,10 +53,13 @@ def keras_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
-def export_checked(model: keras.Model, pixels: np.ndarray) -> tuple[bytes, float]:
-    """Export the serving artifact and prove parity on `pixels` (raises ParityError)."""
-    artifact = export_onnx(model)
-    return artifact, check_parity(model, artifact, pixels)
+def export_checked(
+    model: keras.Model, pixels: np.ndarray, artifact_name: str = SERVING_ARTIFACT
+) -> tuple[bytes, float]:
+    """Export the serving artifact `artifact_name` and prove parity on `pixels` in the
+    runtime that serves it (raises ParityError)."""
+    artifact = export_artifact(model, artifact_name)
+    return artifact, check_parity(model, artifact, pixels, artifact_name=artifact_name)
 
 
 def evaluate_artifact(
@@ -92,13 +95,14 @@ def make_card(
     seconds: dict[str, float],
     parity: dict[str, Any],
     parent: str | None = None,
+    serving_artifact: str = SERVING_ARTIFACT,
 ) -> dict[str, Any]:
     return {
         "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parent_version": parent,
         "architecture": "MobileNetV2 + global average pooling + dropout + sigmoid, 224x224 RGB 0..255 input",
-        "serving_artifact": SERVING_ARTIFACT,
+        "serving_artifact": serving_artifact,
         "threshold": point.threshold,
         "calibration": point.calibration,
         "target_sensitivity": config.get("target_sensitivity"),
@@ -119,6 +123,11 @@ class Candidate:
     validation: dict[str, Any]
     test: dict[str, Any] | None
 
+    @property
+    def artifact_name(self) -> str:
+        """The file name the artifact is stored under, as the card names it."""
+        return self.card["serving_artifact"]
+
 
 def package(
     version: str,
@@ -129,18 +138,26 @@ def package(
     train_source: str,
     test_source: str | None = None,
     parent: str | None = None,
+    runtime: str = "onnxruntime",
 ) -> Candidate:
     """Operating point and calibration on validation, the parity-checked artifact, both
     splits evaluated through it, and the card: what `train` and the trainer service share.
 
     `result` is a `TrainingResult`, `config` its `TrainingConfig`; `splits` is (train,
-    validation, test or None). The parity check runs on test, or on validation without it.
+    validation, test or None). `runtime` (a SERVING_RUNTIME value) picks the artifact; the
+    parity check runs in that runtime on test, or on validation without it.
     """
     train_data, validation, test = splits
+    artifact_name = artifact_for_runtime(runtime)
     point = operating_point(validation.labels, result.validation_probabilities, config.target_sensitivity)
     parity_data = test if test is not None else validation
-    artifact, worst = export_checked(result.model, parity_data.pixels)
-    provisional = {"version": version, "threshold": point.threshold, "calibration": point.calibration}
+    artifact, worst = export_checked(result.model, parity_data.pixels, artifact_name)
+    provisional = {
+        "version": version,
+        "threshold": point.threshold,
+        "calibration": point.calibration,
+        "serving_artifact": artifact_name,
+    }
     validation_metrics = evaluate_artifact(artifact, provisional, validation)
     test_metrics = evaluate_artifact(artifact, provisional, test) if test is not None else None
     data = {
@@ -158,7 +175,14 @@ def package(
         test=test_metrics,
         history=result.history,
         seconds=result.seconds,
-        parity={"max_abs_diff": worst, "images": len(parity_data), "tolerance": 1e-4},
+        parity={
+            "runtime": runtime,
+            "artifact": artifact_name,
+            "max_abs_diff": worst,
+            "images": len(parity_data),
+            "tolerance": PARITY_TOLERANCE,
+        },
         parent=parent,
+        serving_artifact=artifact_name,
     )
     return Candidate(artifact, card, validation_metrics, test_metrics)

@@ -1,20 +1,40 @@
-"""The serving runtime: ONNX Runtime on the exported artifact, plus the card's calibration.
+"""The serving runtime: ONNX Runtime or LiteRT on the exported artifact, plus the card's
+calibration.
 
+The card's `serving_artifact` names the file a version is served from, and its name picks
+the runtime: `model.onnx` runs in ONNX Runtime, `model.tflite` in the LiteRT interpreter.
 Workers import only this (no TensorFlow): start-up is fast and memory small.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+from ai_edge_litert.interpreter import Interpreter
 
 from shared.errors import ModelUnavailable
 
-SERVING_ARTIFACT = "model.onnx"
+ONNX_ARTIFACT = "model.onnx"
+LITERT_ARTIFACT = "model.tflite"
+# What a card without `serving_artifact` is served from.
+SERVING_ARTIFACT = ONNX_ARTIFACT
+# The SERVING_RUNTIME setting's values and the artifact each one serves.
+RUNTIME_ARTIFACTS = {"onnxruntime": ONNX_ARTIFACT, "litert": LITERT_ARTIFACT}
+
+
+def artifact_for_runtime(runtime: str) -> str:
+    """The artifact file name that `runtime` (a SERVING_RUNTIME value) serves."""
+    try:
+        return RUNTIME_ARTIFACTS[runtime]
+    except KeyError:
+        raise ValueError(
+            f"unknown serving runtime {runtime!r}; expected one of {', '.join(RUNTIME_ARTIFACTS)}"
+        ) from None
 
 
 def calibrate(probabilities: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
@@ -28,37 +48,99 @@ def calibrate(probabilities: np.ndarray, calibration: dict[str, Any] | None) -> 
     return (1.0 / (1.0 + np.exp(-(calibration["a"] * logits + calibration["b"])))).astype(np.float32)
 
 
-@dataclass
-class ServingModel:
-    """One loaded model version: raw ONNX session, its threshold and calibration."""
+class Runtime(Protocol):
+    """A loaded artifact: float32 batch (N, 224, 224, 3) in, the model's raw output out."""
 
-    version: str
-    threshold: float
-    calibration: dict[str, Any] | None
-    session: ort.InferenceSession
+    name: str
 
-    @classmethod
-    def from_bytes(cls, version: str, artifact: bytes, card: dict[str, Any], *, threads: int = 0) -> ServingModel:
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, artifact: bytes, threads: int) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Spinning intra-op threads burn CPU that the gateway, the broker and other workers
         # need: turning it off doubled end-to-end throughput here (docs/performance.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+class LiteRtRuntime:
+    """The LiteRT interpreter. It is not thread-safe, so one batch runs at a time; its input
+    is resized (and memory re-planned) only when the batch size changes."""
+
+    name = "litert"
+
+    def __init__(self, artifact: bytes, threads: int) -> None:
+        self._interpreter = Interpreter(model_content=artifact, num_threads=threads)
+        self._interpreter.allocate_tensors()  # a model with unsupported operators fails here
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch_size = int(self._input["shape"][0])
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if len(batch) != self._batch_size:
+                # Only the batch dimension changes: a wrong image size fails in set_tensor.
+                self._interpreter.resize_tensor_input(self._input["index"], [len(batch), *self._input["shape"][1:]])
+                self._interpreter.allocate_tensors()
+                self._batch_size = len(batch)
+            self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch))
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output)  # a copy, safe after the lock
+
+
+_RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRtRuntime]] = {
+    ONNX_ARTIFACT: OnnxRuntime,
+    LITERT_ARTIFACT: LiteRtRuntime,
+}
+
+
+@dataclass
+class ServingModel:
+    """One loaded model version: its runtime, threshold and calibration."""
+
+    version: str
+    threshold: float
+    calibration: dict[str, Any] | None
+    runtime: Runtime
+
+    @classmethod
+    def from_bytes(cls, version: str, artifact: bytes, card: dict[str, Any], *, threads: int = 0) -> ServingModel:
+        """Load `artifact` in the runtime its card's `serving_artifact` names (default ONNX).
+
+        `threads` is the runtime's thread count, 0 meaning one per core.
+        """
+        name = card.get("serving_artifact", SERVING_ARTIFACT)
+        runtime_class = _RUNTIMES.get(name)
+        if runtime_class is None:
+            raise ModelUnavailable(
+                f"model {version} has serving artifact {name!r}; workers serve only {' or '.join(_RUNTIMES)}"
+            )
         try:
-            session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own untyped errors on bad files
-            raise ModelUnavailable(f"model {version} does not load in ONNX Runtime: {error}") from error
-        return cls(version, float(card["threshold"]), card.get("calibration"), session)
+            runtime = runtime_class(artifact, threads or (os.cpu_count() or 1))
+        except Exception as error:  # both runtimes raise their own untyped errors on bad files
+            raise ModelUnavailable(
+                f"model {version} ({name}) does not load in {runtime_class.name}: {error}"
+            ) from error
+        return cls(version, float(card["threshold"]), card.get("calibration"), runtime)
 
     def predict_raw(self, pixels: np.ndarray) -> np.ndarray:
         """Uncalibrated model output for a uint8 or float batch (N, 224, 224, 3)."""
-        feed = {self.session.get_inputs()[0].name: pixels.astype(np.float32, copy=False)}
         try:
-            return self.session.run(None, feed)[0].reshape(-1)
-        except Exception as error:  # onnxruntime's errors share no importable base class
-            raise ModelUnavailable(f"model {self.version} failed to run: {error}") from error
+            return self.runtime.run(pixels.astype(np.float32, copy=False)).reshape(-1)
+        except Exception as error:  # the runtimes' errors share no importable base class
+            raise ModelUnavailable(f"model {self.version} failed to run in {self.runtime.name}: {error}") from error
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated probability of malignant for each image of the batch."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.trainer.__main__ import main
+from services.trainer.__main__ import build_parser, main
 from shared.model.data import load_folder
 from shared.model.serving import ServingModel
 
@@ -42,7 +42,7 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     card = json.loads((folder / "card.json").read_text())
     assert card["version"] == version and card["serving_artifact"] == "model.onnx"
     assert card["calibration"]["method"] == "platt" and 0.0 <= card["threshold"] <= 1.0
-    assert card["parity"]["max_abs_diff"] <= 1e-4
+    assert card["parity"]["runtime"] == "onnxruntime" and card["parity"]["max_abs_diff"] <= 1e-4
     assert card["metrics"]["test"]["n"] == 12 and card["data"]["test"]["n"] == 12
     assert "not for clinical use" in card["note"]
 
@@ -66,3 +66,10 @@ def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, datase
     summary = _last_json_line(capsys.readouterr().out)
     assert code == 0 and summary.keys() >= SUMMARY_KEYS and summary["n"] == 12
     assert (tmp_path / "report.md").is_file()
+
+
+def test_train_takes_a_serving_runtime_and_refuses_unknown_ones():
+    assert build_parser().parse_args(["train", "--runtime", "litert"]).runtime == "litert"
+    assert build_parser().parse_args(["train"]).runtime is None  # then the SERVING_RUNTIME setting decides
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--runtime", "tensorrt"])
