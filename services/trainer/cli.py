@@ -1,9 +1,10 @@
-"""The `train` and `evaluate` commands: the whole training recipe from the command line.
+"""The `train`, `evaluate` and `export` commands: the training recipe from the command line.
 
 `train` reads `DATA/train` (and `DATA/test` for the final evaluation, never for choices),
 trains, picks the operating point on validation, exports the parity-checked serving
 artifact and writes `OUT/versions/<version>/`. `evaluate` scores a version's serving
 artifact on any folder with benign/ and malignant/; its last output line is one JSON object.
+`export` re-exports a trained version for another serving runtime, with the same checks.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model-dir", type=Path, help="a version folder (default: the shipped production one)")
     parser.add_argument("--report", type=Path, help="also write report.md and plots here")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, required=True, help="a version folder with model.keras")
+    parser.add_argument("--runtime", choices=SERVING_RUNTIMES, required=True, help="the runtime to serve it with")
+    parser.add_argument("--data", type=Path, required=True, help="the dataset root the version was trained on")
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +163,49 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         result["n"],
     )
     print(json.dumps({"version": card["version"], "data": str(args.data), **summary(result)}, default=_plain))
+    return 0
+
+
+def run_export(args: argparse.Namespace, _settings: Settings) -> int:
+    """Serve a version from another runtime: export, parity-check on test, re-evaluate, rewrite the card."""
+    import keras
+
+    from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
+    from shared.model import card as cards
+    from shared.model.data import load_folder, stratified_split
+    from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
+    from shared.model.registry import KERAS_FILE
+    from shared.model.report import write_report
+    from shared.model.serving import artifact_for_runtime
+
+    folder = args.model_dir
+    card = json.loads((folder / "card.json").read_text())
+    config = card["training"]["config"]
+    model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
+    name = artifact_for_runtime(args.runtime)
+    artifact = export_artifact(model, name)
+    test = load_folder(args.data / "test")
+    worst = check_parity(model, artifact, test.pixels, artifact_name=name)
+    everything = load_folder(args.data / "train")
+    _, validation_index = stratified_split(everything.labels, config["validation_fraction"], config["seed"])
+    card = {
+        **card,
+        "serving_artifact": name,
+        "parity": {
+            "max_abs_diff": worst,
+            "images": len(test),
+            "tolerance": PARITY_TOLERANCE,
+            "runtime": args.runtime,
+            "artifact": name,
+        },
+    }
+    card["metrics"] = {
+        "validation": cards.evaluate_artifact(artifact, card, everything.subset(validation_index)),
+        "test": cards.evaluate_artifact(artifact, card, test),
+    }
+    cards.write_version(folder, {name: artifact}, card)
+    write_report(folder, card, split="test")
+    print(json.dumps({"version": card["version"], "artifact": name, "max_abs_diff": worst}))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,21 @@ def test_train_takes_a_serving_runtime_and_refuses_unknown_ones():
     assert build_parser().parse_args(["train"]).runtime is None  # then the SERVING_RUNTIME setting decides
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--runtime", "tensorrt"])
+
+
+def test_export_switches_a_version_to_another_runtime_with_parity_and_fresh_metrics(
+    trained: Path, dataset_root: Path, capsys, tmp_path: Path
+):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    folder = shutil.copytree(trained / "versions" / version, tmp_path / version)  # the fixture stays as it was
+    before = json.loads((folder / "card.json").read_text())
+    code = main(["export", "--model-dir", str(folder), "--runtime", "litert", "--data", str(dataset_root)])
+    assert code == 0 and _last_json_line(capsys.readouterr().out)["artifact"] == "model.tflite"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["serving_artifact"] == "model.tflite" and card["parity"]["runtime"] == "litert"
+    assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["images"] == 12
+    assert card["threshold"] == before["threshold"] and card["calibration"] == before["calibration"]
+    assert card["metrics"]["test"]["n"] == 12
+    assert card["metrics"]["validation"]["n"] == before["metrics"]["validation"]["n"]
+    served = ServingModel.from_bytes(version, (folder / "model.tflite").read_bytes(), card)
+    assert served.predict(load_folder(dataset_root / "test").pixels[:2]).shape == (2,)
