@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -12,12 +13,13 @@ from flask import Blueprint, Response, jsonify, request
 from services.gateway import context
 from services.gateway.errors import error_response
 from services.gateway.rpc import PendingReply
-from shared.errors import BadInput, NotFound
+from shared.errors import BadInput, NotFound, SkinLesionError
 from shared.images import DecodedImage, decode_upload
 from shared.messaging.schemas import PredictionJob, PredictionResult
 from shared.settings import Settings
 from shared.storage import get_json, layout
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
 
 NOT_A_DIAGNOSIS = "Research and teaching tool only; not a diagnosis. See a dermatologist about any lesion."
@@ -66,11 +68,30 @@ def create_predictions() -> Response | tuple[Response, int]:
         context.store().put(key, data, image.content_type)
         jobs.append(PredictionJob(job_id=job_id, image_key=key, submitted_at=time.time()))
     wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
-    pending = context.broker().submit(jobs, want_replies=wait)
+    try:
+        pending = context.broker().submit(jobs, want_replies=wait)
+    except SkinLesionError:
+        _withdraw_uploads(jobs)
+        raise
     if not wait:
         body = [{"id": job.job_id, "status": "pending", "url": f"/api/v1/predictions/{job.job_id}"} for job in jobs]
         return jsonify(body[0] if len(body) == 1 else {"predictions": body}), 202
     return _await_answers(pending, started, settings.predict_timeout_s)
+
+
+def _withdraw_uploads(jobs: list[PredictionJob]) -> None:
+    """A refused request (queue full, broker gone) leaves no uploads behind.
+
+    Jobs of a multi-file request published before the refusal still reach a worker; with
+    their image gone they fail fast ("not found") instead of costing an inference, which
+    matters because refusals happen exactly when the workers are the bottleneck.
+    """
+    store = context.store()
+    for job in jobs:
+        try:
+            store.delete(job.image_key)
+        except SkinLesionError:
+            log.warning("could not withdraw upload %s of a refused request", job.image_key, exc_info=True)
 
 
 def _await_answers(pending: list[PendingReply], started: float, timeout_s: float) -> Response | tuple[Response, int]:

@@ -41,7 +41,7 @@ class TrainingConfig:
     colour_constancy: bool = True  # Shades-of-Gray normalisation inside the model
     seed: int = 1337
     validation_fraction: float = 0.2
-    views: int = 8  # augmented copies of each training image kept as cached features
+    views: int = 12  # augmented copies of each training image kept as cached features
     batch_size: int = 32
     head_epochs: int = 2
     head_learning_rate: float = 1e-3

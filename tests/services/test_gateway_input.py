@@ -204,6 +204,24 @@ def test_a_full_queue_answers_503_with_retry_after(s3_settings: Settings, store:
         assert refused.status_code == 503
         assert refused.headers["Retry-After"]
         assert refused.get_json()["error"]["code"] == "overloaded"
+        # Only the accepted jobs' uploads remain: a refused request leaves nothing behind.
+        assert len(list(store.list("uploads/predictions/"))) == statuses.count(202) == queued_jobs(settings)
+
+
+def test_a_multi_file_request_refused_part_way_withdraws_all_its_uploads(
+    s3_settings: Settings, store: ObjectStore
+) -> None:
+    settings = Settings(**{**s3_settings.__dict__, "predict_queue_max_length": 2, "max_files_per_request": 4})
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        http = create_app(settings, store=store, prediction_client=client).test_client()
+        files = [(io.BytesIO(solid_jpeg(value)), f"{value}.jpg") for value in (10, 60, 110, 160)]
+        response = http.post("/api/v1/predictions?wait=false", data={"file": files}, content_type="multipart/form-data")
+        assert response.status_code == 503
+        # The jobs published before the refusal are queued, but their images are gone: a
+        # worker answers them "not found" without running the model.
+        assert queued_jobs(settings) >= 2
+        assert list(store.list("uploads/predictions/")) == []
 
 
 def test_without_a_broker_readiness_fails_and_predictions_get_503(s3_settings: Settings, store: ObjectStore) -> None:
