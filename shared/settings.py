@@ -81,10 +81,11 @@ class Settings:
     # Model
     models_dir: Path = REPO_ROOT / "models"
     pretrained_weights: str = "imagenet"
-    # The runtime new versions are exported, parity-checked and served for: "onnxruntime"
-    # (model.onnx) or "litert" (model.tflite). Workers serve each version with the runtime
-    # its card names, so versions of both kinds can be promoted and rolled back freely.
-    serving_runtime: str = "onnxruntime"
+    # The runtime new versions are exported, parity-checked and served for: "litert"
+    # (model.tflite; the fastest here, docs/model.md) or "onnxruntime" (model.onnx). Workers
+    # serve each version with the runtime its card names, so versions of both kinds can be
+    # promoted and rolled back freely.
+    serving_runtime: str = "litert"
     # Logging
     log_level: str = "INFO"
 

@@ -33,7 +33,7 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     names = {path.name for path in folder.iterdir()}
     assert {
         "model.keras",
-        "model.onnx",
+        "model.tflite",
         "card.json",
         "report.md",
         "roc.png",
@@ -41,9 +41,9 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
         "calibration.png",
     } <= names
     card = json.loads((folder / "card.json").read_text())
-    assert card["version"] == version and card["serving_artifact"] == "model.onnx"
+    assert card["version"] == version and card["serving_artifact"] == "model.tflite"
     assert card["calibration"]["method"] == "platt" and 0.0 <= card["threshold"] <= 1.0
-    assert card["parity"]["runtime"] == "onnxruntime" and card["parity"]["max_abs_diff"] <= 1e-4
+    assert card["parity"]["runtime"] == "litert" and card["parity"]["max_abs_diff"] <= 1e-4
     assert card["metrics"]["test"]["n"] == 12 and card["data"]["test"]["n"] == 12
     assert "not for clinical use" in card["note"]
 
@@ -52,7 +52,7 @@ def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, datas
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = trained / "versions" / version
     served = ServingModel.from_bytes(
-        version, (folder / "model.onnx").read_bytes(), json.loads((folder / "card.json").read_text())
+        version, (folder / "model.tflite").read_bytes(), json.loads((folder / "card.json").read_text())
     )
     probabilities = served.predict(load_folder(dataset_root / "test").pixels[:3])
     assert probabilities.shape == (3,) and np.all((probabilities >= 0) & (probabilities <= 1))
@@ -82,13 +82,13 @@ def test_export_switches_a_version_to_another_runtime_with_parity_and_fresh_metr
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = shutil.copytree(trained / "versions" / version, tmp_path / version)  # the fixture stays as it was
     before = json.loads((folder / "card.json").read_text())
-    code = main(["export", "--model-dir", str(folder), "--runtime", "litert", "--data", str(dataset_root)])
-    assert code == 0 and _last_json_line(capsys.readouterr().out)["artifact"] == "model.tflite"
+    code = main(["export", "--model-dir", str(folder), "--runtime", "onnxruntime", "--data", str(dataset_root)])
+    assert code == 0 and _last_json_line(capsys.readouterr().out)["artifact"] == "model.onnx"
     card = json.loads((folder / "card.json").read_text())
-    assert card["serving_artifact"] == "model.tflite" and card["parity"]["runtime"] == "litert"
+    assert card["serving_artifact"] == "model.onnx" and card["parity"]["runtime"] == "onnxruntime"
     assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["images"] == 12
     assert card["threshold"] == before["threshold"] and card["calibration"] == before["calibration"]
     assert card["metrics"]["test"]["n"] == 12
     assert card["metrics"]["validation"]["n"] == before["metrics"]["validation"]["n"]
-    served = ServingModel.from_bytes(version, (folder / "model.tflite").read_bytes(), card)
+    served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(), card)
     assert served.predict(load_folder(dataset_root / "test").pixels[:2]).shape == (2,)

@@ -8,8 +8,8 @@ from shared.errors import ConfigurationError
 from shared.settings import SERVING_RUNTIMES, Settings
 
 
-def test_the_serving_runtime_defaults_to_onnx_runtime():
-    assert Settings.from_env({}).serving_runtime == "onnxruntime"
+def test_the_serving_runtime_defaults_to_litert():
+    assert Settings.from_env({}).serving_runtime == "litert"
 
 
 @pytest.mark.parametrize("runtime", SERVING_RUNTIMES)
