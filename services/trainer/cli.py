@@ -173,7 +173,6 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import load_folder, stratified_split
-    from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
     from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import artifact_for_runtime
@@ -183,22 +182,11 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     config = card["training"]["config"]
     model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
     name = artifact_for_runtime(args.runtime)
-    artifact = export_artifact(model, name)
     test = load_folder(args.data / "test")
-    worst = check_parity(model, artifact, test.pixels, artifact_name=name)
+    artifact, worst = cards.export_checked(model, test.pixels, name)
     everything = load_folder(args.data / "train")
     _, validation_index = stratified_split(everything.labels, config["validation_fraction"], config["seed"])
-    card = {
-        **card,
-        "serving_artifact": name,
-        "parity": {
-            "max_abs_diff": worst,
-            "images": len(test),
-            "tolerance": PARITY_TOLERANCE,
-            "runtime": args.runtime,
-            "artifact": name,
-        },
-    }
+    card = {**card, "serving_artifact": name, "parity": cards.parity_record(args.runtime, worst, len(test))}
     card["metrics"] = {
         "validation": cards.evaluate_artifact(artifact, card, everything.subset(validation_index)),
         "test": cards.evaluate_artifact(artifact, card, test),

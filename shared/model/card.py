@@ -62,6 +62,17 @@ def export_checked(
     return artifact, check_parity(model, artifact, pixels, artifact_name=artifact_name)
 
 
+def parity_record(runtime: str, worst: float, images: int) -> dict[str, Any]:
+    """The card's account of the parity check: which artifact, how far from Keras, on what."""
+    return {
+        "runtime": runtime,
+        "artifact": artifact_for_runtime(runtime),
+        "max_abs_diff": worst,
+        "images": images,
+        "tolerance": PARITY_TOLERANCE,
+    }
+
+
 def evaluate_artifact(
     artifact: bytes, card: dict[str, Any], data: LabelledImages, *, batch_size: int = 32, bootstrap_rounds: int = 2000
 ) -> dict[str, Any]:
@@ -175,13 +186,7 @@ def package(
         test=test_metrics,
         history=result.history,
         seconds=result.seconds,
-        parity={
-            "runtime": runtime,
-            "artifact": artifact_name,
-            "max_abs_diff": worst,
-            "images": len(parity_data),
-            "tolerance": PARITY_TOLERANCE,
-        },
+        parity=parity_record(runtime, worst, len(parity_data)),
         parent=parent,
         serving_artifact=artifact_name,
     )
