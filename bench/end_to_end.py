@@ -118,7 +118,7 @@ def _build_cached_model(target: Path, runtime: str, source: Path | None) -> None
     import keras
 
     from shared.model.architecture import build_model
-    from shared.model.export import check_parity, export_artifact
+    from shared.model.card import export_checked, parity_record
 
     if source is None:
         print(f"no shipped Keras model; building a random-weight MobileNetV2 into {target} (once)", flush=True)
@@ -128,14 +128,9 @@ def _build_cached_model(target: Path, runtime: str, source: Path | None) -> None
         print(f"exporting the shipped model {source.name} for {runtime} into {target} (once)", flush=True)
         model = keras.saving.load_model(source / registry.KERAS_FILE, compile=False)
         card = _card(source)
-    artifact = export_artifact(model, artifact_name)
     probe = np.random.default_rng(0).integers(0, 256, (4, *model.input_shape[1:])).astype(np.float32)
-    worst = check_parity(model, artifact, probe, artifact_name=artifact_name)  # raises ParityError
-    card = {
-        **card,
-        "serving_artifact": artifact_name,
-        "parity": {"runtime": runtime, "max_abs_diff": worst, "images": 4},
-    }
+    artifact, worst = export_checked(model, probe, artifact_name)  # raises ParityError
+    card = {**card, "serving_artifact": artifact_name, "parity": parity_record(runtime, worst, len(probe))}
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the cache and renamed: an interrupted build leaves no half-written cache.
     staging = Path(tempfile.mkdtemp(prefix="bench-model-", dir=target.parent))

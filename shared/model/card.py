@@ -17,7 +17,7 @@ from shared.model.data import LabelledImages
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
 from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
 from shared.model.registry import CARD_FILE, KERAS_FILE
-from shared.model.serving import SERVING_ARTIFACT, ServingModel, artifact_for_runtime, calibrate
+from shared.model.serving import ServingModel, artifact_for_runtime, calibrate
 
 NOTE = (
     "Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
@@ -53,9 +53,7 @@ def keras_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
-def export_checked(
-    model: keras.Model, pixels: np.ndarray, artifact_name: str = SERVING_ARTIFACT
-) -> tuple[bytes, float]:
+def export_checked(model: keras.Model, pixels: np.ndarray, artifact_name: str) -> tuple[bytes, float]:
     """Export the serving artifact `artifact_name` and prove parity on `pixels` in the
     runtime that serves it (raises ParityError)."""
     artifact = export_artifact(model, artifact_name)
@@ -105,8 +103,8 @@ def make_card(
     history: list[dict[str, Any]],
     seconds: dict[str, float],
     parity: dict[str, Any],
+    serving_artifact: str,
     parent: str | None = None,
-    serving_artifact: str = SERVING_ARTIFACT,
 ) -> dict[str, Any]:
     return {
         "version": version,
