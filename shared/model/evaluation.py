@@ -11,20 +11,23 @@ from typing import Any
 import numpy as np
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Area under the ROC curve: the probability that a random malignant case outscores a
-    random benign one, ties counting half (Mann-Whitney U with mid-ranks)."""
+    random benign one, ties counting half (Mann-Whitney U).
+
+    With `weights`, cases are drawn in proportion to their weight instead of uniformly, e.g.
+    to give every diagnosis within a class the same say.
+    """
     labels = np.asarray(labels).astype(bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    positive_total, negative_total = weights[labels].sum(), weights[~labels].sum()
+    if not labels.any() or labels.all():
         raise ValueError("ROC AUC needs both classes")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = np.asarray(scores)[order]
-    ranks = np.empty(len(order), np.float64)
-    # Mid-ranks: tied scores share the mean of the ranks they occupy.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+    distinct, group = np.unique(np.asarray(scores), return_inverse=True)
+    negatives_at = np.bincount(group, weights=np.where(labels, 0.0, weights), minlength=len(distinct))
+    negatives_below = np.cumsum(negatives_at) - negatives_at
+    wins = negatives_below[group] + 0.5 * negatives_at[group]  # benign weight each case outscores
+    return float(np.sum(weights[labels] * wins[labels]) / (positive_total * negative_total))
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:

@@ -34,6 +34,16 @@ def test_roc_auc_counts_ordered_pairs_with_ties_as_half(labels, scores, expected
     assert roc_auc(np.array(labels), np.array(scores)) == pytest.approx(expected)
 
 
+def test_weighted_roc_auc_draws_cases_in_proportion_to_their_weight():
+    labels, scores = np.array([0, 0, 1]), np.array([0.1, 0.9, 0.5])
+    # The malignant case beats the benign one of weight 3 and loses to the one of weight 1.
+    assert roc_auc(labels, scores, np.array([3.0, 1.0, 1.0])) == pytest.approx(3 / 4)
+    # A weight of 2 is the same as the case appearing twice.
+    doubled = roc_auc(np.array([0, 0, 0, 1, 1]), np.array([0.3, 0.3, 0.6, 0.5, 0.5]))
+    weighted = roc_auc(np.array([0, 0, 1]), np.array([0.3, 0.6, 0.5]), np.array([2.0, 1.0, 2.0]))
+    assert weighted == pytest.approx(doubled)
+
+
 def test_metrics_at_a_threshold_match_the_hand_computed_values():
     result = metrics(LABELS, SCORES, 0.5, bootstrap_rounds=200)
     assert result["confusion_matrix"] == {"tp": 3, "fn": 1, "tn": 4, "fp": 0}

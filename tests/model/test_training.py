@@ -48,6 +48,17 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     assert "not for clinical use" in card["note"]
 
 
+def test_training_keeps_the_probe_mix_that_validation_prefers(trained: Path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    card = json.loads((trained / "versions" / version / "card.json").read_text())
+    history = card["training"]["history"]
+    tried = [(record["share"], record["val_auc"]) for record in history if record["phase"] == "probe_mix"]
+    assert [share for share, _ in tried] == [0.0, *card["training"]["config"]["probe_mix"]]
+    kept = history[-1]
+    assert kept["phase"] == "selected_mix" and kept["val_auc"] == max(auc for _, auc in tried)
+    assert kept["share"] == min(share for share, auc in tried if auc == kept["val_auc"])
+
+
 def test_the_trained_version_answers_in_the_serving_runtime(trained: Path, dataset_root: Path):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = trained / "versions" / version
