@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from shared.errors import ModelUnavailable
 from shared.model.architecture import ShadesOfGray  # noqa: F401 (registers the layer for load_model)
-from shared.model.data import load_folder, stratified_split
+from shared.model.data import load_folder, split_validation
 from shared.model.evaluation import roc_auc
 from shared.model.export import export_artifact
 from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
@@ -132,9 +132,7 @@ def main() -> None:
     config = card["training"]["config"]
     model = keras.saving.load_model(args.model_dir / "model.keras", compile=False)
     test = load_folder(args.data / "test")
-    everything = load_folder(args.data / "train")
-    _, validation_index = stratified_split(everything.labels, config["validation_fraction"], config["seed"])
-    validation = everything.subset(validation_index)
+    _, validation = split_validation(load_folder(args.data / "train"), config["validation_fraction"], config["seed"])
     calibration = validation.pixels[np.random.default_rng(0).choice(len(validation), 128, replace=False)]
 
     onnx_artifact = version_artifact(args.model_dir, card, model, ONNX_ARTIFACT)

@@ -65,7 +65,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # TensorFlow is imported here, not at module level: `evaluate` and `--help` stay light.
     from shared.model import card as cards
-    from shared.model.data import load_folder, read_manifest_diagnoses, stratified_split
+    from shared.model.data import load_folder, read_manifest_diagnoses, split_validation
     from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.training import TrainingConfig, train
@@ -83,8 +83,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         config = TrainingConfig(weights=args.weights or settings.pretrained_weights, **overrides)
     limit = args.limit or (12 if args.quick else None)
     everything, test, source = _load_training_data(args, settings, limit, load_folder, read_manifest_diagnoses)
-    train_index, validation_index = stratified_split(everything.labels, config.validation_fraction, config.seed)
-    train_data, validation = everything.subset(train_index), everything.subset(validation_index)
+    train_data, validation = split_validation(everything, config.validation_fraction, config.seed)
     log.info("training on %d images, validating on %d", len(train_data), len(validation))
 
     result = train(config, train_data, validation)
@@ -172,7 +171,7 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
 
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
-    from shared.model.data import load_folder, stratified_split
+    from shared.model.data import load_folder, split_validation
     from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import artifact_for_runtime
@@ -184,11 +183,10 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     name = artifact_for_runtime(args.runtime)
     test = load_folder(args.data / "test")
     artifact, worst = cards.export_checked(model, test.pixels, name)
-    everything = load_folder(args.data / "train")
-    _, validation_index = stratified_split(everything.labels, config["validation_fraction"], config["seed"])
+    _, validation = split_validation(load_folder(args.data / "train"), config["validation_fraction"], config["seed"])
     card = {**card, "serving_artifact": name, "parity": cards.parity_record(args.runtime, worst, len(test))}
     card["metrics"] = {
-        "validation": cards.evaluate_artifact(artifact, card, everything.subset(validation_index)),
+        "validation": cards.evaluate_artifact(artifact, card, validation),
         "test": cards.evaluate_artifact(artifact, card, test),
     }
     cards.write_version(folder, {name: artifact}, card)

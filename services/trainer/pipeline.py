@@ -67,14 +67,13 @@ def run_training(
     Returns the fields the job record takes: status, candidate_version, gate.
     """
     from shared.model import card as cards
-    from shared.model.data import stratified_split
+    from shared.model.data import split_validation
     from shared.model.training import train
 
     started = time.monotonic()
     config = training_config(settings, epochs)
     everything, test = load_training_data(store)
-    train_index, validation_index = stratified_split(everything.labels, config.validation_fraction, config.seed)
-    train_data, validation = everything.subset(train_index), everything.subset(validation_index)
+    train_data, validation = split_validation(everything, config.validation_fraction, config.seed)
     parent = registry.production_version(store)
     initial_weights, initialised_from = production_weights(store, parent, config)
     if initial_weights is not None:

@@ -130,6 +130,12 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return rest, chosen
 
 
+def split_validation(everything: LabelledImages, fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
+    """(train, validation) images: the split every trainer, bench and re-export must agree on."""
+    train_index, validation_index = stratified_split(everything.labels, fraction, seed)
+    return everything.subset(train_index), everything.subset(validation_index)
+
+
 def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """One random dermoscopy-style view of a uint8 (224, 224, 3) image; float32 in 0..255.
 
