@@ -173,7 +173,9 @@ def augmented_views(pixels: np.ndarray, view: int, seed: int, batch_size: int = 
     def one(index, image):
         return augment(image, tf.stack([tf.cast(seed, tf.int64), index * 1000 + view]))
 
-    return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+    views = dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+    # Augmenting the next batches while the model runs on this one.
+    return views.prefetch(tf.data.AUTOTUNE)
 
 
 def concatenate(parts: list[LabelledImages]) -> LabelledImages:

@@ -8,12 +8,14 @@ lower part `views` times, each time under a different random augmentation, keep 
 feature maps in memory (float16), and train only the upper blocks and the head on them,
 drawing one of the stored views per image per epoch. Epochs become ~5x cheaper, which pays
 for a longer schedule; the weights trained are the real model's layers, so the result is
-the ordinary Keras model that `build_model` makes.
+the ordinary Keras model that `build_model` makes. The frozen lower part itself runs in
+LiteRT rather than Keras while the cache is filled: 4-5x faster on these cores.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +27,8 @@ import numpy as np
 from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME, build_model
 from shared.model.data import DIAGNOSES, LabelledImages, augmented_views
 from shared.model.evaluation import roc_auc
+from shared.model.export import export_litert
+from shared.model.serving import LiteRtRuntime
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +122,7 @@ def train(
     upper = keras.Model(cut, backbone.output, name="upper")
     extractor = keras.Model(model.input, lower(model.get_layer("to_unit_range").output))
 
-    features = np.stack(
-        [
-            extractor.predict(
-                augmented_views(train_data.pixels, view, config.seed, config.batch_size), verbose=0
-            ).astype(np.float16)
-            for view in range(config.views)
-        ]
-    )
-    validation_features = extractor.predict(
-        validation.pixels.astype(np.float32), batch_size=config.batch_size, verbose=0
-    )
+    features, validation_features = _cache_features(extractor, train_data, validation, config)
     seconds = {"feature_cache": time.monotonic() - started}
     log.info("cached %d views of %d images in %.0f s", config.views, len(train_data), seconds["feature_cache"])
 
@@ -159,6 +153,32 @@ def train(
     seconds["total"] = time.monotonic() - started
     probabilities = model.predict(validation.pixels.astype(np.float32), batch_size=config.batch_size, verbose=0)
     return TrainingResult(model, loop.history, probabilities.reshape(-1), seconds)
+
+
+def _cache_features(
+    extractor: keras.Model, train_data: LabelledImages, validation: LabelledImages, config: TrainingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-backbone outputs: `views` augmented copies of each training image (float16),
+    and the validation images (float32).
+
+    The lower part runs in LiteRT, converted from `extractor` on the spot: on 2 cores it is
+    4-5x faster than Keras here, and its outputs match Keras to about 1e-6 of their range,
+    below the float16 rounding of the cache (docs/model.md, step 3).
+    """
+    runtime = LiteRtRuntime(export_litert(extractor), os.cpu_count() or 1)
+    features = np.empty((config.views, len(train_data), *extractor.output.shape[1:]), np.float16)
+    for view in range(config.views):
+        start = 0
+        for batch in augmented_views(train_data.pixels, view, config.seed, config.batch_size):
+            features[view, start : start + len(batch)] = runtime.run(batch.numpy())
+            start += len(batch)
+    validation_features = np.concatenate(
+        [
+            runtime.run(validation.pixels[start : start + config.batch_size].astype(np.float32))
+            for start in range(0, len(validation), config.batch_size)
+        ]
+    )
+    return features, validation_features
 
 
 def _training_model(model: keras.Model, upper: keras.Model, use_diagnoses: bool) -> keras.Model:
