@@ -1,13 +1,15 @@
-"""The model's own preprocessing (colour constancy) and the training loss weights, by hand."""
+"""The model's own preprocessing (colour constancy), the training loss weights by hand, and the
+feature cache against Keras."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-from shared.model.architecture import ShadesOfGray, build_model
+from shared.model.architecture import BACKBONE_NAME, ShadesOfGray, build_model
 from shared.model.data import LabelledImages
-from shared.model.training import sample_weights
+from shared.model.training import TrainingConfig, _cache_features, sample_weights
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
@@ -71,3 +73,18 @@ def test_each_class_carries_half_the_loss_whatever_the_diagnoses() -> None:
     data = images([0, 0, 0, 1, 1, 1, 1, 1], [5, -1, 2, 4, 4, 4, 0, -1])
     weights = sample_weights(data, 0.5)
     assert weights[:3].sum() == pytest.approx(4.0) and weights[3:].sum() == pytest.approx(4.0)
+
+
+def test_the_litert_feature_cache_matches_the_keras_lower_backbone() -> None:
+    backbone = build_model(None, alpha=0.35).get_layer(BACKBONE_NAME)
+    extractor = keras.Model(backbone.input, backbone.get_layer("block_4_expand").input)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    data = LabelledImages(pixels, np.array([0, 0, 0, 1, 1]), np.full(5, -1), tuple("abcde"), "")
+
+    features, validation_features = _cache_features(extractor, data, data, TrainingConfig.quick(views=2, batch_size=4))
+
+    expected = extractor.predict(pixels.astype(np.float32), verbose=0)
+    assert features.shape == (2, *expected.shape) and features.dtype == np.float16
+    np.testing.assert_allclose(validation_features, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert not np.array_equal(features[0], features[1])  # each view is its own augmentation
