@@ -145,7 +145,8 @@ def _namespace_queues(topology: Topology) -> list[str]:
         for name, value in vars(Topology).items()
         if name.endswith("_queue") and isinstance(value, property)
     ]
-    return [queue for name in names for queue in (name, Topology.dead_letter_queue(name))]
+    related = (Topology.dead_letter_queue, Topology.dead_letter_notices_queue)
+    return [queue for name in names for queue in (name, *(related_name(name) for related_name in related))]
 
 
 def _delete_namespace(namespace: str) -> None:

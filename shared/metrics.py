@@ -37,6 +37,9 @@ PREDICTIONS = Counter("slc_predictions_total", "Predictions made, by predicted l
 PROBABILITY = Histogram(
     "slc_prediction_probability", "Calibrated probability of malignant (watch for drift).", buckets=PROBABILITY_BUCKETS
 )
+JOBS_HELD = Counter(
+    "slc_worker_job_holds_total", "Times a job was held for a retry because the store or the model was unavailable."
+)
 MODEL_INFO = Gauge("slc_model_info", "1 for the model version a worker serves.", ["version"])
 MODEL_SWAPS = Counter("slc_worker_model_swaps_total", "Model versions a worker switched to.")
 

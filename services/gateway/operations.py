@@ -14,8 +14,11 @@ blueprint = Blueprint("operations", __name__)
 
 
 @blueprint.get("/healthz")
-def healthz() -> Response:
-    return jsonify({"status": "ok"})
+def healthz() -> tuple[Response, int]:
+    """Alive unless the broker connection thread died (a supervisor should restart us)."""
+    if not current_app.extensions["prediction_client"].alive:
+        return jsonify({"status": "broker connection thread is dead"}), 503
+    return jsonify({"status": "ok"}), 200
 
 
 @blueprint.get("/readyz")

@@ -71,6 +71,11 @@ class PredictionClient:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once the connection thread has died: only a restart of the process helps."""
+        return self._thread.is_alive()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
         connection = self._connection
@@ -118,6 +123,10 @@ class PredictionClient:
             except SkinLesionError as error:
                 outcome.set_exception(error)
                 return
+            except Exception as error:
+                # The request must hear of it now, not at its timeout; the loop reconnects.
+                outcome.set_exception(BrokerUnavailable(f"publishing failed: {error!r}"))
+                raise
             outcome.set_result(None)
 
         try:
@@ -169,7 +178,7 @@ class PredictionClient:
                 log.info("connected to RabbitMQ")
                 while not self._stopping.is_set():
                     self._connection.process_data_events(time_limit=1)
-            except (SkinLesionError, *CONNECTION_ERRORS) as error:
+            except Exception as error:  # whatever pika raises, this thread must live on
                 log.warning("broker connection lost (%r); reconnecting in %.1fs", error, delay_s)
             finally:
                 self.connected.clear()

@@ -1,53 +1,123 @@
-"""Entry point: `python -m services.worker` runs one inference worker."""
+"""Entry point: `python -m services.worker` runs one inference worker;
+`python -m services.worker replay-dead-letters` moves dead prediction jobs back to the queue."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import signal
 import sys
+import threading
+import time
 
-from services.worker.consumer import PredictionConsumer
+from services.worker.consumer import PredictionConsumer, jittered
+from services.worker.dead_letters import replay
 from services.worker.models import ModelHolder
 from shared.errors import SkinLesionError
 from shared.logs import configure_logging
+from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.ops_server import start_ops_server
 from shared.settings import Settings
-from shared.storage import create_store
+from shared.storage import ObjectStore, create_store
 
 log = logging.getLogger("services.worker")
 
+# /healthz fails when the consume loop has not turned for this long: a stuck loop cannot
+# recover by itself, and a restart by the supervisor can. Its waits are all far shorter.
+STALLED_AFTER_S = 120.0
+START_RETRY_MAX_DELAY_S = 10.0
 
-def main() -> int:
-    settings = Settings.from_env()
-    configure_logging(settings.log_level, "worker")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=("serve", "replay-dead-letters"), default="serve")
+    args = parser.parse_args(argv)
     try:
-        store = create_store(settings)
-        seeded = registry.seed_from_directory(store, settings.models_dir)
-        if seeded:
-            log.info("seeded the empty store with shipped model %s", seeded)
-        models = ModelHolder(store, threads=settings.inference_threads)
+        settings = Settings.from_env()
     except SkinLesionError as error:
-        log.error("cannot start: %s", error)
+        print(f"worker: {error}", file=sys.stderr)
         return 2
-    models.mark_serving()
-    consumer = PredictionConsumer(settings, store, models)
+    configure_logging(settings.log_level, "worker")
+    store = create_store(settings)
+    if args.command == "replay-dead-letters":
+        counts = replay(settings.amqp_url, store, Topology.from_settings(settings))
+        print(json.dumps(counts))
+        return 0
+    return serve(settings, store)
 
-    def readiness() -> tuple[bool, dict[str, str]]:
-        broker = "ok" if consumer.connected.is_set() else "disconnected"
-        return broker == "ok", {"broker": broker, "model": models.current.version}
 
-    start_ops_server(settings.http_host, settings.worker_metrics_port, readiness)
+class Worker:
+    """One worker process: loads the model (waiting out a store that is not there yet), then
+    consumes until stopped. Its ops server answers from the first second."""
 
-    def stop(signum: int, _frame: object) -> None:
+    def __init__(self, settings: Settings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.stopping = threading.Event()
+        self.consumer: PredictionConsumer | None = None
+        self.model_status = "loading"
+        self.started = time.monotonic()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        if self.consumer is None:
+            return False, {"broker": "not started", "model": self.model_status}
+        broker = "ok" if self.consumer.connected.is_set() else "disconnected"
+        storage = _storage_state(self.store)
+        checks = {"broker": broker, "storage": storage, "model": self.consumer.models.current.version}
+        return broker == "ok" and storage == "ok", checks
+
+    def liveness(self) -> tuple[bool, dict[str, str]]:
+        last_tick = self.consumer.last_tick if self.consumer is not None else self.started
+        idle_s = time.monotonic() - last_tick
+        return idle_s < STALLED_AFTER_S, {"consume_loop": f"last turned {idle_s:.0f}s ago"}
+
+    def stop(self, signum: int, _frame: object) -> None:
         log.info("received %s; finishing the batch in hand", signal.Signals(signum).name)
-        consumer.stopping.set()
+        self.stopping.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("worker serving model %s", models.current.version)
-    consumer.run()
+    def run(self) -> None:
+        models = self._load_models()
+        if models is None:
+            return
+        models.mark_serving()
+        self.consumer = PredictionConsumer(self.settings, self.store, models, stopping=self.stopping)
+        log.info("worker serving model %s", models.current.version)
+        self.consumer.run()
+
+    def _load_models(self) -> ModelHolder | None:
+        """Seed the store if empty and load production; retry with backoff until it works."""
+        delay_s = 1.0
+        while not self.stopping.is_set():
+            try:
+                seeded = registry.seed_from_directory(self.store, self.settings.models_dir)
+                if seeded:
+                    log.info("seeded the empty store with shipped model %s", seeded)
+                return ModelHolder(self.store, threads=self.settings.inference_threads)
+            except SkinLesionError as error:
+                self.model_status = f"loading: {error}"
+                log.warning("cannot load the production model yet (%s); retrying in %.0fs", error, delay_s)
+                self.stopping.wait(jittered(delay_s))
+                delay_s = min(delay_s * 2, START_RETRY_MAX_DELAY_S)
+        return None
+
+
+def serve(settings: Settings, store: ObjectStore) -> int:
+    worker = Worker(settings, store)
+    start_ops_server(settings.http_host, settings.worker_metrics_port, worker.readiness, liveness=worker.liveness)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.run()
     return 0
+
+
+def _storage_state(store: ObjectStore) -> str:
+    try:
+        store.ping()
+    except SkinLesionError as error:
+        return str(error)
+    return "ok"
 
 
 if __name__ == "__main__":

@@ -3,12 +3,20 @@
 Order per job: result stored -> reply sent -> ack. A worker that dies anywhere before the
 ack leaves the job unacked, so the broker redelivers it to another worker; a redelivered
 job whose result is already stored is answered from the store, not predicted twice.
+
+A transient failure (the store or the model unavailable) does not give the job back to the
+broker: every return spends one of its few deliveries, and an outage of a minute would
+spend them all in seconds. The worker holds the batch instead, retrying with capped,
+jittered backoff while it keeps serving the connection (heartbeats), and takes no more
+jobs than its prefetch meanwhile. Only undecodable jobs, and jobs that keep killing
+workers, reach the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +27,12 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
+from services.worker.dead_letters import DeadLetterRecorder
 from services.worker.models import ModelHolder
 from shared import metrics
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
 from shared.images import model_input_from_bytes
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect
+from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
 from shared.messaging.topology import EVENT_MODEL_PROMOTED, Topology
 from shared.model.serving import ServingModel
@@ -35,6 +44,10 @@ log = logging.getLogger(__name__)
 # Workers switch models on `model.promoted`; this periodic look at the alias is the safety
 # net for an event lost while the worker was disconnected or the publisher failed.
 ALIAS_CHECK_INTERVAL_S = 30.0
+# Holding a batch through an outage: first retry after this, doubling up to the cap.
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 5.0
+RECONNECT_MAX_DELAY_S = 5.0
 
 
 @dataclass
@@ -45,36 +58,61 @@ class Delivery:
     job: PredictionJob | None = None
     pixels: np.ndarray | None = None
     result: PredictionResult | None = None
-    requeue: bool = False
+    stored: bool = False
+    poison: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Ready to settle: answered and stored, or bound for the dead-letter queue."""
+        return self.stored or self.poison
+
+
+def jittered(delay_s: float) -> float:
+    """`delay_s` +-25%: workers that failed together must not retry in lockstep."""
+    return delay_s * random.uniform(0.75, 1.25)
 
 
 class PredictionConsumer:
     """Consumes `predict`, batching up to `worker_max_batch` jobs per model run."""
 
-    def __init__(self, settings: Settings, store: ObjectStore, models: ModelHolder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        models: ModelHolder,
+        *,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.topology = Topology.from_settings(settings)
-        self.stopping = threading.Event()
+        self.dead_letters = DeadLetterRecorder(store, self.topology)
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.connected = threading.Event()
+        # Monotonic time of the loop's last turn: /healthz fails when it stops turning.
+        self.last_tick = time.monotonic()
         # Store reads, image decoding and result writes run in parallel; pika stays on
         # the main thread, which owns the connection.
         self._io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="worker-io")
         self._max_wait_s = settings.worker_max_wait_ms / 1000.0
 
     def run(self) -> None:
-        """Consume until `stopping` is set, reconnecting with backoff when the broker goes."""
+        """Consume until `stopping` is set, reconnecting with backoff whatever goes wrong."""
+        delay_s = RETRY_FIRST_DELAY_S
         while not self.stopping.is_set():
+            self.last_tick = time.monotonic()
             connection = None
             try:
-                connection = connect(self.settings.amqp_url, timeout_s=3600 * 24 * 365)
+                connection = connect(self.settings.amqp_url, timeout_s=5)
+                delay_s = RETRY_FIRST_DELAY_S
                 self._consume(connection)
-            except CONNECTION_ERRORS as error:
-                log.warning("lost the broker connection (%r); reconnecting", error)
-                self.connected.clear()
-                self.stopping.wait(1.0)
+            except Exception as error:  # no broker or store error may end the worker
+                log.warning("consume loop interrupted (%r); reconnecting in %.1fs", error, delay_s)
+                self.stopping.wait(jittered(delay_s))
+                delay_s = min(delay_s * 2, RECONNECT_MAX_DELAY_S)
             finally:
+                self.connected.clear()
                 close_quietly(connection)
         self._io_pool.shutdown(wait=True)
 
@@ -87,13 +125,16 @@ class PredictionConsumer:
             self.topology.predict_queue,
             lambda _channel, method, properties, body: buffer.append(Delivery(method, properties, body)),
         )
+        self.dead_letters.subscribe(channel)
         self._subscribe_to_model_events(channel)
         self.connected.set()
         self.models.follow_production()
         log.info("consuming %s", self.topology.predict_queue)
         next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
         while not self.stopping.is_set():
+            self.last_tick = time.monotonic()
             connection.process_data_events(time_limit=0.2 if not buffer else 0)
+            self.dead_letters.record_pending(channel)
             if time.monotonic() >= next_alias_check:
                 self.models.follow_production()
                 next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
@@ -106,7 +147,7 @@ class PredictionConsumer:
                 connection.process_data_events(time_limit=max(deadline - time.monotonic(), 0))
             batch = buffer[: self.settings.worker_max_batch]
             del buffer[: len(batch)]
-            self._handle_batch(channel, batch)
+            self._handle_batch(connection, channel, batch)
         # Stopping: the batch in hand is done; hand the rest back for other workers.
         for delivery in buffer:
             channel.basic_nack(delivery.method.delivery_tag, requeue=True)
@@ -127,37 +168,59 @@ class PredictionConsumer:
         except (MessageDecodeError, KeyError) as error:
             log.warning("ignoring malformed model event: %s", error)
 
-    def _handle_batch(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
-        started = time.time()
-        list(self._io_pool.map(self._prepare, batch))
-        model = self.models.current
-        runnable = [delivery for delivery in batch if delivery.pixels is not None]
-        if runnable:
-            for delivery in runnable:
-                metrics.QUEUE_WAIT.observe(max(started - delivery.job.submitted_at, 0.0))
-            self._predict(model, runnable)
-        list(self._io_pool.map(self._store_result, batch))
+    def _handle_batch(self, connection: BlockingConnection, channel: BlockingChannel, batch: list[Delivery]) -> None:
+        """Carry every job of the batch to an answer, holding it through transient outages."""
+        delay_s = RETRY_FIRST_DELAY_S
+        waiting = batch
+        while True:
+            self._advance(waiting)
+            waiting = [delivery for delivery in batch if not delivery.finished]
+            if not waiting or self.stopping.is_set():
+                break
+            metrics.JOBS_HELD.inc(len(waiting))
+            log.warning("%d jobs wait for the store or the model; retrying in %.1fs", len(waiting), delay_s)
+            self._serve_connection(connection, jittered(delay_s))
+            delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
         for delivery in batch:
             self._settle(channel, delivery)
 
+    def _serve_connection(self, connection: BlockingConnection, seconds: float) -> None:
+        """Keep heartbeats and deliveries flowing for `seconds`, or until stopping."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            self.last_tick = time.monotonic()
+            connection.process_data_events(time_limit=min(remaining, 0.5))
+
+    def _advance(self, deliveries: list[Delivery]) -> None:
+        """Take each job as far as it goes: decoded and loaded, predicted, stored."""
+        to_prepare = [delivery for delivery in deliveries if delivery.pixels is None and delivery.result is None]
+        list(self._io_pool.map(self._prepare, to_prepare))
+        runnable = [d for d in deliveries if d.pixels is not None and d.result is None and not d.poison]
+        if runnable:
+            self._predict(self.models.current, runnable)
+        to_store = [d for d in deliveries if d.result is not None and not d.stored]
+        list(self._io_pool.map(self._store_result, to_store))
+
     def _predict(self, model: ServingModel, runnable: list[Delivery]) -> None:
+        started = time.time()
         pixels = np.stack([delivery.pixels for delivery in runnable])
         try:
             with metrics.INFERENCE_DURATION.time():
                 probabilities = model.predict(pixels)
         except TransientError:
-            log.exception("inference failed; requeueing the batch")
-            for delivery in runnable:
-                delivery.requeue = True
+            log.exception("inference failed; holding the batch")
             return
         metrics.BATCH_SIZE.observe(len(runnable))
         for delivery, probability in zip(runnable, probabilities, strict=True):
+            metrics.QUEUE_WAIT.observe(max(started - delivery.job.submitted_at, 0.0))
             delivery.result = self._result(delivery.job, float(probability), model)
+            delivery.pixels = None
 
     def _prepare(self, delivery: Delivery) -> None:
         """Decode the job and load its pixels; record the outcome on the delivery."""
         try:
-            delivery.job = PredictionJob.decode(delivery.body)
+            if delivery.job is None:
+                delivery.job = PredictionJob.decode(delivery.body)
             if delivery.method.redelivered and self._reuse_stored_result(delivery):
                 return
             data = self.store.get(delivery.job.image_key)
@@ -166,11 +229,14 @@ class PredictionConsumer:
             )
         except MessageDecodeError:
             log.exception("undecodable job; dead-lettering it")
+            delivery.poison = True
         except (BadInput, NotFound) as error:
             delivery.result = self._failure(delivery.job, error)
-        except TransientError:
-            log.exception("transient failure preparing job; requeueing it")
-            delivery.requeue = True
+        except TransientError as error:
+            log.warning("cannot load job %s yet: %s", delivery.job.job_id if delivery.job else "?", error)
+        except Exception:  # a decoder crash must not take the worker (and the batch) down
+            log.exception("unexpected failure preparing a job; dead-lettering it")
+            delivery.poison = True
 
     def _reuse_stored_result(self, delivery: Delivery) -> bool:
         try:
@@ -178,6 +244,7 @@ class PredictionConsumer:
         except NotFound:
             return False
         delivery.result = PredictionResult(**stored)
+        delivery.stored = True
         return True
 
     def _result(self, job: PredictionJob, probability: float, model: ServingModel) -> PredictionResult:
@@ -205,23 +272,22 @@ class PredictionConsumer:
         )
 
     def _store_result(self, delivery: Delivery) -> None:
-        if delivery.result is None or delivery.requeue:
-            return
         try:
             put_json(self.store, layout.prediction_result(delivery.job.job_id), dataclasses.asdict(delivery.result))
-        except TransientError:
-            log.exception("cannot store result of %s; requeueing it", delivery.job.job_id)
-            delivery.requeue = True
+        except TransientError as error:
+            log.warning("cannot store the result of %s yet: %s", delivery.job.job_id, error)
+            return
+        delivery.stored = True
 
     def _settle(self, channel: BlockingChannel, delivery: Delivery) -> None:
         tag = delivery.method.delivery_tag
-        if delivery.requeue:
-            metrics.JOBS_PROCESSED.labels("requeued").inc()
-            channel.basic_nack(tag, requeue=True)
-            return
-        if delivery.result is None:
+        if delivery.poison:
             metrics.JOBS_PROCESSED.labels("dead_lettered").inc()
             channel.basic_reject(tag, requeue=False)
+            return
+        if not delivery.stored:  # stopping while the store is down: another worker takes it
+            metrics.JOBS_PROCESSED.labels("requeued").inc()
+            channel.basic_nack(tag, requeue=True)
             return
         reply_to = delivery.properties.reply_to
         if reply_to:

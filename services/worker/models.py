@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from shared import metrics
-from shared.errors import SkinLesionError
+from shared.errors import SkinLesionError, TransientError
 from shared.images import MODEL_INPUT_SIZE
 from shared.model import registry
 from shared.model.serving import ServingModel
@@ -86,8 +86,15 @@ class ModelHolder:
                     self._publish(model)
 
     def follow_production(self) -> None:
-        """Catch up with the alias, e.g. after a reconnect during which events were missed."""
-        version = registry.production_version(self._store)
+        """Catch up with the alias, e.g. after a reconnect during which events were missed.
+
+        A store that cannot be read now is no reason to stop serving the current model.
+        """
+        try:
+            version = registry.production_version(self._store)
+        except TransientError as error:
+            log.warning("cannot read the production alias (%s); still serving %s", error, self.current.version)
+            return
         if version is not None:
             self.swap_in_background(version)
 

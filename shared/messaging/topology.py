@@ -3,6 +3,11 @@
 Quorum queues with a dead-letter exchange and a delivery limit, so a poison message ends
 in `<queue>.dead` after a few tries instead of looping forever. `predict` is bounded with
 overflow `reject-publish`: a full system nacks the publish and the gateway answers 503.
+
+A dead prediction job is routed to two queues: `predict.dead` keeps it for replay (nobody
+consumes it; `python -m services.worker replay-dead-letters` moves it back), and
+`predict.dead.notices` tells the workers, which record the job as failed with the reason, so
+a client polling its id sees `failed`, never `pending` forever.
 """
 
 from __future__ import annotations
@@ -56,11 +61,18 @@ class Topology:
     def dead_letter_queue(queue: str) -> str:
         return f"{queue}.dead"
 
+    @staticmethod
+    def dead_letter_notices_queue(queue: str) -> str:
+        return f"{queue}.dead.notices"
+
     def declare(self, channel: BlockingChannel) -> None:
         """Declare everything; safe to call from every service at every connect."""
         channel.exchange_declare(self.dead_letter_exchange, "direct", durable=True)
         channel.exchange_declare(self.events_exchange, "topic", durable=True)
         self._declare_work_queue(channel, self.predict_queue, max_length=self.predict_max_length)
+        notices = self.dead_letter_notices_queue(self.predict_queue)
+        channel.queue_declare(notices, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(notices, self.dead_letter_exchange, routing_key=self.predict_queue)
         self._declare_work_queue(channel, self.train_queue, max_length=None)
         # Declared by everyone, not only by insights: a dataset change published while the
         # insights service is down must wait for it in this queue, not vanish.

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from shared.errors import ObjectNotFound, StorageUnavailable
 from shared.storage.base import split_key
+
+# Below this much free space the store reports itself unavailable on /readyz; writes fail
+# (and leave nothing behind) when the disk is really full.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 class FilesystemStore:
@@ -24,7 +29,14 @@ class FilesystemStore:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_atomically(path, data)
+        except OSError as error:  # a full disk, a read-only mount, a lost volume
+            raise StorageUnavailable(f"cannot store {key}: {error.strerror or error}") from error
+
+    @staticmethod
+    def _write_atomically(path: Path, data: bytes) -> None:
         # Same-directory temp file + os.replace: atomic on POSIX, so readers never see half,
         # and a process that dies mid-write leaves the old object. No fsync: the page cache
         # outlives any process, and this store is the one-machine default, not a database;
@@ -43,12 +55,17 @@ class FilesystemStore:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+        except OSError as error:
+            raise StorageUnavailable(f"cannot read {key}: {error.strerror or error}") from error
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot delete {key}: {error.strerror or error}") from error
 
     def list(self, prefix: str) -> Iterator[str]:
         bucket, _, rest = prefix.partition("/")
@@ -66,3 +83,5 @@ class FilesystemStore:
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StorageUnavailable(f"store directory {self.root} is not writable")
+        if shutil.disk_usage(self.root).free < MIN_FREE_BYTES:
+            raise StorageUnavailable(f"the disk of store directory {self.root} is full")

@@ -1,0 +1,187 @@
+"""Dead prediction jobs: recorded as failed for the client, replayed on an operator's command.
+
+The dead-letter exchange routes a dead job to `predict.dead` (kept for replay) and to
+`predict.dead.notices` (consumed here). The recorder writes the job's result as failed with
+the broker's reason, so `GET /predictions/{id}` says `failed` instead of `pending` forever.
+`replay` moves the jobs in `predict.dead` back to `predict` and clears those failures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
+from shared.errors import MessageDecodeError, NotFound, TransientError
+from shared.messaging.rabbitmq import close_quietly, connect
+from shared.messaging.schemas import PredictionJob, PredictionResult
+from shared.messaging.topology import Topology
+from shared.storage import ObjectStore, get_json, layout, put_json
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERED = "dead_lettered"
+RETRY_FIRST_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 10.0
+# Why the broker dead-lettered a job (its `x-first-death-reason` header), for the client.
+_REASONS = {
+    "rejected": "no worker could read this job (an undecodable message, or a crash while decoding its image)",
+    "delivery_limit": "workers stopped while processing this job on every delivery it was allowed",
+}
+
+
+def failure_reason(properties: BasicProperties) -> str:
+    headers = properties.headers or {}
+    reason = headers.get("x-first-death-reason")
+    if isinstance(reason, bytes):
+        reason = reason.decode(errors="replace")
+    explanation = _REASONS.get(str(reason), f"the broker gave it up ({reason or 'no reason given'})")
+    return f"{explanation}; an operator can replay it (`replay-dead-letters`)"
+
+
+class DeadLetterRecorder:
+    """Consumes dead-letter notices on the worker's channel; records each job as failed.
+
+    Notices are taken by the pika callback and recorded from the consume loop
+    (`record_pending`), where a store outage only delays them: they stay unacked and are
+    retried with backoff, so none is lost and none spins.
+    """
+
+    def __init__(self, store: ObjectStore, topology: Topology) -> None:
+        self._store = store
+        self._queue = topology.dead_letter_notices_queue(topology.predict_queue)
+        self._pending: list[tuple[int, BasicProperties, bytes]] = []
+        self._retry_at = 0.0
+        self._delay_s = RETRY_FIRST_DELAY_S
+
+    def subscribe(self, channel: BlockingChannel) -> None:
+        self._pending.clear()  # tags of an earlier channel are void; the broker redelivers
+        channel.basic_consume(self._queue, self._on_notice)
+
+    def _on_notice(
+        self, _channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        self._pending.append((method.delivery_tag, properties, body))
+
+    def record_pending(self, channel: BlockingChannel) -> None:
+        """Record what is pending and ack it; on a store outage, try again later."""
+        if not self._pending or time.monotonic() < self._retry_at:
+            return
+        while self._pending:
+            tag, properties, body = self._pending[0]
+            try:
+                record_failure(self._store, body, failure_reason(properties))
+            except TransientError as error:
+                log.warning("cannot record a dead job yet (%s); retrying in %.0fs", error, self._delay_s)
+                self._retry_at = time.monotonic() + self._delay_s
+                self._delay_s = min(self._delay_s * 2, RETRY_MAX_DELAY_S)
+                return
+            channel.basic_ack(tag)
+            self._pending.pop(0)
+        self._delay_s = RETRY_FIRST_DELAY_S
+
+
+def record_failure(store: ObjectStore, body: bytes, reason: str) -> None:
+    """Write a dead job's result as failed, unless it has a result already."""
+    try:
+        job = PredictionJob.decode(body)
+    except MessageDecodeError as error:
+        log.warning("a dead job without a readable id cannot be recorded: %s", error)
+        return
+    key = layout.prediction_result(job.job_id)
+    if store.exists(key):
+        return  # answered before it died (its ack was lost): the answer stands
+    failure = PredictionResult(
+        job_id=job.job_id,
+        submitted_at=job.submitted_at,
+        completed_at=time.time(),
+        error={"code": DEAD_LETTERED, "message": reason},
+    )
+    put_json(store, key, dataclasses.asdict(failure))
+    log.warning("job %s dead-lettered: %s", job.job_id, reason)
+
+
+def replay(amqp_url: str, store: ObjectStore, topology: Topology) -> dict[str, int]:
+    """Move every job now in `predict.dead` back to `predict`; return counts by outcome.
+
+    Each job's dead-letter failure record is removed first, so its id reads `pending`
+    again; the job goes back without `reply_to` (whoever waited is long gone). Undecodable
+    messages stay in the dead-letter queue. Jobs that die again are not replayed twice in
+    one run: only the messages present at the start are taken.
+    """
+    dead_queue = topology.dead_letter_queue(topology.predict_queue)
+    connection = connect(amqp_url, timeout_s=30)
+    counts = {"replayed": 0, "answered": 0, "kept": 0}
+    kept_tags: list[int] = []
+    try:
+        channel = connection.channel()
+        topology.declare(channel)
+        channel.confirm_delivery()
+        waiting = channel.queue_declare(dead_queue, passive=True).method.message_count
+        for _ in range(waiting):
+            method, properties, body = channel.basic_get(dead_queue)
+            if method is None:
+                break
+            outcome = _replay_one(channel, store, topology, properties, body)
+            counts[outcome] += 1
+            if outcome == "kept":
+                kept_tags.append(method.delivery_tag)
+            else:
+                channel.basic_ack(method.delivery_tag)
+        for tag in kept_tags:
+            channel.basic_nack(tag, requeue=True)
+    finally:
+        close_quietly(connection)
+    return counts
+
+
+def _replay_one(
+    channel: BlockingChannel, store: ObjectStore, topology: Topology, properties: BasicProperties, body: bytes
+) -> str:
+    """Replay one dead job: "replayed", "answered" (it has a real result; dropped) or "kept"."""
+    try:
+        job = PredictionJob.decode(body)
+    except MessageDecodeError:
+        log.warning("keeping an undecodable message in the dead-letter queue")
+        return "kept"
+    try:
+        result = get_json(store, layout.prediction_result(job.job_id))
+    except NotFound:
+        result = None
+    failure = result if result is not None and _is_dead_letter_failure(result) else None
+    if result is not None and failure is None:
+        return "answered"
+    if failure is not None:
+        store.delete(layout.prediction_result(job.job_id))
+    headers = {key: value for key, value in (properties.headers or {}).items() if not key.startswith("x-")}
+    try:
+        channel.basic_publish(
+            "",
+            topology.predict_queue,
+            body,
+            pika.BasicProperties(
+                message_id=properties.message_id,
+                content_type=properties.content_type,
+                delivery_mode=pika.DeliveryMode.Persistent,
+                timestamp=properties.timestamp,
+                type=properties.type,
+                headers=headers,
+                correlation_id=properties.correlation_id,
+            ),
+            mandatory=True,
+        )
+    except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+        log.warning("the predict queue refused job %s; it stays dead", job.job_id)
+        if failure is not None:
+            put_json(store, layout.prediction_result(job.job_id), failure)
+        return "kept"
+    return "replayed"
+
+
+def _is_dead_letter_failure(result: dict[str, Any]) -> bool:
+    return (result.get("error") or {}).get("code") == DEAD_LETTERED
