@@ -37,7 +37,9 @@ class Settings:
     # Prefix for every queue and exchange name; lets tests and tenants share one broker.
     broker_namespace: str = ""
     predict_queue_max_length: int = 2000
-    delivery_limit: int = 3
+    # Deliveries a job may have before it is dead-lettered. Transient failures do not spend
+    # them (workers hold the job); a worker death or broker restart with the job in hand does.
+    delivery_limit: int = 5
     # Storage: filesystem store under store_dir unless s3_endpoint is set.
     s3_endpoint: str = ""
     s3_access_key: str = "minioadmin"
