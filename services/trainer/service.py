@@ -4,20 +4,28 @@ Requests that queue up during a run are coalesced into the next run. A request i
 once its job record says "running": from then on the record, not the message, carries the
 job, so a run may outlast the broker's consumer timeout. A trainer that dies mid-run finds
 the job "running" at its next start and runs it again under the same version name.
+
+Neither the store nor the broker going away ends the loop: a run that loses the store fails
+with the reason, and its final record is written once the store is back (retried until then),
+so a job is never left "running" by a live trainer. A missed progress write is only logged.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from services.trainer.pipeline import quiet_numbers, run_training
 from shared import metrics, training_jobs
-from shared.errors import MessageDecodeError, SkinLesionError
+from shared.errors import MessageDecodeError, SkinLesionError, StorageUnavailable
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
 from shared.messaging.schemas import Event, TrainRequest
 from shared.messaging.topology import EVENT_TRAINING_FINISHED, EVENT_TRAINING_PROGRESS, Topology
@@ -29,6 +37,49 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 UNFINISHED = ("running", "evaluating")
 
+T = TypeVar("T")
+
+
+class ServiceStopping(SkinLesionError):
+    """Raised out of a wait for a dependency when the service is asked to stop."""
+
+
+class Backoff:
+    """Capped exponential delays with jitter, so peers that lost the same server do not retry in step."""
+
+    def __init__(self, first_s: float = 0.5, cap_s: float = 10.0) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self._next_s = first_s
+
+    def reset(self) -> None:
+        self._next_s = self.first_s
+
+    def next(self) -> float:
+        delay_s = random.uniform(self._next_s / 2, self._next_s)
+        self._next_s = min(self._next_s * 2, self.cap_s)
+        return delay_s
+
+
+def retry_until_done(
+    what: str,
+    action: Callable[[], T],
+    stopping: threading.Event,
+    *,
+    errors: tuple[type[BaseException], ...] = (StorageUnavailable,),
+    cap_s: float = 10.0,
+) -> T:
+    """Run `action` until it stops raising `errors`; raise ServiceStopping once `stopping` is set."""
+    backoff = Backoff(cap_s=cap_s)
+    while True:
+        if stopping.is_set():
+            raise ServiceStopping(f"stopped while trying to {what}")
+        try:
+            return action()
+        except errors as error:
+            delay_s = backoff.next()
+            log.warning("cannot %s (%s); retrying in %.1fs", what, error, delay_s)
+            stopping.wait(delay_s)
+
 
 class TrainerService:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
@@ -38,22 +89,66 @@ class TrainerService:
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.busy = threading.Event()
+        self._broker_backoff = Backoff(first_s=1.0, cap_s=30.0)
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Ready when it can take a request: the broker connected (or let go for a run) and the store reachable."""
+        if self.connected.is_set():
+            broker = "ok"
+        elif self.busy.is_set():
+            broker = "released during a run"
+        else:
+            broker = "disconnected"
+        try:
+            self.store.ping()
+            storage = "ok"
+        except StorageUnavailable as error:
+            storage = str(error)
+        checks = {"broker": broker, "storage": storage, "training": "busy" if self.busy.is_set() else "idle"}
+        return broker != "disconnected" and storage == "ok", checks
 
     def run(self) -> None:
-        interrupted = [r["id"] for r in training_jobs.list_recent(self.store, 50) if r["status"] in UNFINISHED]
+        """Resume interrupted jobs, then serve requests until `stopping`; no error ends the loop."""
+        backoff = Backoff(first_s=1.0, cap_s=30.0)
+        try:
+            self._guarded(self._resume_interrupted, backoff)
+            while not self.stopping.is_set():
+                self._guarded(self._serve_requests, backoff)
+        except ServiceStopping as stopped:
+            log.info("%s", stopped)
+
+    def _guarded(self, step: Callable[[], None], backoff: Backoff) -> None:
+        """Run one step of the loop; log whatever it raises and back off before the next one."""
+        try:
+            step()
+            backoff.reset()
+        except ServiceStopping:
+            raise
+        except Exception:  # the loop outlives any one failure; /healthz reports its thread
+            delay_s = backoff.next()
+            log.exception("trainer loop step failed; going on in %.1fs", delay_s)
+            self.stopping.wait(delay_s)
+
+    def _resume_interrupted(self) -> None:
+        recent = retry_until_done(
+            "list training jobs", lambda: training_jobs.list_recent(self.store, 50), self.stopping
+        )
+        interrupted = [record["id"] for record in recent if record["status"] in UNFINISHED]
         if interrupted:
             log.info("resuming interrupted training jobs %s", interrupted)
             self._run_jobs(sorted(interrupted), epochs=None)
-        while not self.stopping.is_set():
-            job_ids, epochs = self._take_requests()
-            if job_ids:
-                self._run_jobs(job_ids, epochs)
+
+    def _serve_requests(self) -> None:
+        job_ids, epochs = self._take_requests()
+        if job_ids:
+            self._run_jobs(job_ids, epochs)
 
     def _take_requests(self) -> tuple[list[str], int | None]:
         """Wait for a request, take every other queued one too, mark them running, ack."""
         connection: BlockingConnection | None = None
         try:
-            connection = connect(self.settings.amqp_url, timeout_s=30)
+            # A short connect: the backoff below paces retries, and a stop is not held up long.
+            connection = connect(self.settings.amqp_url, timeout_s=5)
             channel = connection.channel()
             self.topology.declare(channel)
             channel.basic_qos(prefetch_count=1)
@@ -64,14 +159,20 @@ class TrainerService:
             deliveries = [first]
             while (got := channel.basic_get(self.topology.train_queue))[0] is not None:
                 deliveries.append((got[0].delivery_tag, got[2]))
-            return self._accept(channel, deliveries)
+            job_ids, epochs, store_down = self._accept(channel, deliveries)
+            if store_down:
+                # The requests go back to the queue (on close); take them again once the store may be back.
+                self.stopping.wait(self._broker_backoff.next())
+            else:
+                self._broker_backoff.reset()
+            return job_ids, epochs
         except CONNECTION_ERRORS as error:
             log.warning("broker connection lost (%r); reconnecting", error)
-            self.stopping.wait(2.0)
+            self.stopping.wait(self._broker_backoff.next())
             return [], None
         except SkinLesionError as error:
             log.warning("cannot take training requests: %s", error)
-            self.stopping.wait(2.0)
+            self.stopping.wait(self._broker_backoff.next())
             return [], None
         finally:
             self.connected.clear()
@@ -88,12 +189,26 @@ class TrainerService:
         channel.basic_cancel(tag)
         return received[0] if received else None
 
-    def _accept(self, channel: BlockingChannel, deliveries: list[tuple[int, bytes]]) -> tuple[list[str], int | None]:
-        job_ids, epochs = [], None
+    def _accept(
+        self, channel: BlockingChannel, deliveries: list[tuple[int, bytes]]
+    ) -> tuple[list[str], int | None, bool]:
+        """Mark each requested job running and ack it; (job ids, epochs, whether the store failed).
+
+        A request the store cannot take now stays queued (requeued, unacked): it is not the
+        request that is wrong. One that names no job or does not decode is dead-lettered.
+        """
+        job_ids, epochs, store_down = [], None, False
         for delivery_tag, body in deliveries:
             try:
                 request = TrainRequest.decode(body)
                 record = training_jobs.load(self.store, request.job_id)
+                if record["status"] not in training_jobs.FINISHED:
+                    training_jobs.update(self.store, request.job_id, status="running")
+            except StorageUnavailable as error:
+                log.warning("requeueing a training request: %s", error)
+                channel.basic_nack(delivery_tag, requeue=True)
+                store_down = True
+                continue
             except (MessageDecodeError, SkinLesionError) as error:
                 log.warning("dead-lettering a training request: %s", error)
                 channel.basic_reject(delivery_tag, requeue=False)
@@ -101,18 +216,16 @@ class TrainerService:
             if record["status"] in training_jobs.FINISHED:
                 log.info("job %s already finished; acking its repeat", request.job_id)
             else:
-                training_jobs.update(self.store, request.job_id, status="running")
                 job_ids.append(request.job_id)
                 epochs = request.epochs if request.epochs is not None else epochs
             channel.basic_ack(delivery_tag)
-        return job_ids, epochs
+        return job_ids, epochs, store_down
 
     def _run_jobs(self, job_ids: list[str], epochs: int | None) -> None:
         """One training run answering every job in `job_ids` (the first names the version)."""
         primary = job_ids[0]
         started = time.time()
-        self.busy.set()
-        attempts = 1 + max(training_jobs.load(self.store, job_id).get("attempts", 0) for job_id in job_ids)
+        attempts = 1 + max(self._read(job_id).get("attempts", 0) for job_id in job_ids)
         self._update_all(
             job_ids,
             status="running",
@@ -120,6 +233,7 @@ class TrainerService:
             coalesced_into=primary if len(job_ids) > 1 else None,
             timings={"started_at": started},
         )
+        self.busy.set()
         try:
             if attempts > MAX_ATTEMPTS:
                 raise SkinLesionError(f"gave up after {MAX_ATTEMPTS} interrupted attempts")
@@ -136,6 +250,7 @@ class TrainerService:
             outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
         finally:
             self.busy.clear()
+        # Retried until the store takes it: a live trainer never leaves a finished run "running".
         self._update_all(job_ids, **outcome, timings={"finished_at": time.time()})
         metrics.TRAINING_RUNS.labels(outcome["status"]).inc()
         metrics.TRAINING_DURATION.observe(time.time() - started)
@@ -144,17 +259,28 @@ class TrainerService:
     def _progress(self, job_ids: list[str], stage: str, epoch: int, total: int, record: dict[str, Any]) -> None:
         progress = {"stage": stage, "epoch": epoch, "epochs": total, "metrics": quiet_numbers(record)}
         status = "evaluating" if stage == "evaluating" else "running"
-        self._update_all(job_ids, status=status, progress=progress)
+        try:
+            for job_id in job_ids:
+                training_jobs.update(self.store, job_id, status=status, progress=progress)
+        except StorageUnavailable as error:
+            # Progress is a view of the run, not part of it: the next step writes it again.
+            log.warning("skipped a progress update of job %s: %s", job_ids[0], error)
         self._publish_event(EVENT_TRAINING_PROGRESS, {"jobs": job_ids, **progress})
 
+    def _read(self, job_id: str) -> dict[str, Any]:
+        """A job's record, waiting for the store as long as it takes."""
+        return retry_until_done(f"read job {job_id}", partial(training_jobs.load, self.store, job_id), self.stopping)
+
     def _update_all(self, job_ids: list[str], **changes: Any) -> None:
+        """Write `changes` into every job's record, waiting for the store as long as it takes."""
         for job_id in job_ids:
-            training_jobs.update(self.store, job_id, **changes)
+            write = partial(training_jobs.update, self.store, job_id, **changes)
+            retry_until_done(f"update job {job_id}", write, self.stopping)
 
     def _publish_event(self, name: str, data: dict[str, Any]) -> None:
         """Events are best effort: a broker hiccup must not fail a finished training run."""
         event = Event(name=name, event_id=f"{name}-{time.time_ns()}", occurred_at=time.time(), data=data)
         try:
             publish_event(self.settings.amqp_url, self.topology.events_exchange, event, routing_key=name)
-        except SkinLesionError as error:
-            log.warning("could not publish %s: %s", name, error)
+        except (SkinLesionError, pika.exceptions.AMQPError, *CONNECTION_ERRORS) as error:
+            log.warning("could not publish %s: %r", name, error)
