@@ -6,7 +6,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from services.gateway import datasets, errors, insights, models, operations, predictions, training, ui
+from services.gateway import datasets, errors, insights, models, openapi, operations, predictions, training, ui
 from services.gateway.json_provider import FiniteJSONProvider
 from services.gateway.rpc import PredictionClient
 from shared import metrics
@@ -42,7 +42,7 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    blueprints = (ui, predictions, datasets, training, models, insights)
+    blueprints = (ui, predictions, datasets, training, models, insights, openapi)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     _instrument(app)

@@ -15,12 +15,13 @@ from shared.model import registry
 
 blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
 
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# fullmatch: "$" would also match before a trailing newline (see predictions._JOB_ID).
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SUMMARY_METRICS = ("n", "auc", "auc_ci95", "sensitivity", "specificity", "balanced_accuracy", "ece")
 
 
 def _checked_version(version: str) -> str:
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise BadInput(f"{version[:80]!r} is not a model version name")
     return version
 

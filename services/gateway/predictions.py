@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
 
 NOT_A_DIAGNOSIS = "Research and teaching tool only; not a diagnosis. See a dermatologist about any lesion."
-_JOB_ID = re.compile(r"^(?P<date>\d{8})-[0-9a-f]{32}$")
+# fullmatch and [0-9], not match and \d: "$" also matches before a trailing newline, and \d takes
+# any script's digits; either would let an id through that only the store then chokes on.
+_JOB_ID = re.compile(r"(?P<date>[0-9]{8})-[0-9a-f]{32}")
 
 
 def new_job_id(now: datetime) -> str:
@@ -32,10 +34,14 @@ def new_job_id(now: datetime) -> str:
 
 
 def _parse_job_id(job_id: str) -> datetime:
-    match = _JOB_ID.match(job_id)
-    if match is None:
-        raise BadInput(f"{job_id[:80]!r} is not a prediction id")
-    return datetime.strptime(match["date"], "%Y%m%d").replace(tzinfo=UTC)
+    match = _JOB_ID.fullmatch(job_id)
+    if match is not None:
+        try:
+            # The pattern allows any eight digits; strptime refuses a day that does not exist.
+            return datetime.strptime(match["date"], "%Y%m%d").replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    raise BadInput(f"{job_id[:80]!r} is not a prediction id")
 
 
 def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[DecodedImage]:

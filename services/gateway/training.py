@@ -16,7 +16,8 @@ from shared.storage import layout
 
 blueprint = Blueprint("training", __name__, url_prefix="/api/v1/training-jobs")
 
-_JOB_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+# fullmatch and [0-9]: see predictions._JOB_ID.
+_JOB_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
 
 
 def _requested_epochs(max_epochs: int) -> int | None:
@@ -54,6 +55,6 @@ def list_jobs() -> Response:
 
 @blueprint.get("/<job_id>")
 def get(job_id: str) -> Response:
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         raise BadInput(f"{job_id[:80]!r} is not a training job id")
     return jsonify(training_jobs.load(context.store(), job_id))
