@@ -28,11 +28,16 @@ def _always_alive() -> tuple[bool, dict[str, str]]:
 
 
 def threads_alive(threads: dict[str, threading.Thread]) -> LivenessCheck:
-    """A liveness check that fails once any of `threads` (by name) has ended."""
+    """A liveness check that fails once any of `threads` (by name) has ended; one not yet started is "starting"."""
+
+    def state(thread: threading.Thread) -> str:
+        if thread.is_alive():
+            return "alive"
+        return "starting" if thread.ident is None else "dead"
 
     def check() -> tuple[bool, dict[str, str]]:
-        states = {name: "alive" if thread.is_alive() else "dead" for name, thread in threads.items()}
-        return all(state == "alive" for state in states.values()), states
+        states = {name: state(thread) for name, thread in threads.items()}
+        return all(value != "dead" for value in states.values()), states
 
     return check
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
+import time
 
 from services.insights.consumer import InsightsConsumer
 from services.insights.snapshots import SnapshotBuilder
 from shared.errors import SkinLesionError, StorageUnavailable
 from shared.logs import configure_logging
-from shared.ops_server import start_ops_server
+from shared.ops_server import start_ops_server, threads_alive
 from shared.settings import Settings
 from shared.storage import create_store
 
@@ -18,16 +20,26 @@ log = logging.getLogger("services.insights")
 
 
 def main() -> int:
-    """Run until SIGTERM or SIGINT (exit 0); exit 2 when it cannot start, 1 on a crash."""
+    """Run until SIGTERM or SIGINT (exit 0); exit 2 on a bad configuration.
+
+    The broker or the store being away is waited out, never a reason to exit. The consume
+    loop runs in its own thread, which /healthz reports: should it ever die, the process
+    stays up answering 503 there, for the supervisor to restart it.
+    """
     try:
         settings = Settings.from_env()
     except SkinLesionError as error:
         print(f"insights: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, "insights")
-    store = create_store(settings)
+    try:
+        store = create_store(settings)
+    except (SkinLesionError, ValueError, OSError) as error:
+        log.error("cannot start: %s", error)
+        return 2
     builder = SnapshotBuilder(store, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
     consumer = InsightsConsumer(settings, builder)
+    loop = threading.Thread(target=consumer.run, name="insights-consumer", daemon=True)
 
     def readiness() -> tuple[bool, dict[str, str]]:
         checks = {"broker": "ok" if consumer.connected.is_set() else "disconnected"}
@@ -39,7 +51,12 @@ def main() -> int:
         return all(state == "ok" for state in checks.values()), checks
 
     try:
-        start_ops_server(settings.http_host, settings.insights_metrics_port, readiness)
+        start_ops_server(
+            settings.http_host,
+            settings.insights_metrics_port,
+            readiness,
+            liveness=threads_alive({"consumer": loop}),
+        )
     except OSError as error:
         log.error("cannot serve /metrics on port %d: %s", settings.insights_metrics_port, error)
         return 2
@@ -50,11 +67,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        consumer.run()
-    except Exception:
-        log.exception("insights stopped on an unexpected error")
-        return 1
+    loop.start()
+    # Sleep, not Event.wait: the handler that sets the event must not find its lock held here.
+    while not consumer.stopping.is_set():
+        time.sleep(0.5)
+    loop.join(timeout=60)
     log.info("stopped")
     return 0
 

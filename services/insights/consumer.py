@@ -65,29 +65,39 @@ class InsightsConsumer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights-refresh")
 
     def run(self) -> None:
-        """Consume until `stopping` is set, reconnecting with exponential backoff."""
+        """Consume until `stopping` is set; after any failure, back off (capped) and start again.
+
+        Nothing the broker, the store or a refresh raises ends this loop: the process stays up
+        and catches up once they are back.
+        """
         backoff_s = 1.0
         try:
             while not self.stopping.is_set():
                 try:
-                    connection = connect(self.amqp_url, timeout_s=5)
+                    self._connect_and_consume()
+                    backoff_s = 1.0
+                    continue
                 except BrokerUnavailable as error:
                     log.warning("%s; retrying in %.0fs", error, backoff_s)
                     if self._owed:
                         self._refresh_without_broker()
-                    self.stopping.wait(backoff_s)
-                    backoff_s = min(backoff_s * 2, self.max_backoff_s)
-                    continue
-                backoff_s = 1.0
-                try:
-                    self._consume(connection)
-                except CONNECTION_ERRORS as error:
-                    log.warning("lost the broker connection (%r); reconnecting", error)
-                finally:
-                    self.connected.clear()
-                    close_quietly(connection)
+                except Exception:  # a surprise is logged and outlived, never a reason to exit
+                    log.exception("the insights loop failed; starting again in %.0fs", backoff_s)
+                self.stopping.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self.max_backoff_s)
         finally:
             self._pool.shutdown(wait=True)
+
+    def _connect_and_consume(self) -> None:
+        """One broker connection's life; returns when it is lost or the service stops."""
+        connection = connect(self.amqp_url, timeout_s=5)
+        try:
+            self._consume(connection)
+        except CONNECTION_ERRORS as error:
+            log.warning("lost the broker connection (%r); reconnecting", error)
+        finally:
+            self.connected.clear()
+            close_quietly(connection)
 
     def _refresh_without_broker(self) -> None:
         """The start-up refresh, when the broker is not there to tell us about changes."""
@@ -98,6 +108,8 @@ class InsightsConsumer:
             pass
         except TransientError as error:
             log.warning("cannot refresh the snapshot yet: %s", error)
+        except Exception:  # retried with the next connection attempt
+            log.exception("the snapshot refresh failed")
 
     def _consume(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
@@ -120,20 +132,24 @@ class InsightsConsumer:
             # Uploads come in bursts: let the burst arrive, then take everything queued.
             self._pump(connection, self.settle_s)
             held.extend(_drain(channel, queue))
+            refresh = self._refresh_pumping(connection)  # broker errors raise from here, refresh errors below
             try:
-                self._refresh_pumping(connection)
+                refresh.result()
             except RefreshCancelled:
                 return  # unacked events go back to the queue when the connection closes
-            except TransientError as error:
+            except TransientError as error:  # the store away: the events stay held, retried later
                 log.warning("refresh failed (%s); retrying in %.0fs", error, backoff_s)
-                retry_at, backoff_s = time.monotonic() + backoff_s, min(backoff_s * 2, self.max_backoff_s)
+            except Exception:  # a surprise is retried the same way, with its traceback logged
+                log.exception("refresh failed; retrying in %.0fs", backoff_s)
+            else:
+                self._owed, backoff_s = False, 1.0
+                if held:
+                    # Tags of basic_consume and basic_get share one sequence per channel.
+                    channel.basic_ack(max(held), multiple=True)
+                    log.info("acked %d dataset.changed events", len(held))
+                    held.clear()
                 continue
-            self._owed, backoff_s = False, 1.0
-            if held:
-                # Tags of basic_consume and basic_get share one sequence per channel.
-                channel.basic_ack(max(held), multiple=True)
-                log.info("acked %d dataset.changed events", len(held))
-                held.clear()
+            retry_at, backoff_s = time.monotonic() + backoff_s, min(backoff_s * 2, self.max_backoff_s)
 
     def _pump(self, connection: BlockingConnection, seconds: float) -> None:
         """Serve the connection (heartbeats, deliveries) for `seconds` or until stopping."""
@@ -141,7 +157,8 @@ class InsightsConsumer:
         while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
             connection.process_data_events(time_limit=min(remaining, 0.2))
 
-    def _refresh_pumping(self, connection: BlockingConnection) -> dict[str, Any]:
+    def _refresh_pumping(self, connection: BlockingConnection) -> Future[dict[str, Any]]:
+        """Run a refresh in the helper thread while serving the connection; return it once done."""
         future: Future[dict[str, Any]] = self._pool.submit(self.builder.refresh, self.stopping)
         future.add_done_callback(lambda _future: _wake(connection))
         try:
@@ -151,7 +168,7 @@ class InsightsConsumer:
             # Never two refreshes at once: let this one finish before reconnecting.
             wait([future])
             raise
-        return future.result()
+        return future
 
 
 def _wake(connection: BlockingConnection) -> None:

@@ -19,7 +19,7 @@ from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect,
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.model import registry
-from shared.ops_server import start_ops_server
+from shared.ops_server import start_ops_server, threads_alive
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 
@@ -61,11 +61,7 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
         service.run()
 
     loop = threading.Thread(target=work, name="trainer-loop", daemon=True)
-
-    def liveness() -> tuple[bool, dict[str, str]]:
-        state = "alive" if loop.is_alive() else ("starting" if loop.ident is None else "dead")
-        return state != "dead", {"trainer-loop": state}
-
+    liveness = threads_alive({"trainer-loop": loop})
     try:
         start_ops_server(settings.http_host, settings.trainer_metrics_port, service.readiness, liveness=liveness)
     except OSError as error:

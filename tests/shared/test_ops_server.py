@@ -78,8 +78,9 @@ def test_a_check_that_raises_answers_503_instead_of_dropping_the_probe(serve: Ca
 def test_threads_alive_fails_once_a_named_thread_has_ended() -> None:
     release = threading.Event()
     thread = threading.Thread(target=release.wait, args=(10,), daemon=True)
-    thread.start()
     check = threads_alive({"consumer": thread})
+    assert check() == (True, {"consumer": "starting"}), "not yet started is not dead"
+    thread.start()
     assert check() == (True, {"consumer": "alive"})
     release.set()
     thread.join(timeout=10)
