@@ -21,22 +21,15 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, get_json, layout
 from tests.conftest import AMQP_URL
+from tests.faults import conftest as fault_servers
 from tests.services.insights.support import LIMITS, distinct_png, put_images
 from tests.support.seaweedfs import SeaweedS3
 from tests.support.system import RunningSystem, ServiceProcess, system_env
 
 WAIT_S = 90
 
-
-@pytest.fixture
-def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
-    """An S3 server of this test's own, which it may kill and start again."""
-    server = SeaweedS3(tmp_path / "seaweedfs")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+# The fault tests' own S3 server (SeaweedFS), which a test may kill and start again.
+own_s3 = fault_servers.own_s3
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from shared.errors import NotFound, StorageUnavailable
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 from tests.conftest import AMQP_URL
+from tests.faults import conftest as fault_servers
 from tests.services.test_retraining import run_system, start_training, wait_for_job, write_dataset
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.seaweedfs import SeaweedS3
@@ -28,16 +29,8 @@ from tests.support.system import RunningSystem, ServiceProcess
 STORE_DOWN_S = 5  # how long the store stays away once the run has ended without it
 WAIT_S = 300
 
-
-@pytest.fixture
-def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
-    """An S3 server of this test's own, which it may kill and start again."""
-    server = SeaweedS3(tmp_path / "seaweedfs")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+# The fault tests' own S3 server (SeaweedFS), which a test may kill and start again.
+own_s3 = fault_servers.own_s3
 
 
 @pytest.fixture
