@@ -6,8 +6,10 @@ job, so a run may outlast the broker's consumer timeout. A trainer that dies mid
 the job "running" at its next start and runs it again under the same version name.
 
 Neither the store nor the broker going away ends the loop: a run that loses the store fails
-with the reason, and its final record is written once the store is back (retried until then),
-so a job is never left "running" by a live trainer. A missed progress write is only logged.
+with the reason, and its final record is written once the store is back (retried with capped,
+jittered backoff), so a job is never left "running" by a live trainer; one stopped while it
+waits leaves the job "running" for its next start to run again. A missed progress write is
+only logged: the next one catches up.
 """
 
 from __future__ import annotations
