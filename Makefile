@@ -32,7 +32,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime  ## start gateway and worker on this machine (Ctrl-C stops them)
+run: $(VENV)/.runtime  ## start every service on this machine, restarting any that exits (Ctrl-C stops them)
 	PYTHON=$(PYTHON) deploy/local/run.sh
 
 test: $(VENV)/.dev  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)

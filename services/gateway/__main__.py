@@ -29,6 +29,11 @@ class GatewayServer(BaseApplication):
         self.cfg.set("timeout", int(settings.predict_timeout_s) + 30)
         self.cfg.set("graceful_timeout", int(settings.predict_timeout_s) + 5)
         self.cfg.set("child_exit", _forget_dead_process_metrics)
+        # SO_REUSEPORT: when the master is SIGKILLed, its workers notice only later (after their
+        # in-flight requests) and keep the listening socket meanwhile; without this the restarted
+        # master fails to bind ("Address already in use") until they are gone. The price: a second
+        # gateway started by the same user on the same port shares it instead of failing to start.
+        self.cfg.set("reuse_port", True)
 
     def load(self) -> object:
         # Imported here, after the fork, so every process builds its own app and connection.

@@ -193,6 +193,12 @@ def test_service_has_a_healthcheck(services, name):
 
 
 @pytest.mark.parametrize("name", APP_SERVICES + INFRA_SERVICES)
+def test_service_is_restarted_when_it_exits_unless_an_operator_stopped_it(services, name):
+    # What deploy/local/supervise.py does for `make run`.
+    assert services[name]["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES + INFRA_SERVICES)
 def test_service_image_tag_is_pinned(services, name):
     image = services[name]["image"]
     repository, _, tag = image.rpartition(":")
