@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Flask, Response, g, request
@@ -10,10 +11,13 @@ from services.gateway import datasets, errors, insights, models, openapi, operat
 from services.gateway.json_provider import FiniteJSONProvider
 from services.gateway.rpc import PredictionClient
 from shared import metrics
+from shared.errors import TransientError
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -31,7 +35,11 @@ def create_app(
     app.json = FiniteJSONProvider(app)
 
     store = store if store is not None else create_store(settings)
-    registry.seed_from_directory(store, settings.models_dir)
+    try:
+        registry.seed_from_directory(store, settings.models_dir)
+    except TransientError as error:
+        # Workers seed the store too; the gateway starts anyway and says so on /readyz.
+        log.warning("could not seed the store with the shipped model: %s", error)
     if prediction_client is None:
         prediction_client = PredictionClient(
             settings.amqp_url, Topology.from_settings(settings), publish_timeout_s=settings.predict_timeout_s
