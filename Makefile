@@ -20,7 +20,7 @@ LOADTEST_HOST ?= http://127.0.0.1:8000
 LOADTEST_USERS ?= 50
 LOADTEST_TIME ?= 60s
 
-.PHONY: run test lint train evaluate bench bench-model loadtest clean
+.PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-model: $(VENV)/.dev  ## Keras vs ONNX Runtime vs LiteRT (and int8, TTA) on
 loadtest: $(VENV)/.dev  ## locust against a running system at LOADTEST_HOST
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u $(LOADTEST_USERS) -r 10 -t $(LOADTEST_TIME) \
 		--host $(LOADTEST_HOST)
+
+replay-dead-letters: $(VENV)/.runtime  ## move dead prediction jobs back to the queue (after fixing the cause)
+	$(PYTHON) -m services.worker replay-dead-letters
 
 clean:
 	rm -rf var test-output .pytest_cache

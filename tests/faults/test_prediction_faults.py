@@ -153,3 +153,33 @@ def test_a_store_outage_gets_503_meanwhile_and_loses_no_accepted_job(
     assert worker_ready.status_code == 503 and worker_ready.json()["checks"]["storage"] != "ok"
     assert load.record.statuses["503"] > 0
     assert recovery_s <= RECOVERY_BOUND_S
+
+
+def test_a_broker_that_blocks_publishers_gets_503_in_bounded_time_and_recovers(
+    system: RunningSystem, own_broker: RabbitNode, output_dir: Path
+) -> None:
+    """A memory alarm: the broker stays up but takes no publishes (a slow broker, not a gone one)."""
+    start_two_workers_and_a_gateway(system)
+    with Load(system.gateway_url) as load:
+        time.sleep(3)
+        own_broker.ctl("set_vm_memory_high_watermark", "0")
+        time.sleep(15)
+        own_broker.ctl("set_vm_memory_high_watermark", "0.4")
+        unblocked_at = time.monotonic()
+        recovery_s = wait_for_recovery(load.record, unblocked_at)
+        time.sleep(3)
+    final = assert_nothing_lost(system, load)
+    report(
+        output_dir,
+        "broker_blocked",
+        {
+            "blocked_s": 15,
+            "recovery_s": round(recovery_s, 2),
+            "requests_by_status": dict(load.record.statuses),
+            "accepted": len(load.record.accepted),
+            "done": len(final["done"]),
+        },
+    )
+    assert load.record.statuses["503"] > 0
+    assert not any(status.startswith("connection error") for status in load.record.statuses)
+    assert recovery_s <= RECOVERY_BOUND_S
