@@ -2,6 +2,11 @@
 
 `datasets/{split}/{label}/{sha256}.{ext}`: the same image added twice (under any name, or
 in any split) is stored once, so imports and uploads are idempotent and deduplicated.
+
+What is stored has its metadata stripped (shared/images.py `strip_metadata`), and the hash
+is of what is stored: the same picture sent with different EXIF is one image. The hash of
+the bytes as sent is checked too, before any decoding, so a file stored before stripping
+existed (whose key is the hash of its bytes as sent) is still a duplicate of itself.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import BadInput
-from shared.images import EXTENSIONS, decode_upload
+from shared.images import EXTENSIONS, decode_upload, strip_metadata
 from shared.storage import ObjectStore, layout
 
 
@@ -81,14 +86,18 @@ def add_image(
 
     `known` (from `known_hashes`) is updated, so duplicates within one batch are caught too.
     """
-    sha256 = hashlib.sha256(data).hexdigest()
-    if sha256 in known:
-        return AddOutcome(filename, "duplicate", sha256)
+    sent_sha256 = hashlib.sha256(data).hexdigest()
+    if sent_sha256 in known:
+        return AddOutcome(filename, "duplicate", sent_sha256)
     try:
         image = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
     except BadInput as error:
         return AddOutcome(filename, "rejected", reason=str(error))
-    store.put(layout.dataset_image(split, label, sha256, image.extension), data, image.content_type)
+    stored = strip_metadata(data, image)
+    sha256 = hashlib.sha256(stored).hexdigest()
+    if sha256 in known:
+        return AddOutcome(filename, "duplicate", sha256)
+    store.put(layout.dataset_image(split, label, sha256, image.extension), stored, image.content_type)
     known.add(sha256)
     return AddOutcome(filename, "added", sha256)
 

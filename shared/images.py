@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from shared import image_metadata
 from shared.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedImageFormat
 
 MODEL_INPUT_SIZE = (224, 224)
@@ -35,14 +36,29 @@ EXTENSIONS = {"jpeg": "jpg", "png": "png"}
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
+# EXIF orientations that turn or flip the pixels (1 is upright; Pillow's exif_transpose table).
+TURNING_ORIENTATIONS = frozenset(range(2, 9))
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upload that passed every check: its sniffed format and its RGB pixels."""
+    """An upload that passed every check: its sniffed format and its RGB pixels.
+
+    `upright` is the image turned by its EXIF orientation, in its own mode (16-bit, alpha),
+    which is what a re-encode without metadata starts from.
+    """
 
     format: str
     width: int
     height: int
     rgb: Image.Image
+    orientation: int = 1
+    upright: Image.Image | None = None
+
+    @property
+    def turned(self) -> bool:
+        """Whether the file's orientation tag turned the pixels (stripping then needs a re-encode)."""
+        return self.orientation in TURNING_ORIENTATIONS
 
     @property
     def extension(self) -> str:
@@ -88,7 +104,9 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedIma
             if width * height > max_pixels:
                 raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels")
             image.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
+            orientation = _orientation(image)
+            upright = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(upright)
     except (ImageTooLarge, InvalidImage):
         raise
     except Image.DecompressionBombError as error:
@@ -96,7 +114,34 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedIma
     except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as error:
         raise InvalidImage(f"the {image_format.upper()} file is damaged or truncated: {error}") from error
     width, height = rgb.size
-    return DecodedImage(format=image_format, width=width, height=height, rgb=rgb)
+    return DecodedImage(
+        format=image_format, width=width, height=height, rgb=rgb, orientation=orientation, upright=upright
+    )
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation exif_transpose will apply; 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def strip_metadata(data: bytes, image: DecodedImage) -> bytes:
+    """The bytes to store for an upload that passed `decode_upload`: no EXIF, XMP, ICC, comments, text.
+
+    Lossless (segments or chunks filtered, pixel data copied) unless the orientation tag turned
+    the image, or the file's structure is too odd to walk; then the upright pixels are re-encoded.
+    """
+    if not image.turned:
+        try:
+            if image.format == "jpeg":
+                return image_metadata.strip_jpeg(data)
+            return image_metadata.strip_png(data)
+        except image_metadata.MalformedStructure:
+            pass  # Pillow decoded it anyway: re-encoding what it decoded is the safe way out
+    return image_metadata.reencode(image.upright if image.upright is not None else image.rgb, image.format)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

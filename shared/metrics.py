@@ -57,3 +57,11 @@ INSIGHTS_IMAGES = Counter("slc_insights_images_processed_total", "Images whose s
 INSIGHTS_SNAPSHOT_TIME = Gauge(
     "slc_insights_snapshot_timestamp_seconds", "Unix time of the latest snapshot (age = now - this)."
 )
+
+# Retention (the sweep runs in the insights service)
+RETENTION_DELETED = Counter(
+    "slc_retention_deleted_objects_total", "Prediction uploads, results and tombstones deleted as expired."
+)
+RETENTION_SWEEP_DURATION = Histogram(
+    "slc_retention_sweep_seconds", "Time of one retention sweep over the store.", buckets=(0.1, 0.5, 1, 5, 15, 60, 300)
+)

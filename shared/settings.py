@@ -49,6 +49,12 @@ class Settings:
     # Prefix for bucket names, so several deployments or test runs can share one endpoint.
     s3_bucket_prefix: str = ""
     store_dir: Path = REPO_ROOT / "var" / "store"
+    # Privacy: images sent for prediction and their results are deleted this many days after
+    # they were stored; 0 keeps nothing once the answer was delivered (at most an hour).
+    # Labelled dataset images are never expired. See shared/retention.py.
+    prediction_retention_days: int = 30
+    # How often the insights service sweeps expired predictions out of the store.
+    retention_sweep_interval_s: float = 300.0
     # Gateway
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -92,6 +98,10 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        if self.prediction_retention_days < 0:
+            raise ConfigurationError(
+                f"setting PREDICTION_RETENTION_DAYS={self.prediction_retention_days} must be 0 or more days"
+            )
         if self.serving_runtime not in SERVING_RUNTIMES:
             raise ConfigurationError(
                 f"setting SERVING_RUNTIME={self.serving_runtime!r} is not one of {', '.join(SERVING_RUNTIMES)}"

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from shared.errors import StorageUnavailable
 from shared.model import registry
+from shared.retention import RetentionPolicy
 
 blueprint = Blueprint("operations", __name__)
 
@@ -43,9 +44,13 @@ def readyz() -> tuple[Response, int]:
 def client_config() -> Response:
     """What a client (the web UI) needs to know before it sends anything."""
     settings = current_app.config["SETTINGS"]
+    retention = RetentionPolicy.from_settings(settings)
     return jsonify(
         {
             "write_token_required": bool(settings.write_token),
+            # What the UI tells people about their images (0: none kept after the answer).
+            "prediction_retention_days": retention.days,
+            "prediction_retention": f"Images sent for prediction and their results are {retention.describe()}.",
             "max_upload_bytes": settings.max_upload_bytes,
             "max_files_per_request": settings.max_files_per_request,
             "max_dataset_files_per_request": settings.max_dataset_files_per_request,

@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
+from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
 from services.gateway.rpc import PendingReply
 from shared.errors import BadInput, NotFound, SkinLesionError
-from shared.images import DecodedImage, decode_upload
+from shared.images import EXTENSIONS, DecodedImage, decode_upload, strip_metadata
 from shared.messaging.schemas import PredictionJob, PredictionResult
+from shared.retention import RetentionPolicy, forget_prediction
 from shared.settings import Settings
-from shared.storage import get_json, layout
+from shared.storage import ObjectStore, get_json, layout
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
@@ -71,7 +73,8 @@ def create_predictions() -> Response | tuple[Response, int]:
     for (_, data), image in zip(uploads, images, strict=True):
         job_id = new_job_id(now)
         key = layout.prediction_upload(job_id, image.extension, now)
-        context.store().put(key, data, image.content_type)
+        # What is stored has no EXIF, XMP, ICC or text: a phone photo's GPS position never lands.
+        context.store().put(key, strip_metadata(data, image), image.content_type)
         jobs.append(PredictionJob(job_id=job_id, image_key=key, submitted_at=time.time()))
     wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
     try:
@@ -118,6 +121,9 @@ def _await_answers(pending: list[PendingReply], started: float, timeout_s: float
         )
     latency_ms = round((time.monotonic() - started) * 1000, 1)
     answers = [_answer(reply.result, latency_ms) for reply in pending]
+    if _policy().delete_on_delivery:
+        for reply in pending:
+            _forget_delivered(reply.job_id)
     failed = [answer for answer in answers if answer.get("status") == "failed"]
     status = 422 if failed and len(failed) == len(answers) else 200
     if len(answers) == 1:
@@ -133,17 +139,87 @@ def _answer(result: PredictionResult, latency_ms: float | None) -> dict[str, obj
     return answer
 
 
+def _policy() -> RetentionPolicy:
+    return RetentionPolicy.from_settings(context.settings())
+
+
+def _forget_delivered(job_id: str) -> None:
+    """PREDICTION_RETENTION_DAYS=0: the answer is out, so nothing of the job is kept.
+
+    A store that fails here costs the client nothing; the sweep deletes it within the hour.
+    """
+    try:
+        forget_prediction(context.store(), job_id, _parse_job_id(job_id), "delivered")
+    except SkinLesionError as error:
+        log.warning("could not delete delivered prediction %s yet: %s", job_id, error)
+
+
+def _uploaded(store: ObjectStore, job_id: str, day: datetime) -> bool:
+    return any(store.exists(layout.prediction_upload(job_id, ext, day)) for ext in sorted(set(EXTENSIONS.values())))
+
+
+def _tombstone_reason(store: ObjectStore, job_id: str) -> str | None:
+    try:
+        return str(get_json(store, layout.prediction_tombstone(job_id)).get("reason", "deleted"))
+    except NotFound:
+        return None
+    except (ValueError, AttributeError):  # an unreadable tombstone still says the job is gone
+        return "deleted"
+
+
+_GONE_MESSAGES = {
+    "delivered": "was deleted once its answer was delivered (this system keeps no prediction after delivery)",
+    "deleted on request": "was deleted on request",
+}
+
+
+def _gone(job_id: str, reason: str) -> tuple[Response, int]:
+    policy = _policy()
+    message = _GONE_MESSAGES.get(reason, f"has expired: images and results are {policy.describe()}")
+    return error_response(410, "gone", f"prediction {job_id} {message}"), 410
+
+
 @blueprint.get("/<job_id>")
 def get_prediction(job_id: str) -> Response | tuple[Response, int]:
+    """The result, "pending", or 410 Gone once deleted or past the retention."""
     day = _parse_job_id(job_id)
     store = context.store()
+    policy = _policy()
+    now = time.time()
     try:
         result = PredictionResult(**get_json(store, layout.prediction_result(job_id)))
     except NotFound:
-        uploaded = any(store.exists(layout.prediction_upload(job_id, ext, day)) for ext in ("jpg", "png"))
-        if not uploaded:
-            raise NotFound(f"no prediction {job_id}") from None
-        return jsonify({"id": job_id, "status": "pending"}), 200
+        reason = _tombstone_reason(store, job_id)
+        if reason is not None:
+            return _gone(job_id, reason)
+        if _uploaded(store, job_id, day):
+            return jsonify({"id": job_id, "status": "pending"}), 200
+        if policy.day_may_have_expired(day, now):
+            return _gone(job_id, "expired")
+        raise NotFound(f"no prediction {job_id}") from None
     except TypeError as error:
         raise NotFound(f"no readable result for {job_id}: {error}") from error
-    return jsonify(_answer(result, None)), 200
+    if policy.is_expired(result.submitted_at, now):  # the sweep has not come by yet
+        return _gone(job_id, "expired")
+    answer = _answer(result, None)
+    if policy.delete_on_delivery:
+        _forget_delivered(job_id)
+    return jsonify(answer), 200
+
+
+@blueprint.delete("/<job_id>")
+@require_write_token
+def delete_prediction(job_id: str) -> Response | tuple[Response, int]:
+    """Delete the upload and the result (a queued job is then answered "not found", never stored).
+
+    Idempotent: deleting again, or deleting what retention already removed, answers 204.
+    """
+    day = _parse_job_id(job_id)
+    store = context.store()
+    stored = store.exists(layout.prediction_result(job_id)) or _uploaded(store, job_id, day)
+    if stored:
+        forget_prediction(store, job_id, day, "deleted on request")
+        log.info("prediction %s deleted on request", job_id)
+    elif _tombstone_reason(store, job_id) is None and not _policy().day_may_have_expired(day, time.time()):
+        raise NotFound(f"no prediction {job_id}")
+    return Response(status=204)

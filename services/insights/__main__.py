@@ -1,4 +1,5 @@
-"""Entry point: `python -m services.insights` keeps the dataset snapshot up to date."""
+"""Entry point: `python -m services.insights` keeps the dataset snapshot up to date, and
+sweeps expired predictions out of the store (services/insights/retention.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import threading
 import time
 
 from services.insights.consumer import InsightsConsumer
+from services.insights.retention import RetentionSweeper
 from services.insights.snapshots import SnapshotBuilder
 from shared.errors import SkinLesionError, StorageUnavailable
 from shared.logs import configure_logging
 from shared.ops_server import start_ops_server, threads_alive
+from shared.retention import RetentionPolicy
 from shared.settings import Settings
 from shared.storage import create_store
 
@@ -40,6 +43,10 @@ def main() -> int:
     builder = SnapshotBuilder(store, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
     consumer = InsightsConsumer(settings, builder)
     loop = threading.Thread(target=consumer.run, name="insights-consumer", daemon=True)
+    sweeper = RetentionSweeper(
+        store, RetentionPolicy.from_settings(settings), settings.retention_sweep_interval_s, consumer.stopping
+    )
+    sweep_loop = threading.Thread(target=sweeper.run, name="retention-sweep", daemon=True)
 
     def readiness() -> tuple[bool, dict[str, str]]:
         checks = {"broker": "ok" if consumer.connected.is_set() else "disconnected"}
@@ -55,7 +62,7 @@ def main() -> int:
             settings.http_host,
             settings.insights_metrics_port,
             readiness,
-            liveness=threads_alive({"consumer": loop}),
+            liveness=threads_alive({"consumer": loop, "retention_sweep": sweep_loop}),
         )
     except OSError as error:
         log.error("cannot serve /metrics on port %d: %s", settings.insights_metrics_port, error)
@@ -68,10 +75,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     loop.start()
+    sweep_loop.start()
     # Sleep, not Event.wait: the handler that sets the event must not find its lock held here.
     while not consumer.stopping.is_set():
         time.sleep(0.5)
     loop.join(timeout=60)
+    sweep_loop.join(timeout=30)
     log.info("stopped")
     return 0
 

@@ -272,10 +272,24 @@ class PredictionConsumer:
         )
 
     def _store_result(self, delivery: Delivery) -> None:
+        """Store the result, unless the job was deleted (DELETE /predictions/{id}) meanwhile.
+
+        A deleted job's tombstone is written before its files are removed, so checking it after
+        the write catches every deletion the write could have raced; a failure (most often the
+        image deleted while the job was queued) is checked before, and then never written.
+        """
+        job_id = delivery.job.job_id
+        key = layout.prediction_result(job_id)
         try:
-            put_json(self.store, layout.prediction_result(delivery.job.job_id), dataclasses.asdict(delivery.result))
+            if delivery.result.error and self.store.exists(layout.prediction_tombstone(job_id)):
+                delivery.stored = True  # settled: nothing is kept of a deleted job
+                return
+            put_json(self.store, key, dataclasses.asdict(delivery.result))
+            if self.store.exists(layout.prediction_tombstone(job_id)):
+                self.store.delete(key)
+                log.info("job %s was deleted while it ran; its result is not kept", job_id)
         except TransientError as error:
-            log.warning("cannot store the result of %s yet: %s", delivery.job.job_id, error)
+            log.warning("cannot store the result of %s yet: %s", job_id, error)
             return
         delivery.stored = True
 

@@ -96,6 +96,8 @@ def record_failure(store: ObjectStore, body: bytes, reason: str) -> None:
     key = layout.prediction_result(job.job_id)
     if store.exists(key):
         return  # answered before it died (its ack was lost): the answer stands
+    if store.exists(layout.prediction_tombstone(job.job_id)):
+        return  # deleted on request: nothing of it is recorded again
     failure = PredictionResult(
         job_id=job.job_id,
         submitted_at=job.submitted_at,

@@ -31,6 +31,20 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key that starts with `prefix`, in lexical order."""
 
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """Yield (key, last-modified time in epoch seconds) for every key under `prefix`.
+
+        Keys come in name order level by level (depth first); for the layout's date paths
+        (`.../{yyyy}/{mm}/{dd}/...`, `{yyyymmdd}-...`) that is oldest day first.
+        """
+
+    def set_expiry(self, bucket: str, days_by_prefix: dict[str, int]) -> bool:
+        """Ask the store itself to delete objects of `bucket` under each prefix after so many days.
+
+        Replaces any expiry rules the bucket had. Returns False when the store has no such
+        feature (the filesystem), so the caller knows only its own sweep enforces retention.
+        """
+
     def ping(self) -> None:
         """Raise StorageUnavailable when the store cannot be reached."""
 

@@ -16,6 +16,24 @@ from shared.storage.base import split_key
 MIN_FREE_BYTES = 1024 * 1024
 
 
+def _walk_sorted(folder: Path, key_base: str, name_prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(key, mtime) of every file under `folder` whose name starts with `name_prefix`, depth first."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if not entry.name.startswith(name_prefix) or entry.name.startswith(".tmp-"):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_sorted(Path(entry.path), f"{key_base}{entry.name}/")
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                yield f"{key_base}{entry.name}", entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:  # deleted since the directory was read
+                continue
+
+
 class FilesystemStore:
     """Objects as files under `root/bucket/name`; writes go through a temp file and rename."""
 
@@ -79,6 +97,24 @@ class FilesystemStore:
                 if name.startswith(rest):
                     keys.append(f"{bucket}/{name}")
         yield from sorted(keys)
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float]]:
+        # Lazy, directory by directory in name order: a sweep that stops at the first day it
+        # must keep never reads the directories of later days.
+        bucket, _, rest = prefix.partition("/")
+        bucket_dir = self.root / bucket
+        if not bucket or not bucket_dir.is_dir():
+            return
+        start_dir, _, name_prefix = rest.rpartition("/")
+        folder = bucket_dir / start_dir if start_dir else bucket_dir
+        base = f"{bucket}/{start_dir}/" if start_dir else f"{bucket}/"
+        try:
+            yield from _walk_sorted(folder, base, name_prefix)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot list {prefix}: {error.strerror or error}") from error
+
+    def set_expiry(self, bucket: str, days_by_prefix: dict[str, int]) -> bool:
+        return False  # plain files do not expire by themselves: the retention sweep deletes them
 
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):

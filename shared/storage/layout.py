@@ -20,6 +20,18 @@ def prediction_result(job_id: str) -> str:
     return f"results/predictions/{job_id}.json"
 
 
+def prediction_tombstone(job_id: str) -> str:
+    """Marks a prediction deleted on request or at delivery: its id and when, nothing else."""
+    return f"results/tombstones/{job_id}.json"
+
+
+PREDICTION_UPLOADS_PREFIX = "uploads/predictions/"
+PREDICTION_RESULTS_PREFIX = "results/predictions/"
+PREDICTION_TOMBSTONES_PREFIX = "results/tombstones/"
+# Everything a prediction leaves behind, which retention expires; datasets/ is never among them.
+PREDICTION_PREFIXES = (PREDICTION_UPLOADS_PREFIX, PREDICTION_RESULTS_PREFIX, PREDICTION_TOMBSTONES_PREFIX)
+
+
 def dataset_image(split: str, label: str, sha256: str, extension: str) -> str:
     return f"datasets/{split}/{label}/{sha256}.{extension}"
 

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from shared.errors import ObjectNotFound, StorageUnavailable
 from shared.storage.base import split_key
@@ -135,6 +137,54 @@ class S3Store:
             raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
             raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, float]]:
+        bucket_name, _, rest = prefix.partition("/")
+        bucket = self._bucket_prefix + bucket_name
+        try:
+            for item in self._client.list_objects(bucket, prefix=rest, recursive=True):
+                modified = item.last_modified.timestamp() if item.last_modified is not None else 0.0
+                yield f"{bucket_name}/{item.object_name}", modified
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return
+            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+
+    def set_expiry(self, bucket: str, days_by_prefix: dict[str, int]) -> bool:
+        """Bucket lifecycle rules: one Expiration-after-days rule per prefix."""
+        name = self._bucket_prefix + bucket
+        self._ensure_bucket(name)
+        rules = [
+            Rule(
+                ENABLED,
+                rule_filter=Filter(prefix=prefix),
+                rule_id=f"expire-{prefix.strip('/')}",
+                expiration=Expiration(days=days),
+            )
+            for prefix, days in sorted(days_by_prefix.items())
+        ]
+        try:
+            self._client.set_bucket_lifecycle(name, LifecycleConfig(rules))
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot set the lifecycle rules of bucket {name}: {error}") from error
+        return True
+
+    def expiry_rules(self, bucket: str) -> dict[str, int]:
+        """The bucket's lifecycle expiry rules as {prefix: days} (what `set_expiry` set)."""
+        name = self._bucket_prefix + bucket
+        try:
+            config = self._client.get_bucket_lifecycle(name)
+        except (MinioException, urllib3.exceptions.HTTPError) as error:
+            raise StorageUnavailable(f"cannot read the lifecycle rules of bucket {name}: {error}") from error
+        if config is None:
+            return {}
+        return {
+            rule.rule_filter.prefix if rule.rule_filter else "": rule.expiration.days
+            for rule in config.rules
+            if rule.expiration is not None and rule.expiration.days
+        }
 
     def ping(self) -> None:
         try:

@@ -1,6 +1,6 @@
 // Predict tab: choose or drop images, one request per file (in parallel), one card per file.
 
-import { ApiError, getJson, post } from "./api.js";
+import { ApiError, config, getJson, post } from "./api.js";
 import { byId, duration, el, percent, replace } from "./dom.js";
 
 const previews = new Set();
@@ -27,6 +27,16 @@ export function initPredict() {
   for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
 
   byId("predict-clear").addEventListener("click", clearResults);
+  showRetention();
+}
+
+/** Say how long the images sent here are kept, as the gateway's configuration says. */
+async function showRetention() {
+  const { prediction_retention: retention } = await config();
+  if (!retention) return;
+  const note = byId("predict-retention");
+  note.textContent = `${retention} Their metadata (EXIF, GPS position, camera) is removed before they are stored.`;
+  note.hidden = false;
 }
 
 function predictAll(files) {

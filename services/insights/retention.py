@@ -1,0 +1,65 @@
+"""The retention sweep's loop: in the insights service, the one long-running service of one replica.
+
+Every `retention_sweep_interval_s` it deletes expired prediction uploads, results and tombstones
+(shared/retention.py) from whichever store is configured, the filesystem or S3. At its first
+turn it also sets the S3 store's lifecycle rules, so that store expires predictions by itself
+should this loop ever stop. A store that is away is waited out: the loop logs and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared import metrics
+from shared.retention import RetentionPolicy, apply_store_expiry, sweep
+from shared.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY_S = 30.0
+
+
+class RetentionSweeper:
+    """Runs `sweep` every `interval_s` until `stopping` is set; no error ends it."""
+
+    def __init__(
+        self, store: ObjectStore, policy: RetentionPolicy, interval_s: float, stopping: threading.Event
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.interval_s = interval_s
+        self.stopping = stopping
+        self.expiry_rules_set = False
+
+    def run(self) -> None:
+        log.info("retention: predictions are %s; sweeping every %.0fs", self.policy.describe(), self.interval_s)
+        while not self.stopping.is_set():
+            delay_s = self.interval_s
+            try:
+                self.turn()
+            except Exception as error:  # the store away, or a surprise: logged, retried, never fatal
+                log.warning("retention sweep failed (%r); retrying in %.0fs", error, RETRY_DELAY_S)
+                delay_s = min(self.interval_s, RETRY_DELAY_S)
+            self.stopping.wait(delay_s)
+
+    def turn(self) -> None:
+        """One pass: the store's own expiry rules once, then a sweep."""
+        if not self.expiry_rules_set:
+            native = apply_store_expiry(self.store, self.policy)
+            self.expiry_rules_set = True
+            if native:
+                log.info(
+                    "retention: the store's lifecycle rules expire predictions after %d days too",
+                    self.policy.lifecycle_days,
+                )
+        report = sweep(self.store, self.policy)
+        metrics.RETENTION_DELETED.inc(report.deleted)
+        metrics.RETENTION_SWEEP_DURATION.observe(report.seconds)
+        if report.deleted:
+            log.info(
+                "retention: deleted %d expired objects of %d examined in %.2fs",
+                report.deleted,
+                report.examined,
+                report.seconds,
+            )

@@ -1,0 +1,121 @@
+"""Stripping what a photograph says beyond its pixels, before anything is stored.
+
+Camera and phone files carry EXIF (device, time, often the GPS position), XMP, IPTC, ICC
+profiles (whose text names devices), comments, PNG text chunks, and sometimes whole extra
+images after the end of the first (phones' "MPO" depth maps and previews). None of it is
+needed: the model reads pixels only, and Pillow ignores ICC profiles when it decodes, so
+predictions are the same with or without them.
+
+Stripping is lossless where it can be: the file's segments (JPEG) or chunks (PNG) are
+filtered by a whitelist of what decoding needs, the compressed pixel data is copied byte for
+byte. Only an image whose EXIF orientation turns it must be re-encoded, from its upright
+pixels, so that nothing is stored sideways once the tag is gone (JPEG at quality 95).
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks a PNG decoder needs to show the right pixels; everything else (tEXt, zTXt, iTXt,
+# eXIf, iCCP, tIME, private chunks, APNG frames) is dropped.
+PNG_KEPT_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD", b"pHYs"}
+
+_SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
+_APP0, _APP14 = 0xE0, 0xEE  # JFIF header; Adobe header (says how CMYK/YCCK are to be read)
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn have no length field
+JPEG_REENCODE_QUALITY = 95
+
+
+class MalformedStructure(ValueError):
+    """Raised when a file's segments or chunks cannot be walked; the caller re-encodes instead."""
+
+
+def _keep_jpeg_marker(marker: int) -> bool:
+    if marker == _COM or 0xE0 <= marker <= 0xEF:  # comments and APP0..APP15 (EXIF, XMP, ICC, IPTC...)
+        return marker in {_APP0, _APP14}
+    return True  # frame, tables, restart interval: what decoding needs
+
+
+def _end_of_scan(data: bytes, start: int) -> int:
+    """Index of the first marker after a scan's entropy-coded data (0xFF00 and RSTn are data)."""
+    position = start
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            raise MalformedStructure("a JPEG scan runs to the end of the file")
+        following = data[position + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            position += 1
+            continue
+        return position
+
+
+def strip_jpeg(data: bytes) -> bytes:
+    """The JPEG without comments and APPn segments other than JFIF and Adobe, cut at its EOI."""
+    if data[:2] != b"\xff\xd8":
+        raise MalformedStructure("no JPEG start marker")
+    kept = [data[:2]]
+    position = 2
+    while position + 1 < len(data):
+        if data[position] != 0xFF:
+            raise MalformedStructure(f"expected a JPEG marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == _EOI:
+            kept.append(b"\xff\xd9")
+            return b"".join(kept)  # anything after the end (extra MPO images, trailers) is dropped
+        if marker in _STANDALONE or marker == _SOI:
+            kept.append(data[position : position + 2])
+            position += 2
+            continue
+        if position + 4 > len(data):
+            raise MalformedStructure("a JPEG segment header runs past the end of the file")
+        end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if end > len(data):
+            raise MalformedStructure("a JPEG segment runs past the end of the file")
+        if marker == _SOS:
+            end = _end_of_scan(data, end)
+        if _keep_jpeg_marker(marker):
+            kept.append(data[position:end])
+        position = end
+    raise MalformedStructure("the JPEG has no end marker")
+
+
+def strip_png(data: bytes) -> bytes:
+    """The PNG with only the chunks in PNG_KEPT_CHUNKS, cut at its IEND."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise MalformedStructure("no PNG signature")
+    kept = [PNG_SIGNATURE]
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        chunk_type = data[position + 4 : position + 8]
+        end = position + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            raise MalformedStructure(f"the PNG chunk {chunk_type!r} runs past the end of the file")
+        if chunk_type in PNG_KEPT_CHUNKS:
+            kept.append(data[position:end])
+        position = end
+        if chunk_type == b"IEND":
+            return b"".join(kept)
+    raise MalformedStructure("the PNG has no IEND chunk")
+
+
+def reencode(upright: Image.Image, image_format: str) -> bytes:
+    """Encode pixels afresh with no metadata at all (Pillow writes only what `info` holds)."""
+    clean = upright.copy()
+    transparency = upright.info.get("transparency")
+    clean.info = {} if transparency is None else {"transparency": transparency}
+    buffer = io.BytesIO()
+    if image_format == "jpeg":
+        if clean.mode not in {"L", "RGB", "CMYK"}:
+            clean = clean.convert("RGB")
+        clean.save(buffer, "JPEG", quality=JPEG_REENCODE_QUALITY)
+    else:
+        clean.save(buffer, "PNG")
+    return buffer.getvalue()
