@@ -1,32 +1,74 @@
-# One image for every service (gateway, worker, trainer, insights); docker-compose.yml picks
-# the service with `python -m services.<name>`. Versions are pinned in requirements.txt only.
-FROM python:3.11-slim-bookworm
+# Images of the app services, from one file:
+#   target `serving`: gateway, worker and insights (LiteRT, ONNX Runtime; no TensorFlow)
+#   target `trainer`: the trainer service (the serving set plus TensorFlow)
+# docker-compose.yml picks the service with `python -m services.<name>`. Versions are pinned in
+# requirements.txt only; requirements-serving.txt names the serving subset.
+#
+# Build arguments (docs/operations.md, "Images"):
+#   BASE_IMAGE  a Debian-based image with Python 3.11 and its venv module. The default comes from
+#               a registry; deploy/images/ builds one without any (docker-compose.airgap.yml).
+#   CA_BUNDLE   a PEM file inside the build context with extra CA certificates to trust, for
+#               networks that intercept TLS (deploy/images/ca/README.md); empty by default.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
+FROM ${BASE_IMAGE} AS base
+ARG CA_BUNDLE=deploy/images/ca/none.pem
+
+# The venv works the same on either kind of base (Debian's own Python forbids a system-wide
+# pip install), and puts `python` first on PATH for the commands and health checks.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
-# A fixed, unprivileged uid/gid so files written to mounted volumes have a predictable owner.
-RUN groupadd --system --gid 10001 app \
+COPY ${CA_BUNDLE} /usr/local/share/ca-certificates/slc-extra.crt
+# Only a file that holds a certificate is added; the empty default is dropped.
+RUN if grep -q 'BEGIN CERTIFICATE' /usr/local/share/ca-certificates/slc-extra.crt; then \
+        update-ca-certificates >/dev/null; \
+    else \
+        rm /usr/local/share/ca-certificates/slc-extra.crt; \
+    fi \
+    && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies first: these layers are rebuilt only when the requirement files change.
+# One layer, so that what is removed after the install takes no space: the packages' own test
+# suites (60 MB, pandas' alone 46 MB) and pip itself; these keep the image under 500 MB.
+FROM base AS serving-deps
+COPY requirements.txt requirements-serving.txt ./
+RUN python3 -m venv /opt/venv \
+    && python -m pip install --no-cache-dir -r requirements-serving.txt \
+    && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} + \
+    && python -m pip uninstall --quiet --yes pip setuptools
 
+FROM serving-deps AS serving
 COPY shared/ shared/
 COPY services/ services/
 COPY models/ models/
-
 # var/ holds the filesystem store when no S3 endpoint is configured (one-container runs);
 # it is the only part of /app the service user writes to.
 RUN mkdir -p /app/var && chown app:app /app/var
-
 USER app
-
-# Gateway HTTP; worker, trainer and insights serve /metrics and /healthz on their own port.
-EXPOSE 8000 9101 9102 9103
-
+# Gateway HTTP; worker and insights serve /metrics and /healthz on their own port.
+EXPOSE 8000 9101 9103
 CMD ["python", "-m", "services.gateway"]
+
+# Last, so that building `serving` never builds this stage.
+FROM serving-deps AS trainer-deps
+RUN python -m ensurepip --upgrade >/dev/null \
+    && python -m pip install --no-cache-dir -r requirements.txt
+
+FROM trainer-deps AS trainer
+COPY shared/ shared/
+COPY services/ services/
+COPY models/ models/
+RUN mkdir -p /app/var && chown app:app /app/var
+USER app
+EXPOSE 9102
+CMD ["python", "-m", "services.trainer", "serve"]

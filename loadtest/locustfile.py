@@ -3,8 +3,9 @@
     locust -f loadtest/locustfile.py --headless -u 50 -r 10 -t 30s --host http://127.0.0.1:8000
 
 Images come from `LOADTEST_IMAGES` (a folder searched for JPEGs and PNGs; default the shared
-HAM10000 test split), or are drawn at random when that folder has none. Users send
-requests back to back (no think time), like the closed-loop clients of bench/end_to_end.py.
+HAM10000 test split, ../shared/datasets/ham10000/test beside the checkout), or are drawn at
+random when that folder has none. Users send requests back to back (no think time), like the
+closed-loop clients of bench/end_to_end.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import gevent
 from locust import HttpUser, constant, task
 from PIL import Image
 
-DEFAULT_IMAGES = Path("/work/shared/datasets/ham10000/test")
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ham10000" / "test"
 MAX_IMAGES = 200  # enough variety; keeps start-up and memory small
 POLL_INTERVAL_S = 0.1
 POLL_TIMEOUT_S = 15.0

