@@ -1,4 +1,4 @@
-"""Shared fixtures: the real RabbitMQ, a real S3 endpoint (moto's server), test models.
+"""Shared fixtures: the real RabbitMQ, a real S3 server (SeaweedFS), test models.
 
 Integration tests fail, not skip, when RabbitMQ is missing: CI must provide it.
 """
@@ -6,8 +6,6 @@ Integration tests fail, not skip, when RabbitMQ is missing: CI must provide it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,8 @@ import pika
 import pytest
 
 from shared.settings import REPO_ROOT, Settings
-from tests.support.network import free_port, wait_for_http
 from tests.support.onnx_models import brightness_model, write_models_dir
+from tests.support.seaweedfs import SeaweedS3
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 OUTPUT_DIR = REPO_ROOT / "test-output"
@@ -39,20 +37,20 @@ def amqp_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(output_dir: Path) -> Iterator[str]:
-    """moto's S3 server as a real HTTP endpoint on a free port, for the whole session."""
-    port = free_port()
-    log = open(output_dir / "moto-server.log", "w")  # noqa: SIM115 (closed at teardown)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) on free ports, for the whole session; tests must not kill it."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", timeout_s=30, process=process)
-        yield f"127.0.0.1:{port}"
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        server.kill()  # its data dir is thrown away: a clean stop would only cost ~15 s
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: SeaweedS3) -> str:
+    """`127.0.0.1:PORT` of the session's S3 server."""
+    return s3_server.endpoint
 
 
 @pytest.fixture
@@ -77,14 +75,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def s3_settings(s3_endpoint: str, namespace: str, models_dir: Path) -> Settings:
+def s3_settings(s3_server: SeaweedS3, namespace: str, models_dir: Path) -> Settings:
     bucket_prefix = namespace.replace(".", "").lower() + "-"
     return Settings(
         broker_namespace=namespace,
         amqp_url=AMQP_URL,
-        s3_endpoint=s3_endpoint,
-        s3_access_key="testing",
-        s3_secret_key="testing",
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
         s3_bucket_prefix=bucket_prefix,
         models_dir=models_dir,
     )
