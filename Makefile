@@ -19,8 +19,11 @@ BENCH_ARGS ?=
 LOADTEST_HOST ?= http://127.0.0.1:8000
 LOADTEST_USERS ?= 50
 LOADTEST_TIME ?= 60s
+# The browser tests drive Debian's Chromium; `make test` installs it when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters clean
+.PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters compose-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
@@ -35,7 +38,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 run: $(VENV)/.runtime  ## start every service on this machine, restarting any that exits (Ctrl-C stops them)
 	PYTHON=$(PYTHON) deploy/local/run.sh
 
-test: $(VENV)/.dev  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: $(VENV)/.dev $(CHROMIUM)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
@@ -61,6 +68,9 @@ loadtest: $(VENV)/.dev  ## locust against a running system at LOADTEST_HOST
 
 replay-dead-letters: $(VENV)/.runtime  ## move dead prediction jobs back to the queue (after fixing the cause)
 	$(PYTHON) -m services.worker replay-dead-letters
+
+compose-test:  ## build the images, start the stack in Docker, check and scale it, remove it; last line JSON
+	$(PYTHON_BIN) deploy/compose/compose_test.py
 
 clean:
 	rm -rf var test-output .pytest_cache

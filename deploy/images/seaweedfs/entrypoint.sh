@@ -18,6 +18,7 @@ exec weed server \
   -s3 -s3.port=9000 -s3.config=/data/s3-identities.json \
   -s3.port.iceberg=0 -s3.port.lance=0 \
   -master.telemetry=false \
+  -master.resumeState=false \
   -master.volumeSizeLimitMB=1024 \
   -volume.max=0 \
   "$@"
