@@ -95,7 +95,10 @@ def test_insights_outlives_a_store_outage_and_catches_up_on_the_change_it_heard_
     wait_until(lambda: "refresh failed" in service.log_path.read_text(), "a refresh attempted without the store")
     time.sleep(3)  # a few retries' worth of outage
     assert service.process.poll() is None, "insights exited while the store was away"
-    assert probe(service, "/healthz").json() == {"status": "ok", "checks": {"consumer": "alive"}}
+    assert probe(service, "/healthz").json() == {
+        "status": "ok",
+        "checks": {"consumer": "alive", "retention_sweep": "alive"},
+    }
     not_ready = probe(service, "/readyz")
     assert not_ready.status_code == 503, not_ready.text
     assert not_ready.json()["checks"]["broker"] == "ok" and not_ready.json()["checks"]["storage"] != "ok"
