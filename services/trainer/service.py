@@ -15,7 +15,6 @@ only logged: the next one catches up.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from services.trainer.pipeline import quiet_numbers, run_training
 from shared import metrics, training_jobs
+from shared.backoff import Backoff
 from shared.errors import MessageDecodeError, SkinLesionError, StorageUnavailable
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
 from shared.messaging.schemas import Event, TrainRequest
@@ -44,22 +44,6 @@ T = TypeVar("T")
 
 class ServiceStopping(SkinLesionError):
     """Raised out of a wait for a dependency when the service is asked to stop."""
-
-
-class Backoff:
-    """Capped exponential delays with jitter, so peers that lost the same server do not retry in step."""
-
-    def __init__(self, first_s: float = 0.5, cap_s: float = 10.0) -> None:
-        self.first_s, self.cap_s = first_s, cap_s
-        self._next_s = first_s
-
-    def reset(self) -> None:
-        self._next_s = self.first_s
-
-    def next(self) -> float:
-        delay_s = random.uniform(self._next_s / 2, self._next_s)
-        self._next_s = min(self._next_s * 2, self.cap_s)
-        return delay_s
 
 
 def retry_until_done(

@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 
-from services.worker.consumer import PredictionConsumer, jittered
+from services.worker.consumer import PredictionConsumer
 from services.worker.dead_letters import replay
 from services.worker.models import ModelHolder
+from shared.backoff import Backoff
 from shared.errors import SkinLesionError
 from shared.logs import configure_logging
 from shared.messaging.topology import Topology
@@ -88,7 +89,7 @@ class Worker:
 
     def _load_models(self) -> ModelHolder | None:
         """Seed the store if empty and load production; retry with backoff until it works."""
-        delay_s = 1.0
+        backoff = Backoff(1.0, START_RETRY_MAX_DELAY_S)
         while not self.stopping.is_set():
             try:
                 seeded = registry.seed_from_directory(self.store, self.settings.models_dir)
@@ -97,9 +98,9 @@ class Worker:
                 return ModelHolder(self.store, threads=self.settings.inference_threads)
             except SkinLesionError as error:
                 self.model_status = f"loading: {error}"
-                log.warning("cannot load the production model yet (%s); retrying in %.0fs", error, delay_s)
-                self.stopping.wait(jittered(delay_s))
-                delay_s = min(delay_s * 2, START_RETRY_MAX_DELAY_S)
+                delay_s = backoff.next()
+                log.warning("cannot load the production model yet (%s); retrying in %.1fs", error, delay_s)
+                self.stopping.wait(delay_s)
         return None
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from pika.spec import Basic, BasicProperties
 from services.worker.dead_letters import DeadLetterRecorder
 from services.worker.models import ModelHolder
 from shared import metrics
+from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
 from shared.images import model_input_from_bytes
 from shared.messaging.rabbitmq import close_quietly, connect
@@ -44,10 +44,10 @@ log = logging.getLogger(__name__)
 # Workers switch models on `model.promoted`; this periodic look at the alias is the safety
 # net for an event lost while the worker was disconnected or the publisher failed.
 ALIAS_CHECK_INTERVAL_S = 30.0
-# Holding a batch through an outage: first retry after this, doubling up to the cap.
+# Holding a batch through an outage, and reconnecting: first retry within this, doubling
+# up to the cap (shared.backoff).
 RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 5.0
-RECONNECT_MAX_DELAY_S = 5.0
 
 
 @dataclass
@@ -65,11 +65,6 @@ class Delivery:
     def finished(self) -> bool:
         """Ready to settle: answered and stored, or bound for the dead-letter queue."""
         return self.stored or self.poison
-
-
-def jittered(delay_s: float) -> float:
-    """`delay_s` +-25%: workers that failed together must not retry in lockstep."""
-    return delay_s * random.uniform(0.75, 1.25)
 
 
 class PredictionConsumer:
@@ -99,18 +94,18 @@ class PredictionConsumer:
 
     def run(self) -> None:
         """Consume until `stopping` is set, reconnecting with backoff whatever goes wrong."""
-        delay_s = RETRY_FIRST_DELAY_S
+        backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
         while not self.stopping.is_set():
             self.last_tick = time.monotonic()
             connection = None
             try:
                 connection = connect(self.settings.amqp_url, timeout_s=5)
-                delay_s = RETRY_FIRST_DELAY_S
+                backoff.reset()
                 self._consume(connection)
             except Exception as error:  # no broker or store error may end the worker
+                delay_s = backoff.next()
                 log.warning("consume loop interrupted (%r); reconnecting in %.1fs", error, delay_s)
-                self.stopping.wait(jittered(delay_s))
-                delay_s = min(delay_s * 2, RECONNECT_MAX_DELAY_S)
+                self.stopping.wait(delay_s)
             finally:
                 self.connected.clear()
                 close_quietly(connection)
@@ -170,7 +165,7 @@ class PredictionConsumer:
 
     def _handle_batch(self, connection: BlockingConnection, channel: BlockingChannel, batch: list[Delivery]) -> None:
         """Carry every job of the batch to an answer, holding it through transient outages."""
-        delay_s = RETRY_FIRST_DELAY_S
+        backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
         waiting = batch
         while True:
             self._advance(waiting)
@@ -178,9 +173,9 @@ class PredictionConsumer:
             if not waiting or self.stopping.is_set():
                 break
             metrics.JOBS_HELD.inc(len(waiting))
+            delay_s = backoff.next()
             log.warning("%d jobs wait for the store or the model; retrying in %.1fs", len(waiting), delay_s)
-            self._serve_connection(connection, jittered(delay_s))
-            delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
+            self._serve_connection(connection, delay_s)
         for delivery in batch:
             self._settle(channel, delivery)
 

@@ -17,6 +17,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
+from shared.backoff import Backoff
 from shared.errors import MessageDecodeError, NotFound, TransientError
 from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import PredictionJob, PredictionResult
@@ -57,7 +58,7 @@ class DeadLetterRecorder:
         self._queue = topology.dead_letter_notices_queue(topology.predict_queue)
         self._pending: list[tuple[int, BasicProperties, bytes]] = []
         self._retry_at = 0.0
-        self._delay_s = RETRY_FIRST_DELAY_S
+        self._backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
 
     def subscribe(self, channel: BlockingChannel) -> None:
         self._pending.clear()  # tags of an earlier channel are void; the broker redelivers
@@ -77,13 +78,13 @@ class DeadLetterRecorder:
             try:
                 record_failure(self._store, body, failure_reason(properties))
             except TransientError as error:
-                log.warning("cannot record a dead job yet (%s); retrying in %.0fs", error, self._delay_s)
-                self._retry_at = time.monotonic() + self._delay_s
-                self._delay_s = min(self._delay_s * 2, RETRY_MAX_DELAY_S)
+                delay_s = self._backoff.next()
+                log.warning("cannot record a dead job yet (%s); retrying in %.1fs", error, delay_s)
+                self._retry_at = time.monotonic() + delay_s
                 return
             channel.basic_ack(tag)
             self._pending.pop(0)
-        self._delay_s = RETRY_FIRST_DELAY_S
+        self._backoff.reset()
 
 
 def record_failure(store: ObjectStore, body: bytes, reason: str) -> None:
