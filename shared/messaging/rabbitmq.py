@@ -2,11 +2,15 @@
 
 A pika connection belongs to the thread that made it; other threads hand work to it with
 `connection.add_callback_threadsafe`. pika's errors become the project's own here.
+
+`AMQP_URL` may name the nodes of a cluster as comma-separated URLs: `connect` tries them in
+turn, from a random one, so that clients spread over the nodes and a dead node is skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -15,7 +19,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from shared.errors import BrokerUnavailable, Overloaded
+from shared.errors import BrokerUnavailable, ConfigurationError, Overloaded
 from shared.messaging.schemas import CONTENT_TYPE, SCHEMA_VERSION, Message
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,29 @@ def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30) -> pika.URLPa
     return parameters
 
 
+def broker_urls(amqp_url: str) -> list[str]:
+    """The node URLs in `amqp_url`: one URL, or several separated by commas (one per node)."""
+    urls = [url.strip() for url in amqp_url.split(",") if url.strip()]
+    if not urls:
+        raise ConfigurationError("setting AMQP_URL names no broker")
+    return urls
+
+
 def connect(amqp_url: str, *, timeout_s: float = 30.0, heartbeat_s: int = 30) -> BlockingConnection:
-    """Connect with exponential backoff; raise BrokerUnavailable after `timeout_s` seconds."""
+    """Connect to the first node that answers, with backoff; raise BrokerUnavailable after `timeout_s`.
+
+    Each round tries every node of `amqp_url` once, from a random start: clients spread over
+    the nodes, and one that reconnects after a node died moves to a live one at once.
+    """
+    urls = broker_urls(amqp_url)
     deadline = time.monotonic() + timeout_s
     delay_s = 0.2
     while True:
+        start = random.randrange(len(urls))
+        candidates = [connection_parameters(url, heartbeat_s=heartbeat_s) for url in urls[start:] + urls[:start]]
         try:
-            return BlockingConnection(connection_parameters(amqp_url, heartbeat_s=heartbeat_s))
+            # pika tries each parameter set in order and raises once all have failed.
+            return BlockingConnection(candidates)
         except CONNECTION_ERRORS as error:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
