@@ -32,8 +32,10 @@ FLUSH_EXPRESSION = "[dets:sync(T) || T <- dets:all()]."
 class RabbitNode:
     """One RabbitMQ node under `base_dir`; its AMQP port stays the same across restarts."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, *, cookie: str | None = None) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster; a fresh one by default."""
         self.base_dir = base_dir
+        self._cookie = cookie or uuid.uuid4().hex.upper()
         self.node_name = f"slc-test-{uuid.uuid4().hex[:8]}@localhost"
         self.amqp_port = free_port()
         self.dist_port = free_port()
@@ -53,7 +55,7 @@ class RabbitNode:
         )
         cookie = self.base_dir / ".erlang.cookie"
         if not cookie.exists():
-            cookie.write_text(uuid.uuid4().hex.upper())
+            cookie.write_text(self._cookie)
             cookie.chmod(0o400)  # Erlang refuses a cookie file others can read
 
     def _env(self) -> dict[str, str]:
