@@ -1,0 +1,293 @@
+"""The Kubernetes manifests (deploy/k8s) render, validate, and agree with the code they deploy.
+
+Each overlay is rendered with `kubectl kustomize` (Debian's kubernetes-client or any newer
+kubectl). Kubernetes objects are validated against the Kubernetes API schemas of
+kubernetes-validate (oldest and newest version checked below); the KEDA ScaledObject and the
+RabbitmqCluster against the schema subsets kept in deploy/k8s/schemas. No cluster runs here:
+nothing below shows that the objects would be accepted by a real API server or work there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from shared.messaging.topology import Topology
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = ("local", "production")
+# kubernetes-validate's schemas: the oldest Kubernetes these manifests target and the newest.
+KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+NAMESPACE = "slc"
+SETTINGS_ENV = {field.name.upper() for field in dataclasses.fields(Settings)}
+# Port on which each app service answers /healthz, /readyz and /metrics, and its setting.
+APP_PORTS = {"gateway": 8000, "worker": 9101, "trainer": 9102, "insights": 9103}
+APP_PORT_SETTINGS = {
+    "gateway": "HTTP_PORT",
+    "worker": "WORKER_METRICS_PORT",
+    "trainer": "TRAINER_METRICS_PORT",
+    "insights": "INSIGHTS_METRICS_PORT",
+}
+# Env names that are not settings: the broker credentials AMQP_URL is put together from.
+HELPER_ENV = {"RABBITMQ_USERNAME", "RABBITMQ_PASSWORD"}
+RABBITMQ_CLUSTER = "slc-rabbitmq"
+RABBITMQ_NODES = 3
+_REFERENCE = re.compile(r"\$\((\w+)\)")
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail("kubectl is not installed (Debian: apt-get install kubernetes-client)")
+    return path
+
+
+@cache
+def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {obj["metadata"]["name"]: obj for obj in rendered(overlay) if obj["kind"] == kind}
+
+
+@cache
+def crd_schema(name: str) -> dict[str, Any]:
+    return yaml.safe_load((K8S / "schemas" / name).read_text())
+
+
+def new_secrets() -> list[dict[str, Any]]:
+    script = subprocess.run([str(K8S / "new-secrets.sh")], capture_output=True, text=True, timeout=30, check=True)
+    return [doc for doc in yaml.safe_load_all(script.stdout) if doc]
+
+
+def app_containers(overlay: str) -> dict[str, dict[str, Any]]:
+    deployments = objects(overlay, "Deployment")
+    return {name: deployments[name]["spec"]["template"]["spec"]["containers"][0] for name in APP_PORTS}
+
+
+def validate_kubernetes(obj: dict[str, Any], version: str) -> None:
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} at {list(error.path)}: {error.message}")
+
+
+# Rendering and schemas
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_renders_every_part_in_one_namespace(overlay: str) -> None:
+    kinds = {(obj["kind"], obj["metadata"]["name"]) for obj in rendered(overlay)}
+    for name in APP_PORTS:
+        assert ("Deployment", name) in kinds
+    assert {("HorizontalPodAutoscaler", "gateway"), ("PodDisruptionBudget", "gateway")} <= kinds
+    assert {("ScaledObject", "worker"), ("RabbitmqCluster", RABBITMQ_CLUSTER)} <= kinds
+    namespaced = [obj for obj in rendered(overlay) if obj["kind"] != "Namespace"]
+    assert {obj["metadata"].get("namespace") for obj in namespaced} == {NAMESPACE}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_kubernetes_object_validates_against_the_api_schema(overlay: str, version: str) -> None:
+    checked = 0
+    for obj in [*rendered(overlay), *new_secrets()]:
+        if obj["kind"] in ("ScaledObject", "RabbitmqCluster"):
+            continue  # custom resources: checked against their CRD schemas below
+        validate_kubernetes(obj, version)
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_scaled_object_validates_against_the_keda_schema(overlay: str) -> None:
+    scaled = objects(overlay, "ScaledObject")["worker"]
+    schema = crd_schema("keda.sh_v1alpha1_scaledobject.yaml")
+    jsonschema.validate(scaled, schema)
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "rabbitmq"
+        jsonschema.validate(trigger["metadata"], schema["x-rabbitmq-trigger-metadata"])
+    # KEDA hands `behavior` to the HPA it creates: it must be a valid HPA behavior.
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    validate_kubernetes(hpa_with(behavior), KUBERNETES_VERSIONS[-1])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rabbitmq_cluster_validates_against_the_operator_schema(overlay: str) -> None:
+    cluster = objects(overlay, "RabbitmqCluster")[RABBITMQ_CLUSTER]
+    jsonschema.validate(cluster, crd_schema("rabbitmq.com_v1beta1_rabbitmqcluster.yaml"))
+    spec = cluster["spec"]
+    # `resources` and `affinity` are Kubernetes types: validated as a pod's.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "rabbitmq-fields"},
+        "spec": {
+            "affinity": spec["affinity"],
+            "containers": [{"name": "rabbitmq", "image": spec["image"], "resources": spec["resources"]}],
+        },
+    }
+    validate_kubernetes(pod, KUBERNETES_VERSIONS[-1])
+
+
+def hpa_with(behavior: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "keda-behavior"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+            "maxReplicas": 1,
+            "behavior": behavior,
+        },
+    }
+
+
+def test_a_broken_object_fails_validation() -> None:
+    """The validators above can fail: a misspelt field and a number where KEDA wants a string."""
+    deployment = objects("local", "Deployment")["gateway"]
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+    scaled = objects("local", "ScaledObject")["worker"]
+    trigger = {**scaled["spec"]["triggers"][0], "metadata": {**scaled["spec"]["triggers"][0]["metadata"], "value": 20}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {**scaled, "spec": {**scaled["spec"], "triggers": [trigger]}},
+            crd_schema("keda.sh_v1alpha1_scaledobject.yaml"),
+        )
+
+
+# Agreement with the code
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_env_name_is_a_settings_field(overlay: str) -> None:
+    config = objects(overlay, "ConfigMap")["slc-config"]["data"]
+    assert set(config) <= SETTINGS_ENV, set(config) - SETTINGS_ENV
+    for name, container in app_containers(overlay).items():
+        names = {entry["name"] for entry in container["env"]}
+        assert names - HELPER_ENV <= SETTINGS_ENV, f"{name}: {names - HELPER_ENV - SETTINGS_ENV}"
+        assert [source["configMapRef"]["name"] for source in container["envFrom"]] == ["slc-config"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_env_references_name_variables_defined_before_them(overlay: str) -> None:
+    """Kubernetes expands $(NAME) only from variables earlier in the list; a later one stays literal."""
+    for name, container in app_containers(overlay).items():
+        defined: set[str] = set()
+        for entry in container["env"]:
+            missing = set(_REFERENCE.findall(entry.get("value", ""))) - defined
+            assert not missing, f"{name}: {entry['name']} uses {missing} before they are defined"
+            defined.add(entry["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_amqp_url_lists_every_node_of_the_rabbitmq_cluster(overlay: str) -> None:
+    replicas = objects(overlay, "RabbitmqCluster")[RABBITMQ_CLUSTER]["spec"]["replicas"]
+    assert replicas == RABBITMQ_NODES
+    expected = {
+        f"{RABBITMQ_CLUSTER}-server-{index}.{RABBITMQ_CLUSTER}-nodes.{NAMESPACE}.svc:5672" for index in range(replicas)
+    }
+    for name, container in app_containers(overlay).items():
+        amqp_url = next(entry["value"] for entry in container["env"] if entry["name"] == "AMQP_URL")
+        hosts = {url.split("@", 1)[1].split("/", 1)[0] for url in amqp_url.split(",")}
+        assert hosts == expected, name
+        secrets = {
+            entry["valueFrom"]["secretKeyRef"]["name"] for entry in container["env"] if entry["name"] in HELPER_ENV
+        }
+        assert secrets == {f"{RABBITMQ_CLUSTER}-default-user"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_and_probes_match_each_services_listener(overlay: str) -> None:
+    deployments = objects(overlay, "Deployment")
+    for name, container in app_containers(overlay).items():
+        env = {entry["name"]: entry.get("value") for entry in container["env"]}
+        port = APP_PORTS[name]
+        assert env[APP_PORT_SETTINGS[name]] == str(port)
+        ports = {entry["name"]: entry["containerPort"] for entry in container["ports"]}
+        assert list(ports.values()) == [port]
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            assert container[probe]["httpGet"]["path"] == path
+            assert ports[container[probe]["httpGet"]["port"]] == port
+        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert container["command"][:3] == ["python", "-m", f"services.{name}"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_resources_and_every_secret_reference_is_written_by_the_script(overlay: str) -> None:
+    written = {(s["metadata"]["name"], key) for s in new_secrets() for key in s["stringData"]}
+    operator_written = {(f"{RABBITMQ_CLUSTER}-default-user", key) for key in ("username", "password")}
+    for deployment in objects(overlay, "Deployment").values():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert {"requests", "limits"} <= set(container["resources"]), deployment["metadata"]["name"]
+            for entry in container.get("env", []):
+                if "valueFrom" in entry:
+                    ref = entry["valueFrom"]["secretKeyRef"]
+                    assert (ref["name"], ref["key"]) in written | operator_written
+                    assert not ref.get("optional", False)
+    assert not [obj for obj in rendered(overlay) if obj["kind"] == "Secret"], "secrets must not be in the manifests"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_scaler_watches_the_predict_queue_of_the_cluster(overlay: str) -> None:
+    scaled = objects(overlay, "ScaledObject")["worker"]
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == "worker"
+    assert "replicas" not in objects(overlay, "Deployment")["worker"]["spec"], "KEDA owns the worker count"
+    assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
+    (trigger,) = spec["triggers"]
+    metadata = trigger["metadata"]
+    assert metadata["queueName"] == Topology.from_settings(Settings()).predict_queue
+    assert metadata["mode"] == "QueueLength"
+    assert metadata["host"] == f"amqp://{RABBITMQ_CLUSTER}.{NAMESPACE}.svc:5672/"
+    worker_env = {entry["name"] for entry in app_containers(overlay)["worker"]["env"]}
+    assert {metadata["usernameFromEnv"], metadata["passwordFromEnv"]} <= worker_env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_trainer_is_one_replica_replaced_not_rolled(overlay: str) -> None:
+    trainer = objects(overlay, "Deployment")["trainer"]
+    assert trainer["spec"]["replicas"] == 1
+    assert trainer["spec"]["strategy"]["type"] == "Recreate"
+    assert trainer["spec"]["template"]["spec"]["containers"][0]["image"].split(":")[0].endswith("-trainer")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gateway_takes_traffic_from_outside(overlay: str) -> None:
+    policies = objects(overlay, "NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    open_to_all = [
+        name for name, policy in policies.items() for rule in policy["spec"].get("ingress", []) if "from" not in rule
+    ]
+    assert open_to_all == ["gateway-from-anywhere"]
+    assert policies["gateway-from-anywhere"]["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "gateway"
+    }
+    for name, policy in policies.items():
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                assert "ipBlock" not in peer, name
+    services = objects(overlay, "Service")
+    assert all(service["spec"].get("type", "ClusterIP") == "ClusterIP" for service in services.values())
