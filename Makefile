@@ -21,6 +21,8 @@ LOADTEST_USERS ?= 50
 LOADTEST_TIME ?= 60s
 # The browser tests drive Debian's Chromium; `make test` installs it when missing.
 CHROMIUM := /usr/bin/chromium
+# The Kubernetes manifest tests render with kubectl: Debian's kubernetes-client when none is installed.
+KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters compose-test clean
@@ -42,7 +44,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-test: $(VENV)/.dev $(CHROMIUM)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
+$(KUBECTL):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+
+test: $(VENV)/.dev $(CHROMIUM) $(KUBECTL)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
