@@ -280,6 +280,8 @@ class Stack:
             "SLC_DATA_DIR": str(dataset),
             "SLC_CA_BUNDLE": self._ca_bundle(),
             "TRAINING_PROFILE": "quick",
+            # Several retention sweeps during the run, so the dashboard's sweep panels have data.
+            "RETENTION_SWEEP_INTERVAL_S": "20",
             # Free ports on the loopback interface: nothing of this machine is disturbed.
             "SLC_GATEWAY_PUBLISH": f"127.0.0.1:{self.gateway_port}",
             "SLC_PROMETHEUS_PUBLISH": f"127.0.0.1:{self.prometheus_port}",
