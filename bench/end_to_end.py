@@ -10,9 +10,14 @@ One run measures, on the same machine and model:
    requests/s, p50/p95/p99 latency, errors, and the ratio of e2e requests/s to the best raw
    batch images/s, measured again right before each level.
 
+An upload-size axis (`--uploads`) sends, against the same running system, the 224 px test
+images, 4000x3000 JPEGs (about 3 MB: the test images scaled up with mild noise, so they
+compress like camera images) and 12 MP PNGs, all made at run time; one table, one run.
+
 Beside each level it reports where the CPU went (gateway, workers, broker, these clients,
 the rest of the machine) and the workers' mean batch size, so a missed target points at
-its cause. Speed is only ever printed here, never asserted in tests.
+its cause, and the peak RSS of the gateway and of the largest worker so far. Speed is only
+ever printed here, never asserted in tests.
 
 `--runtime` (default: the SERVING_RUNTIME setting) picks the serving runtime, onnxruntime or
 litert, so two runs compare them on the same model: the shipped model when it is served by
@@ -42,7 +47,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from bench.system import System, batch_totals, cpu_percent, cpu_snapshot, running_system
+from bench.system import System, batch_totals, cpu_percent, cpu_snapshot, peak_rss_mb, running_system
 from shared.images import model_input_from_bytes
 from shared.model import registry
 from shared.model.serving import SERVING_ARTIFACT, ServingModel, artifact_for_runtime
@@ -57,18 +62,27 @@ BENCH_VERSION = "bench-random"
 BENCH_LOGS = REPO_ROOT / "var" / "bench-logs"
 
 
+# Upload sets of the size axis: name -> (width, height, format) of what the clients post.
+UPLOAD_SETS = {"224px": None, "jpeg-4000x3000": (4000, 3000, "JPEG"), "png-4000x3000": (4000, 3000, "PNG")}
+LARGE_IMAGE_COUNT = 6  # distinct large images per set (each is posted many times)
+JPEG_NOISE_SD = 6.0  # grey levels: enough grain that a 12 MP JPEG at quality 92 is about 3 MB
+PNG_NOISE_SD = 0.0  # PNG is lossless: with any grain a 12 MP PNG no longer fits the 10 MiB limit
+
+
 @dataclass
 class Level:
     """One concurrency level's measurements; CPU figures are % of one core (200 = 2 cores)."""
 
     workers: int
     clients: int
+    uploads: str
     latencies_ms: list[float]
     errors: int
     seconds: float
     mean_batch: float
     cpu: dict[str, float]
     raw_batch: float = float("nan")  # raw batch images/s measured just before this level
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # gateway (all processes), largest worker
 
     @property
     def requests_per_s(self) -> float:
@@ -153,6 +167,32 @@ def load_images(folder: Path, count: int) -> list[bytes]:
         return _synthetic_jpegs(count)
     step = max(len(paths) // count, 1)
     return [path.read_bytes() for path in paths[::step][:count]]
+
+
+def large_images(small: list[bytes], size: tuple[int, int], image_format: str, count: int) -> list[bytes]:
+    """`count` camera-sized files made from the test images: scaled up, with grain so they compress like photos."""
+    generator = np.random.default_rng(1)
+    noise_sd = JPEG_NOISE_SD if image_format == "JPEG" else PNG_NOISE_SD
+    made = []
+    for data in small[:count]:
+        scaled = Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        grain = generator.normal(0, noise_sd, (size[1], size[0], 3)).astype(np.float32)
+        pixels = np.clip(np.asarray(scaled, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        options = {"quality": 92} if image_format == "JPEG" else {"compress_level": 6}
+        Image.fromarray(pixels).save(buffer, image_format, **options)
+        made.append(buffer.getvalue())
+    return made
+
+
+def upload_sets(names: list[str], small: list[bytes]) -> dict[str, list[bytes]]:
+    sets = {}
+    for name in names:
+        shape = UPLOAD_SETS[name]
+        sets[name] = small if shape is None else large_images(small, shape[:2], shape[2], LARGE_IMAGE_COUNT)
+        sizes_mb = [len(data) / 2**20 for data in sets[name]]
+        print(f"uploads {name}: {len(sizes_mb)} files, {min(sizes_mb):.2f}-{max(sizes_mb):.2f} MiB", flush=True)
+    return sets
 
 
 def _synthetic_jpegs(count: int) -> list[bytes]:
@@ -243,7 +283,9 @@ def _client(url: str, images: list[bytes], first: int, step: int, window: _Windo
     with requests.Session() as session:
         turn = first
         while (started := time.perf_counter()) < window.end:
-            files = {"file": ("lesion.jpg", images[turn % len(images)], "image/jpeg")}
+            data = images[turn % len(images)]
+            name, content_type = ("lesion.png", "image/png") if data[:4] == b"\x89PNG" else ("lesion.jpg", "image/jpeg")
+            files = {"file": (name, data, content_type)}
             turn += step
             try:
                 ok = session.post(f"{url}/api/v1/predictions", files=files, timeout=timeout_s).status_code == 200
@@ -252,7 +294,7 @@ def _client(url: str, images: list[bytes], first: int, step: int, window: _Windo
             window.record(started, ok)
 
 
-def drive(system: System, images: list[bytes], clients: int, warmup_s: float, seconds: float) -> Level:
+def drive(system: System, uploads: str, images: list[bytes], clients: int, warmup_s: float, seconds: float) -> Level:
     """Run `clients` closed-loop clients for `warmup_s` + `seconds`; measure the last `seconds`."""
     timeout_s = Settings.from_env().predict_timeout_s + 5
     start = time.perf_counter() + warmup_s
@@ -273,11 +315,13 @@ def drive(system: System, images: list[bytes], clients: int, warmup_s: float, se
     return Level(
         workers=len(system.worker_metrics_urls),
         clients=clients,
+        uploads=uploads,
         latencies_ms=window.latencies_ms,
         errors=window.errors,
         seconds=seconds,
         mean_batch=(batches_after[0] - batches_before[0]) / batches if batches else float("nan"),
         cpu=cpu_percent(cpu_before, cpu_after, seconds),
+        peak_rss_mb=peak_rss_mb(system),
     )
 
 
@@ -292,21 +336,28 @@ def print_report(raw: dict[str, dict[int, dict[int, float]]], batch_size: int, l
         for threads, start in by_threads.items():
             print(f"| batch {size} | {threads} | {start:.1f} | {raw['end'][size][threads]:.1f} |")
     print(
-        f"\n| workers | clients | req/s | p50 ms | p95 ms | p99 ms | errors | raw batch-{batch_size} img/s | e2e/raw "
-        "| mean batch | CPU % gateway | workers | broker | clients | other |\n|" + "---|" * 15
+        f"\n| uploads | workers | clients | req/s | p50 ms | p95 ms | p99 ms | errors | raw batch-{batch_size} img/s "
+        "| e2e/raw | req/s vs 224px | mean batch | CPU % gateway | workers | broker | clients | other "
+        "| peak RSS MB gateway | worker |\n|" + "---|" * 19
     )
+    nan = float("nan")
+    small = {(level.workers, level.clients): level.requests_per_s for level in levels if level.uploads == "224px"}
     for level in levels:
         cpu = level.cpu
+        versus_small = level.requests_per_s / small.get((level.workers, level.clients), float("nan"))
         print(
-            f"| {level.workers} | {level.clients} | {level.requests_per_s:.1f} | {level.percentile_ms(50):.0f} "
-            f"| {level.percentile_ms(95):.0f} | {level.percentile_ms(99):.0f} | {level.errors} "
-            f"| {level.raw_batch:.1f} | {level.requests_per_s / level.raw_batch:.2f} | {level.mean_batch:.1f} "
-            f"| {cpu['gateway']:.0f} | {cpu['workers']:.0f} | {cpu['broker']:.0f} | {cpu['clients']:.0f} "
-            f"| {cpu['other']:.0f} |"
+            f"| {level.uploads} | {level.workers} | {level.clients} | {level.requests_per_s:.1f} "
+            f"| {level.percentile_ms(50):.0f} | {level.percentile_ms(95):.0f} | {level.percentile_ms(99):.0f} "
+            f"| {level.errors} | {level.raw_batch:.1f} | {level.requests_per_s / level.raw_batch:.2f} "
+            f"| {versus_small:.2f} | {level.mean_batch:.1f} | {cpu['gateway']:.0f} | {cpu['workers']:.0f} "
+            f"| {cpu['broker']:.0f} | {cpu['clients']:.0f} | {cpu['other']:.0f} "
+            f"| {level.peak_rss_mb.get('gateway', nan):.0f} | {level.peak_rss_mb.get('worker', nan):.0f} |"
         )
     print(
         "\ne2e/raw = e2e req/s / best raw img/s (1 thread or all cores) measured just before the level, "
-        f"system idle. CPU in % of one core ({100 * (os.cpu_count() or 1)}% = all); other = rest of the machine."
+        f"system idle. CPU in % of one core ({100 * (os.cpu_count() or 1)}% = all); other = rest of the machine. "
+        "req/s vs 224px: against the 224 px level of the same workers and clients in this run. Peak RSS: "
+        "the gateway's processes summed, the largest worker, highest so far in the run."
     )
 
 
@@ -356,6 +407,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers", type=_positive(int), nargs="+", default=[1], help="worker counts; one system per count"
     )
     parser.add_argument(
+        "--uploads", nargs="+", choices=list(UPLOAD_SETS), default=list(UPLOAD_SETS), help="upload sets (size axis)"
+    )
+    parser.add_argument(
         "--batch-size",
         type=_positive(int),
         default=Settings.from_env().worker_max_batch,
@@ -365,7 +419,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure_system(
-    models: Path, workers: int, args: argparse.Namespace, raw: RawBench, images: list[bytes], log_root: Path
+    models: Path, workers: int, args: argparse.Namespace, raw: RawBench, sets: dict[str, list[bytes]], log_root: Path
 ) -> list[Level]:
     """Every concurrency level against one fresh system of `workers` workers; its logs go to `log_root`."""
     log_dir = log_root / f"workers-{workers}"
@@ -375,14 +429,19 @@ def measure_system(
         tempfile.TemporaryDirectory(prefix="bench-store-") as store_dir,
         running_system(models, workers, args.batch_size, Path(store_dir), log_dir) as system,
     ):
-        for clients in args.concurrency:
-            # A baseline right before each level, with the system idle: on a shared, noisy
-            # machine the ratio then compares figures taken under the same background load.
-            baseline = raw.best(args.batch_size)
-            level = drive(system, images, clients, args.warmup, args.duration)
-            level.raw_batch = baseline
-            levels.append(level)
-            print(f"measured {workers} worker(s), {clients} client(s): {level.requests_per_s:.1f} req/s", flush=True)
+        for uploads, images in sets.items():
+            for clients in args.concurrency:
+                # A baseline right before each level, with the system idle: on a shared, noisy
+                # machine the ratio then compares figures taken under the same background load.
+                baseline = raw.best(args.batch_size)
+                level = drive(system, uploads, images, clients, args.warmup, args.duration)
+                level.raw_batch = baseline
+                levels.append(level)
+                print(
+                    f"measured {uploads}, {workers} worker(s), {clients} client(s): "
+                    f"{level.requests_per_s:.1f} req/s, {level.errors} errors",
+                    flush=True,
+                )
     return levels
 
 
@@ -403,9 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({1, args.batch_size})
     results = {"start": {size: raw.measure(size) for size in sizes}}
     log_root = BENCH_LOGS / time.strftime("%Y%m%dT%H%M%S")
-    levels = [
-        level for workers in args.workers for level in measure_system(models, workers, args, raw, images, log_root)
-    ]
+    sets = upload_sets(args.uploads, images)
+    levels = [level for workers in args.workers for level in measure_system(models, workers, args, raw, sets, log_root)]
     results["end"] = {size: raw.measure(size) for size in sizes}
     served = next(iter(raw.models.values()))
     print_report(results, args.batch_size, levels, f"{served.version} in {served.runtime.name} from {models}")

@@ -213,6 +213,31 @@ def cpu_percent(before: dict[str, float], after: dict[str, float], seconds: floa
     return used
 
 
+# Memory: peak resident set sizes
+
+
+def _group_peaks_mb(leaders: list[int]) -> list[float]:
+    """VmHWM (peak RSS) in MB of every live process in the groups led by `leaders`."""
+    wanted, peaks = set(leaders), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) not in wanted:
+                continue
+            status = (stat.parent / "status").read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return peaks
+
+
+def peak_rss_mb(system: System) -> dict[str, float]:
+    """The gateway's processes' peaks summed (an upper bound of its peak), and the largest worker's."""
+    workers = [peak for pid in system.process_groups["workers"] for peak in _group_peaks_mb([pid])]
+    return {"gateway": sum(_group_peaks_mb(system.process_groups["gateway"])), "worker": max(workers, default=0.0)}
+
+
 # Workers' batching, from their /metrics
 
 

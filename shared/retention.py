@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.images import EXTENSIONS
+from shared.images import EXTENSIONS, MODEL_INPUT_EXTENSION
 from shared.settings import Settings
 from shared.storage import ObjectStore, layout, put_json
 
@@ -118,6 +118,6 @@ def forget_prediction(store: ObjectStore, job_id: str, day: datetime, reason: st
     It holds the id, the reason and the time, nothing of the image, and expires like the rest.
     """
     put_json(store, layout.prediction_tombstone(job_id), {"id": job_id, "reason": reason, "deleted_at": time.time()})
-    for extension in sorted(set(EXTENSIONS.values())):
+    for extension in [*sorted(set(EXTENSIONS.values())), MODEL_INPUT_EXTENSION]:  # and a large upload's model copy
         store.delete(layout.prediction_upload(job_id, extension, day))
     store.delete(layout.prediction_result(job_id))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,8 +16,18 @@ from services.gateway import context
 from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
 from services.gateway.rpc import PendingReply
-from shared.errors import BadInput, NotFound, SkinLesionError
-from shared.images import EXTENSIONS, DecodedImage, decode_upload, strip_metadata
+from shared.errors import BadInput, NotFound, Overloaded, SkinLesionError
+from shared.images import (
+    EXTENSIONS,
+    MODEL_INPUT_EXTENSION,
+    MODEL_INPUT_SIZE,
+    DecodedImage,
+    decode_upload,
+    encode_model_input,
+    strip_metadata,
+    to_model_input,
+    wants_model_copy,
+)
 from shared.messaging.schemas import PredictionJob, PredictionResult
 from shared.retention import RetentionPolicy, forget_prediction
 from shared.settings import Settings
@@ -28,6 +40,12 @@ NOT_A_DIAGNOSIS = "Research and teaching tool only; not a diagnosis. See a derma
 # fullmatch and [0-9], not match and \d: "$" also matches before a trailing newline, and \d takes
 # any script's digits; either would let an id through that only the store then chokes on.
 _JOB_ID = re.compile(r"(?P<date>[0-9]{8})-[0-9a-f]{32}")
+# Reading, checking and storing uploads holds each file's bytes and pixels (a 10 MiB, 12 MP PNG:
+# about 70 MB while it is checked). At most this many requests of a gateway process do it at
+# once, so 50 clients sending 10 MiB each do not grow the gateway with every client; the others
+# wait with their bodies unread. The work is CPU-bound: more at once would not be faster.
+UPLOAD_SLOTS = 2 * (os.cpu_count() or 1)
+_upload_slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
 
 
 def new_job_id(now: datetime) -> str:
@@ -47,12 +65,21 @@ def _parse_job_id(job_id: str) -> datetime:
 
 
 def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[DecodedImage]:
-    """Decode every file before anything is stored: one bad file refuses the whole request."""
+    """Decode every file before anything is stored: one bad file refuses the whole request.
+
+    JPEGs are decoded at the scale the model needs (shared/images.py): the check reads every
+    byte of the file, but computes only the pixels the model input is made from.
+    """
     checked = []
     for index, (filename, data) in enumerate(uploads):
         try:
             checked.append(
-                decode_upload(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+                decode_upload(
+                    data,
+                    max_bytes=settings.max_upload_bytes,
+                    max_pixels=settings.max_image_pixels,
+                    reduce_to=MODEL_INPUT_SIZE,
+                )
             )
         except BadInput as error:
             # The client's file name is echoed (shortened) so they know which file; it is
@@ -66,21 +93,17 @@ def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[Dec
 def create_predictions() -> Response | tuple[Response, int]:
     started = time.monotonic()
     settings = context.settings()
-    uploads = context.uploaded_files(settings.max_files_per_request, settings.max_upload_bytes)
-    images = _check_all(uploads, settings)
-    now = datetime.now(UTC)
-    jobs = []
-    for (_, data), image in zip(uploads, images, strict=True):
-        job_id = new_job_id(now)
-        key = layout.prediction_upload(job_id, image.extension, now)
-        # What is stored has no EXIF, XMP, ICC or text: a phone photo's GPS position never lands.
-        context.store().put(key, strip_metadata(data, image), image.content_type)
-        jobs.append(PredictionJob(job_id=job_id, image_key=key, submitted_at=time.time()))
+    if not _upload_slots.acquire(timeout=settings.predict_timeout_s):
+        raise Overloaded("the gateway is busy reading other uploads; retry shortly")
+    try:
+        jobs, stored_keys = _accept_uploads(settings)
+    finally:
+        _upload_slots.release()
     wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
     try:
         pending = context.broker().submit(jobs, want_replies=wait)
     except SkinLesionError:
-        _withdraw_uploads(jobs)
+        _withdraw_uploads(stored_keys)
         raise
     if not wait:
         body = [{"id": job.job_id, "status": "pending", "url": f"/api/v1/predictions/{job.job_id}"} for job in jobs]
@@ -88,7 +111,41 @@ def create_predictions() -> Response | tuple[Response, int]:
     return _await_answers(pending, started, settings.predict_timeout_s)
 
 
-def _withdraw_uploads(jobs: list[PredictionJob]) -> None:
+def _accept_uploads(settings: Settings) -> tuple[list[PredictionJob], list[str]]:
+    """Read and check every file, then store each (stripped) with its job: (jobs, stored keys)."""
+    uploads = context.uploaded_files(settings.max_files_per_request, settings.max_upload_bytes)
+    images = _check_all(uploads, settings)
+    now = datetime.now(UTC)
+    jobs = []
+    stored_keys: list[str] = []
+    for (_, data), image in zip(uploads, images, strict=True):
+        job_id = new_job_id(now)
+        key = layout.prediction_upload(job_id, image.extension, now)
+        # What is stored has no EXIF, XMP, ICC or text: a phone photo's GPS position never lands.
+        context.store().put(key, strip_metadata(data, image), image.content_type)
+        stored_keys.append(key)
+        jobs.append(
+            PredictionJob(job_id=job_id, image_key=_model_copy(job_id, image, now) or key, submitted_at=time.time())
+        )
+        if jobs[-1].image_key != key:
+            stored_keys.append(jobs[-1].image_key)
+    return jobs, stored_keys
+
+
+def _model_copy(job_id: str, image: DecodedImage, now: datetime) -> str | None:
+    """Store a large upload's model input beside it; the job points the worker there.
+
+    The worker then reads 150 KB of pixels instead of decoding the upload a second time. The
+    copy has no metadata (pixels only), and retention and DELETE remove it with the upload.
+    """
+    if not wants_model_copy(image):
+        return None
+    key = layout.prediction_upload(job_id, MODEL_INPUT_EXTENSION, now)
+    context.store().put(key, encode_model_input(to_model_input(image.rgb)), "application/octet-stream")
+    return key
+
+
+def _withdraw_uploads(keys: list[str]) -> None:
     """A refused request (queue full, broker gone) leaves no uploads behind.
 
     Jobs of a multi-file request published before the refusal still reach a worker; with
@@ -96,11 +153,11 @@ def _withdraw_uploads(jobs: list[PredictionJob]) -> None:
     matters because refusals happen exactly when the workers are the bottleneck.
     """
     store = context.store()
-    for job in jobs:
+    for key in keys:
         try:
-            store.delete(job.image_key)
+            store.delete(key)
         except SkinLesionError:
-            log.warning("could not withdraw upload %s of a refused request", job.image_key, exc_info=True)
+            log.warning("could not withdraw upload %s of a refused request", key, exc_info=True)
 
 
 def _await_answers(pending: list[PendingReply], started: float, timeout_s: float) -> Response | tuple[Response, int]:

@@ -31,7 +31,7 @@ from services.worker.models import ModelHolder
 from shared import metrics
 from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
-from shared.images import model_input_from_bytes
+from shared.images import model_input_for_key
 from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
 from shared.messaging.topology import EVENT_MODEL_PROMOTED, Topology
@@ -218,9 +218,13 @@ class PredictionConsumer:
                 delivery.job = PredictionJob.decode(delivery.body)
             if delivery.method.redelivered and self._reuse_stored_result(delivery):
                 return
-            data = self.store.get(delivery.job.image_key)
-            delivery.pixels = model_input_from_bytes(
-                data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+            key = delivery.job.image_key
+            # A large upload's job points at its model-sized copy (read as it is), others at the upload.
+            delivery.pixels = model_input_for_key(
+                key,
+                self.store.get(key),
+                max_bytes=self.settings.max_upload_bytes,
+                max_pixels=self.settings.max_image_pixels,
             )
         except MessageDecodeError:
             log.exception("undecodable job; dead-lettering it")
