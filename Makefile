@@ -25,7 +25,7 @@ CHROMIUM := /usr/bin/chromium
 KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters compose-test clean
+.PHONY: run test lint train evaluate bench bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
@@ -77,6 +77,9 @@ replay-dead-letters: $(VENV)/.runtime  ## move dead prediction jobs back to the 
 
 compose-test:  ## build the images, start the stack in Docker, check and scale it, remove it; last line JSON
 	$(PYTHON_BIN) deploy/compose/compose_test.py
+
+compose-cluster-test:  ## the stack on a 3-node RabbitMQ cluster in Docker, a node killed under load; last line JSON
+	$(PYTHON_BIN) deploy/compose/compose_cluster_test.py
 
 clean:
 	rm -rf var test-output .pytest_cache

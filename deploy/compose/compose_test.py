@@ -262,6 +262,10 @@ class Stack:
 
     airgap: bool
     workdir: Path
+    # Another driver (compose_cluster_test.py) runs its own project with more compose files.
+    project: str = PROJECT
+    extra_compose_files: tuple[str, ...] = ()
+    output_dir: Path = OUTPUT_DIR
     env_file: Path = field(init=False)
     gateway_port: int = field(default_factory=free_port)
     prometheus_port: int = field(default_factory=free_port)
@@ -275,7 +279,7 @@ class Stack:
             line.split("=", 1) for line in self.env_file.read_text().splitlines() if re.match(r"^\w+=", line)
         )
         overrides = {
-            "COMPOSE_PROJECT_NAME": PROJECT,
+            "COMPOSE_PROJECT_NAME": self.project,
             "SLC_IMAGE_TAG": IMAGE_TAG,
             "SLC_DATA_DIR": str(dataset),
             "SLC_CA_BUNDLE": self._ca_bundle(),
@@ -321,12 +325,13 @@ class Stack:
 
     def compose(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         files = ["-f", "docker-compose.yml"] + (["-f", "docker-compose.airgap.yml"] if self.airgap else [])
-        command = ["docker-compose", "--env-file", str(self.env_file), "-p", PROJECT, *files, *args]
+        files += [argument for name in self.extra_compose_files for argument in ("-f", name)]
+        command = ["docker-compose", "--env-file", str(self.env_file), "-p", self.project, *files, *args]
         return run(command, timeout_s=timeout_s, env=self.env)
 
     def containers(self, service: str | None = None) -> list[dict[str, Any]]:
         """`docker inspect` of this project's containers (of one service), running or not."""
-        labels = [f"label=com.docker.compose.project={PROJECT}"]
+        labels = [f"label=com.docker.compose.project={self.project}"]
         if service:
             labels.append(f"label=com.docker.compose.service={service}")
         filters = [argument for label in labels for argument in ("--filter", label)]
@@ -341,10 +346,10 @@ class Stack:
             log(f"down -v failed: {error}")
 
     def dump_logs(self) -> None:
-        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(CheckFailed):
-            (OUTPUT_DIR / "compose.log").write_text(self.compose("logs", "--no-color", "--tail", "300"))
-            log(f"container logs: {OUTPUT_DIR / 'compose.log'}")
+            (self.output_dir / "compose.log").write_text(self.compose("logs", "--no-color", "--tail", "300"))
+            log(f"container logs: {self.output_dir / 'compose.log'}")
 
 
 def health(container: dict[str, Any]) -> str:
@@ -624,11 +629,11 @@ def scale_under_load(stack: Stack) -> tuple[LoadResult, float]:
         log("scaling workers to 3")
         stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "worker=3", "worker")
         worker_ready_s = measure_new_worker_ready_s(stack, before)
-        wait_healthy(stack, _expected_services(stack, workers=3))
+        wait_healthy(stack, expected_services(stack, workers=3))
         time.sleep(SCALE_PHASE_S)
         log("scaling workers to 1")
         stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "worker=1", "worker", timeout_s=180)
-        wait_healthy(stack, _expected_services(stack, workers=1))
+        wait_healthy(stack, expected_services(stack, workers=1))
         time.sleep(SCALE_PHASE_S)
     finally:
         stop.set()
@@ -637,7 +642,7 @@ def scale_under_load(stack: Stack) -> tuple[LoadResult, float]:
     return result, worker_ready_s
 
 
-def _expected_services(stack: Stack, workers: int) -> dict[str, int]:
+def expected_services(stack: Stack, workers: int) -> dict[str, int]:
     services = {"gateway": 1, "worker": workers, "trainer": 1, "insights": 1, "rabbitmq": 1, "minio": 1}
     services["prometheus"] = 1
     if not stack.airgap:
@@ -688,7 +693,7 @@ def exercise(stack: Stack, report: dict[str, Any]) -> None:
     stack.down()  # leftovers of an interrupted earlier run
     started = time.monotonic()
     stack.compose("up", "-d", "--scale", "worker=2", timeout_s=600)
-    wait_healthy(stack, _expected_services(stack, workers=2))
+    wait_healthy(stack, expected_services(stack, workers=2))
     report["ready_s"] = round(time.monotonic() - started, 1)
     report["image_mb"] = image_sizes(stack)
     log(f"every container healthy after {report['ready_s']} s; images {report['image_mb']} MB")
