@@ -23,6 +23,8 @@ MINIO_ROOT_USER=slc-admin
 MINIO_ROOT_PASSWORD=$(secret)
 RABBITMQ_USER=slc
 RABBITMQ_PASSWORD=$(secret)
+# Only the 3-node broker of docker-compose.cluster.yml reads it: the Erlang cookie its nodes share.
+RABBITMQ_CLUSTER_COOKIE=$(secret)
 GRAFANA_ADMIN_USER=admin
 GRAFANA_ADMIN_PASSWORD=$(secret)
 ENV
