@@ -169,10 +169,13 @@ def load_images(folder: Path, count: int) -> list[bytes]:
     return [path.read_bytes() for path in paths[::step][:count]]
 
 
-def large_images(small: list[bytes], size: tuple[int, int], image_format: str, count: int) -> list[bytes]:
+def large_images(
+    small: list[bytes], size: tuple[int, int], image_format: str, count: int, noise_sd: float | None = None
+) -> list[bytes]:
     """`count` camera-sized files made from the test images: scaled up, with grain so they compress like photos."""
     generator = np.random.default_rng(1)
-    noise_sd = JPEG_NOISE_SD if image_format == "JPEG" else PNG_NOISE_SD
+    if noise_sd is None:
+        noise_sd = JPEG_NOISE_SD if image_format == "JPEG" else PNG_NOISE_SD
     made = []
     for data in small[:count]:
         scaled = Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.Resampling.BICUBIC)
