@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from shared.settings import Settings
 from tests.support.rabbitmq_node import RabbitNode
 from tests.support.seaweedfs import SeaweedS3
+from tests.support.system import RunningSystem, system_env
 
 
 @pytest.fixture
@@ -31,3 +33,28 @@ def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def system_on_broker(
+    own_s3: SeaweedS3, models_dir: Path, output_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], RunningSystem]]:
+    """Makes the system (no service started yet) for a broker URL and this test's own S3 server;
+    stops whatever it started at teardown."""
+    systems: list[RunningSystem] = []
+
+    def make(amqp_url: str) -> RunningSystem:
+        settings = Settings(
+            amqp_url=amqp_url,
+            s3_endpoint=own_s3.endpoint,
+            s3_access_key=own_s3.access_key,
+            s3_secret_key=own_s3.secret_key,
+        )
+        log_dir = output_dir / "logs" / request.node.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        systems.append(RunningSystem(system_env(settings, models_dir, predict_timeout_s=5), log_dir))
+        return systems[-1]
+
+    yield make
+    for system in systems:
+        system.stop()

@@ -12,7 +12,7 @@ test-output/faults/broker_cluster_node_loss.json.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,7 @@ from shared.settings import Settings
 from tests.faults.test_prediction_faults import assert_nothing_lost, report, start_two_workers_and_a_gateway
 from tests.support.load import Load
 from tests.support.rabbitmq_cluster import RabbitCluster
-from tests.support.seaweedfs import SeaweedS3
-from tests.support.system import RunningSystem, system_env
+from tests.support.system import RunningSystem
 
 NODES = 3
 NODE_DOWN_S = 20
@@ -44,22 +43,8 @@ def cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
 
 
 @pytest.fixture
-def system(
-    cluster: RabbitCluster, own_s3: SeaweedS3, models_dir: Path, output_dir: Path, request: pytest.FixtureRequest
-) -> Iterator[RunningSystem]:
-    settings = Settings(
-        amqp_url=cluster.amqp_url,
-        s3_endpoint=own_s3.endpoint,
-        s3_access_key=own_s3.access_key,
-        s3_secret_key=own_s3.secret_key,
-    )
-    log_dir = output_dir / "logs" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(settings, models_dir, predict_timeout_s=5), log_dir)
-    try:
-        yield running
-    finally:
-        running.stop()
+def system(cluster: RabbitCluster, system_on_broker: Callable[[str], RunningSystem]) -> RunningSystem:
+    return system_on_broker(cluster.amqp_url)
 
 
 def successes_between(load: Load, start: float, end: float) -> int:

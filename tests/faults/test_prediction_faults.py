@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from shared.settings import Settings
 from tests.support.broker import message_count
 from tests.support.load import Load, LoadRecord, account_for
 from tests.support.rabbitmq_node import RabbitNode
 from tests.support.seaweedfs import SeaweedS3
-from tests.support.system import RunningSystem, ServiceProcess, system_env
+from tests.support.system import RunningSystem, ServiceProcess
 
 BACKLOG = 600
 STORE_OUTAGE_S = 30
@@ -33,22 +32,8 @@ ACCOUNTING_TIMEOUT_S = 180
 
 
 @pytest.fixture
-def system(
-    own_broker: RabbitNode, own_s3: SeaweedS3, models_dir: Path, output_dir: Path, request: pytest.FixtureRequest
-) -> Iterator[RunningSystem]:
-    settings = Settings(
-        amqp_url=own_broker.amqp_url,
-        s3_endpoint=own_s3.endpoint,
-        s3_access_key=own_s3.access_key,
-        s3_secret_key=own_s3.secret_key,
-    )
-    log_dir = output_dir / "logs" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(settings, models_dir, predict_timeout_s=5), log_dir)
-    try:
-        yield running
-    finally:
-        running.stop()
+def system(own_broker: RabbitNode, system_on_broker: Callable[[str], RunningSystem]) -> RunningSystem:
+    return system_on_broker(own_broker.amqp_url)
 
 
 def start_two_workers_and_a_gateway(system: RunningSystem) -> list[ServiceProcess]:
