@@ -26,9 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -378,39 +376,8 @@ def cluster_stack(workdir: Path) -> base.Stack:
     return stack
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
-    report: dict[str, Any] = {"ok": False, "project": PROJECT}
-    started = time.monotonic()
-    # SIGTERM (a CI timeout) takes the same way out as Ctrl-C: through `down -v`.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        report["installed"] = base.install_missing_packages(airgap=True)
-        with base.docker_engine(), tempfile.TemporaryDirectory(prefix="slc-compose-cluster-test-") as workdir:
-            stack = cluster_stack(Path(workdir))
-            try:
-                exercise(stack, report)
-                report["ok"] = True
-            except BaseException:
-                stack.dump_logs()
-                raise
-            finally:
-                stack.down()
-    except base.CheckFailed as error:
-        report["error"] = str(error)[:2000]
-        log(f"FAILED: {error}")
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        log("interrupted")
-    except Exception as error:  # anything unexpected still ends with the JSON line
-        report["error"] = f"{type(error).__name__}: {error}"[:2000]
-        log(f"FAILED: {report['error']}")
-    report["total_s"] = round(time.monotonic() - started, 1)
-    print(json.dumps(report), flush=True)
-    return 0 if report["ok"] else 1
+    return base.run_reported(cluster_stack, exercise, {"ok": False, "project": PROJECT}, airgap=True)
 
 
 if __name__ == "__main__":

@@ -737,18 +737,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
-    airgap = os.environ.get("COMPOSE_TEST_AIRGAP", "1") != "0"
-    report: dict[str, Any] = {"ok": False, "airgap": airgap}
+def run_reported(
+    make_stack: Callable[[Path], Stack],
+    exercise_stack: Callable[[Stack, dict[str, Any]], None],
+    report: dict[str, Any],
+    *,
+    airgap: bool,
+) -> int:
+    """Install what is missing, start the engine if needed, exercise the stack and always take
+    it down (`down -v`, also on failure, Ctrl-C or SIGTERM); the last line printed is `report`."""
     started = time.monotonic()
     # SIGTERM (a CI timeout) takes the same way out as Ctrl-C: through `down -v`.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         report["installed"] = install_missing_packages(airgap)
-        with docker_engine(), tempfile.TemporaryDirectory(prefix="slc-compose-test-") as workdir:
-            stack = Stack(airgap=airgap, workdir=Path(workdir))
+        with docker_engine(), tempfile.TemporaryDirectory(prefix="slc-compose-") as workdir:
+            stack = make_stack(Path(workdir))
             try:
-                exercise(stack, report)
+                exercise_stack(stack, report)
                 report["ok"] = True
             except BaseException:
                 stack.dump_logs()
@@ -767,6 +773,13 @@ def main() -> int:
     report["total_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(report), flush=True)
     return 0 if report["ok"] else 1
+
+
+def main() -> int:
+    airgap = os.environ.get("COMPOSE_TEST_AIRGAP", "1") != "0"
+    return run_reported(
+        lambda workdir: Stack(airgap=airgap, workdir=workdir), exercise, {"ok": False, "airgap": airgap}, airgap=airgap
+    )
 
 
 if __name__ == "__main__":
