@@ -126,17 +126,9 @@ class S3Store:
             raise StorageUnavailable(f"cannot delete {key}: {error}") from error
 
     def list(self, prefix: str) -> Iterator[str]:
-        bucket_name, _, rest = prefix.partition("/")
-        bucket = self._bucket_prefix + bucket_name
-        try:
-            for item in self._client.list_objects(bucket, prefix=rest, recursive=True):
-                yield f"{bucket_name}/{item.object_name}"
-        except S3Error as error:
-            if error.code == "NoSuchBucket":
-                return
-            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
-        except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+        # One listing serves both: S3 returns the modification time with every key anyway.
+        for key, _modified in self.list_with_times(prefix):
+            yield key
 
     def list_with_times(self, prefix: str) -> Iterator[tuple[str, float]]:
         bucket_name, _, rest = prefix.partition("/")
