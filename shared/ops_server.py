@@ -15,6 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from shared.errors import StorageUnavailable
+from shared.storage import ObjectStore
+
 log = logging.getLogger(__name__)
 
 # Returns (ready, details): details name each dependency and its state.
@@ -49,6 +52,15 @@ def _checked(check: Callable[[], tuple[bool, dict[str, str]]]) -> tuple[bool, di
     except Exception as error:  # a probe must always get an answer
         log.exception("a health check raised")
         return False, {"check": f"{type(error).__name__}: {error}"}
+
+
+def storage_state(store: ObjectStore) -> str:
+    """ "ok", or why the store cannot be used now: the storage entry of a /readyz answer."""
+    try:
+        store.ping()
+    except StorageUnavailable as error:
+        return str(error)
+    return "ok"
 
 
 def start_ops_server(

@@ -12,9 +12,9 @@ import time
 from services.insights.consumer import InsightsConsumer
 from services.insights.retention import RetentionSweeper
 from services.insights.snapshots import SnapshotBuilder
-from shared.errors import SkinLesionError, StorageUnavailable
+from shared.errors import SkinLesionError
 from shared.logs import configure_logging
-from shared.ops_server import start_ops_server, threads_alive
+from shared.ops_server import start_ops_server, storage_state, threads_alive
 from shared.retention import RetentionPolicy
 from shared.settings import Settings
 from shared.storage import create_store
@@ -49,12 +49,10 @@ def main() -> int:
     sweep_loop = threading.Thread(target=sweeper.run, name="retention-sweep", daemon=True)
 
     def readiness() -> tuple[bool, dict[str, str]]:
-        checks = {"broker": "ok" if consumer.connected.is_set() else "disconnected"}
-        try:
-            store.ping()
-            checks["storage"] = "ok"
-        except StorageUnavailable as error:
-            checks["storage"] = str(error)
+        checks = {
+            "broker": "ok" if consumer.connected.is_set() else "disconnected",
+            "storage": storage_state(store),
+        }
         return all(state == "ok" for state in checks.values()), checks
 
     try:

@@ -31,6 +31,7 @@ from shared.errors import MessageDecodeError, SkinLesionError, StorageUnavailabl
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
 from shared.messaging.schemas import Event, TrainRequest
 from shared.messaging.topology import EVENT_TRAINING_FINISHED, EVENT_TRAINING_PROGRESS, Topology
+from shared.ops_server import storage_state
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -85,11 +86,7 @@ class TrainerService:
             broker = "released during a run"
         else:
             broker = "disconnected"
-        try:
-            self.store.ping()
-            storage = "ok"
-        except StorageUnavailable as error:
-            storage = str(error)
+        storage = storage_state(self.store)
         checks = {"broker": broker, "storage": storage, "training": "busy" if self.busy.is_set() else "idle"}
         return broker != "disconnected" and storage == "ok", checks
 

@@ -19,7 +19,7 @@ from shared.errors import SkinLesionError
 from shared.logs import configure_logging
 from shared.messaging.topology import Topology
 from shared.model import registry
-from shared.ops_server import start_ops_server
+from shared.ops_server import start_ops_server, storage_state
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 
@@ -65,7 +65,7 @@ class Worker:
         if self.consumer is None:
             return False, {"broker": "not started", "model": self.model_status}
         broker = "ok" if self.consumer.connected.is_set() else "disconnected"
-        storage = _storage_state(self.store)
+        storage = storage_state(self.store)
         checks = {"broker": broker, "storage": storage, "model": self.consumer.models.current.version}
         return broker == "ok" and storage == "ok", checks
 
@@ -111,14 +111,6 @@ def serve(settings: Settings, store: ObjectStore) -> int:
     signal.signal(signal.SIGINT, worker.stop)
     worker.run()
     return 0
-
-
-def _storage_state(store: ObjectStore) -> str:
-    try:
-        store.ping()
-    except SkinLesionError as error:
-        return str(error)
-    return "ok"
 
 
 if __name__ == "__main__":
