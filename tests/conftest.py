@@ -77,12 +77,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def s3_settings(s3_server: SeaweedS3, namespace: str, models_dir: Path) -> Settings:
     bucket_prefix = namespace.replace(".", "").lower() + "-"
-    return Settings(
-        broker_namespace=namespace,
-        amqp_url=AMQP_URL,
-        s3_endpoint=s3_server.endpoint,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
-        s3_bucket_prefix=bucket_prefix,
-        models_dir=models_dir,
+    return s3_server.settings(
+        broker_namespace=namespace, amqp_url=AMQP_URL, s3_bucket_prefix=bucket_prefix, models_dir=models_dir
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
 from tests.support.rabbitmq_node import RabbitNode
 from tests.support.seaweedfs import SeaweedS3
 from tests.support.system import RunningSystem, system_env
@@ -44,12 +43,7 @@ def system_on_broker(
     systems: list[RunningSystem] = []
 
     def make(amqp_url: str) -> RunningSystem:
-        settings = Settings(
-            amqp_url=amqp_url,
-            s3_endpoint=own_s3.endpoint,
-            s3_access_key=own_s3.access_key,
-            s3_secret_key=own_s3.secret_key,
-        )
+        settings = own_s3.settings(amqp_url=amqp_url)
         log_dir = output_dir / "logs" / request.node.name
         log_dir.mkdir(parents=True, exist_ok=True)
         systems.append(RunningSystem(system_env(settings, models_dir, predict_timeout_s=5), log_dir))

@@ -19,6 +19,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException
 
+from shared.settings import Settings
 from tests.support.network import free_port
 from tests.support.processes import kill_process_group, stop_process_group
 
@@ -47,6 +48,12 @@ class SeaweedS3:
         self._process: subprocess.Popen | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
         self._write_identities()
+
+    def settings(self, **fields: object) -> Settings:
+        """Settings whose store is this server, plus the other `fields` given."""
+        return Settings(
+            s3_endpoint=self.endpoint, s3_access_key=self.access_key, s3_secret_key=self.secret_key, **fields
+        )
 
     def _write_identities(self) -> None:
         identity = {

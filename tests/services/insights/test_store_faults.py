@@ -34,13 +34,7 @@ own_s3 = fault_servers.own_s3
 
 @pytest.fixture
 def settings(own_s3: SeaweedS3, namespace: str) -> Settings:
-    return Settings(
-        broker_namespace=namespace,
-        amqp_url=AMQP_URL,
-        s3_endpoint=own_s3.endpoint,
-        s3_access_key=own_s3.access_key,
-        s3_secret_key=own_s3.secret_key,
-    )
+    return own_s3.settings(broker_namespace=namespace, amqp_url=AMQP_URL)
 
 
 @pytest.fixture

@@ -36,14 +36,7 @@ own_s3 = fault_servers.own_s3
 @pytest.fixture
 def settings(own_s3: SeaweedS3, namespace: str, tmp_path: Path) -> Settings:
     weak = write_models_dir(tmp_path / "weak", {"weak-v1": brightness_model(weight=-12.0, bias=6.0)}, "weak-v1")
-    return Settings(
-        broker_namespace=namespace,
-        amqp_url=AMQP_URL,
-        s3_endpoint=own_s3.endpoint,
-        s3_access_key=own_s3.access_key,
-        s3_secret_key=own_s3.secret_key,
-        models_dir=weak,
-    )
+    return own_s3.settings(broker_namespace=namespace, amqp_url=AMQP_URL, models_dir=weak)
 
 
 @pytest.fixture
