@@ -136,42 +136,99 @@ def split_validation(everything: LabelledImages, fraction: float, seed: int) -> 
     return everything.subset(train_index), everything.subset(validation_index)
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+# Augmentation strengths, from the plain recipe to what is known to help across dermatoscopes.
+AUGMENTATIONS = ("flips", "colour", "dermoscopy")
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, kind: str = "colour") -> tf.Tensor:
     """One random dermoscopy-style view of a uint8 (224, 224, 3) image; float32 in 0..255.
 
     Lesions have no canonical orientation, so all 8 flips/90-degree rotations are equally
-    real; a crop of 40-100% of the area imitates zoom and framing; colour jitter imitates
-    differences between dermatoscopes and lighting (strong: other clinics' images differ more
-    than HAM10000's own do). `seed` is a stateless seed, shape (2,).
+    real (`flips` stops there). `colour` adds a crop of 40-100% of the area (zoom and
+    framing) and colour jitter (dermatoscopes and lighting differ). `dermoscopy` goes further
+    towards what differs between clinics: a mild colour cast per channel, gamma, blur (focus and
+    resampling) and dark hair-like lines. `seed` is a stateless seed, shape (2,).
     """
-    seeds = tf.random.experimental.stateless_split(seed, 7)
-    height, width = image.shape[0], image.shape[1]
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, received {kind!r}")
+    seeds = tf.random.experimental.stateless_split(seed, 12)
     x = tf.image.convert_image_dtype(image, tf.float32)
     x = tf.image.stateless_random_flip_left_right(x, seeds[0])
     x = tf.image.rot90(x, tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32))
+    if kind == "flips":
+        return x * 255.0
+    x = _random_crop(x, seeds[2])
+    strong = kind == "dermoscopy"
+    x = tf.image.stateless_random_brightness(x, 0.2 if strong else 0.15, seeds[3])
+    x = tf.image.stateless_random_contrast(x, *((0.7, 1.3) if strong else (0.75, 1.25)), seeds[4])
+    x = tf.image.stateless_random_saturation(x, *((0.7, 1.3) if strong else (0.75, 1.25)), seeds[5])
+    x = tf.image.stateless_random_hue(x, 0.05, seeds[6])
+    if strong:
+        x = tf.clip_by_value(x, 0.0, 1.0)
+        cast = tf.random.stateless_uniform([1, 1, 3], seeds[7], 0.9, 1.1)
+        gamma = tf.exp(tf.random.stateless_uniform([], seeds[8], -0.25, 0.25))
+        x = tf.pow(x * cast, gamma)
+        x = _random_blur(x, seeds[9])
+        x = _hair_lines(x, seeds[10])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def _random_crop(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(x),
         tf.zeros([1, 0, 4]),
-        seeds[2],
+        seed,
         min_object_covered=0.0,
         aspect_ratio_range=(0.75, 1.33),
         area_range=(0.4, 1.0),
         use_image_if_no_bounding_boxes=True,
     )
-    x = tf.image.resize(tf.slice(x, begin, size), (height, width))
-    x = tf.image.stateless_random_brightness(x, 0.15, seeds[3])
-    x = tf.image.stateless_random_contrast(x, 0.75, 1.25, seeds[4])
-    x = tf.image.stateless_random_saturation(x, 0.75, 1.25, seeds[5])
-    x = tf.image.stateless_random_hue(x, 0.05, seeds[6])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    return tf.image.resize(tf.slice(x, begin, size), (x.shape[0], x.shape[1]))
 
 
-def augmented_views(pixels: np.ndarray, view: int, seed: int, batch_size: int = 32) -> tf.data.Dataset:
+def _random_blur(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Gaussian blur with sigma 0-1.5 px, half of the time: out-of-focus or upsampled images."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    sigma = tf.random.stateless_uniform([], seeds[0], 0.05, 1.5)
+    sigma = tf.where(tf.random.stateless_uniform([], seeds[1]) < 0.5, sigma, 0.05)
+    taps = tf.exp(-0.5 * tf.square(tf.range(-3.0, 4.0) / sigma))
+    taps = taps / tf.reduce_sum(taps)
+    horizontal = tf.tile(tf.reshape(taps, [1, 7, 1, 1]), [1, 1, 3, 1])
+    vertical = tf.tile(tf.reshape(taps, [7, 1, 1, 1]), [1, 1, 3, 1])
+    blurred = tf.nn.depthwise_conv2d(x[None], horizontal, [1, 1, 1, 1], "SAME")
+    return tf.nn.depthwise_conv2d(blurred, vertical, [1, 1, 1, 1], "SAME")[0]
+
+
+def _hair_lines(x: tf.Tensor, seed: tf.Tensor, most: int = 4) -> tf.Tensor:
+    """Up to `most` thin dark straight lines across the image, as hairs are in dermoscopy.
+
+    Each line is present with probability 1/3; a line is 0.4-1.2 px wide and darkens the
+    pixels under it towards a random dark brown.
+    """
+    height, width = x.shape[0], x.shape[1]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    present = tf.cast(tf.random.stateless_uniform([most], seeds[0]) < 1.0 / 3.0, tf.float32)
+    angle = tf.random.stateless_uniform([most], seeds[1], 0.0, 3.14159)
+    offset = tf.random.stateless_uniform([most], seeds[2], -0.4, 0.4) * width
+    thickness = tf.random.stateless_uniform([most], seeds[3], 0.2, 0.6)
+    colour = tf.random.stateless_uniform([3], seeds[4], 0.05, 0.25) * tf.constant([1.0, 0.8, 0.6])
+    rows, columns = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
+    rows, columns = rows - height / 2.0, columns - width / 2.0
+    distance = tf.abs(
+        rows[..., None] * tf.cos(angle) - columns[..., None] * tf.sin(angle) - offset
+    )  # (H, W, most): each pixel's distance to each line
+    cover = tf.reduce_max(present * tf.clip_by_value(1.0 + thickness - distance, 0.0, 1.0), axis=-1)
+    return x * (1.0 - cover[..., None]) + colour * cover[..., None]
+
+
+def augmented_views(
+    pixels: np.ndarray, view: int, seed: int, batch_size: int = 32, kind: str = "colour"
+) -> tf.data.Dataset:
     """Batches of augmented copies of `pixels` (in order); `view` picks an independent draw."""
     dataset = tf.data.Dataset.from_tensor_slices(pixels).enumerate()
 
     def one(index, image):
-        return augment(image, tf.stack([tf.cast(seed, tf.int64), index * 1000 + view]))
+        return augment(image, tf.stack([tf.cast(seed, tf.int64), index * 1000 + view]), kind)
 
     views = dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
     # Augmenting the next batches while the model runs on this one.

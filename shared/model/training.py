@@ -46,6 +46,7 @@ class TrainingConfig:
     seed: int = 1337
     validation_fraction: float = 0.2
     views: int = 12  # augmented copies of each training image kept as cached features
+    augmentation: str = "colour"  # one of data.AUGMENTATIONS: flips, colour, dermoscopy
     batch_size: int = 32
     head_epochs: int = 4  # the head trains to convergence first, so fine-tuning distorts less
     head_learning_rate: float = 1e-3
@@ -59,11 +60,16 @@ class TrainingConfig:
     diagnosis_balance: float = 0.5
     diagnosis_weight: float = 0.5  # auxiliary 7-way diagnosis loss, when labels exist
     patience: int = 5  # fine-tuning epochs without a better validation AUC
+    # Choose epochs by the diagnosis-balanced validation AUC (every diagnosis within a class
+    # weighs the same) rather than the plain one, which HAM10000's nevi dominate.
+    balanced_selection: bool = True
     average_top: int = 3  # average the weights of this many best epochs
     # Candidate shares of the head-only ("linear probe") model mixed into the fine-tuned
     # weights at the end (WiSE-FT); the validation AUC picks among them and 0 (no mixing).
     probe_mix: tuple[float, ...] = (0.25, 0.5)
     target_sensitivity: float = 0.90
+    # With an external collection, the threshold is also low enough to reach this on it.
+    external_target_sensitivity: float = 0.85
 
     @classmethod
     def quick(cls, **overrides: Any) -> TrainingConfig:
@@ -91,6 +97,7 @@ class TrainingResult:
     history: list[dict[str, Any]]
     validation_probabilities: np.ndarray  # raw model output on the validation split
     seconds: dict[str, float] = field(default_factory=dict)
+    external_probabilities: np.ndarray | None = None  # raw output on the external collection, if any
 
 
 def train(
@@ -100,8 +107,14 @@ def train(
     *,
     on_epoch: EpochCallback | None = None,
     initial_weights: list[np.ndarray] | None = None,
+    external: LabelledImages | None = None,
 ) -> TrainingResult:
-    """Train on `train_data` from ImageNet (or `initial_weights`), choosing epochs by AUC on `validation`."""
+    """Train on `train_data` from ImageNet (or `initial_weights`), choosing epochs by AUC on `validation`.
+
+    `external` (another clinic's collection) is scored after every epoch and recorded in the
+    history, but never chooses anything here: which recipe and which threshold travel is
+    decided outside a run, by the rule in docs/model.md.
+    """
     if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
         raise ValueError("training and validation data must each hold both classes")
     started = time.monotonic()
@@ -122,7 +135,10 @@ def train(
     upper = keras.Model(cut, backbone.output, name="upper")
     extractor = keras.Model(model.input, lower(model.get_layer("to_unit_range").output))
 
-    features, validation_features = _cache_features(extractor, train_data, validation, config)
+    runtime = LiteRtRuntime(export_litert(extractor), os.cpu_count() or 1)
+    features = _cache_views(runtime, extractor, train_data, config)
+    validation_features = _lower_features(runtime, validation, config.batch_size)
+    external_features = _lower_features(runtime, external, config.batch_size) if external is not None else None
     seconds = {"feature_cache": time.monotonic() - started}
     log.info("cached %d views of %d images in %.0f s", config.views, len(train_data), seconds["feature_cache"])
 
@@ -131,6 +147,8 @@ def train(
     targets = _targets(train_data, use_diagnoses)
     weights = sample_weights(train_data, config.diagnosis_balance if train_data.has_diagnoses else 0.0)
     loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation, on_epoch)
+    if external is not None and external_features is not None:
+        loop.watch_external(external_features, external.labels)
 
     _set_trainable(backbone, None)
     loop.compile(keras.optimizers.Adam(config.head_learning_rate), use_diagnoses)
@@ -151,34 +169,41 @@ def train(
     loop.mix_in(probe, config.probe_mix)
 
     seconds["total"] = time.monotonic() - started
-    probabilities = model.predict(validation.pixels.astype(np.float32), batch_size=config.batch_size, verbose=0)
-    return TrainingResult(model, loop.history, probabilities.reshape(-1), seconds)
+    probabilities = _predict(model, validation, config.batch_size)
+    external_probabilities = _predict(model, external, config.batch_size) if external is not None else None
+    return TrainingResult(model, loop.history, probabilities, seconds, external_probabilities)
 
 
-def _cache_features(
-    extractor: keras.Model, train_data: LabelledImages, validation: LabelledImages, config: TrainingConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-backbone outputs: `views` augmented copies of each training image (float16),
-    and the validation images (float32).
+def _predict(model: keras.Model, data: LabelledImages, batch_size: int) -> np.ndarray:
+    return model.predict(data.pixels.astype(np.float32), batch_size=batch_size, verbose=0).reshape(-1)
+
+
+def _cache_views(
+    runtime: LiteRtRuntime, extractor: keras.Model, train_data: LabelledImages, config: TrainingConfig
+) -> np.ndarray:
+    """Lower-backbone outputs of `views` augmented copies of each training image (float16).
 
     The lower part runs in LiteRT, converted from `extractor` on the spot: on 2 cores it is
     4-5x faster than Keras here, and its outputs match Keras to about 1e-6 of their range,
     below the float16 rounding of the cache (docs/model.md, step 3).
     """
-    runtime = LiteRtRuntime(export_litert(extractor), os.cpu_count() or 1)
     features = np.empty((config.views, len(train_data), *extractor.output.shape[1:]), np.float16)
     for view in range(config.views):
         start = 0
-        for batch in augmented_views(train_data.pixels, view, config.seed, config.batch_size):
+        for batch in augmented_views(train_data.pixels, view, config.seed, config.batch_size, config.augmentation):
             features[view, start : start + len(batch)] = runtime.run(batch.numpy())
             start += len(batch)
-    validation_features = np.concatenate(
+    return features
+
+
+def _lower_features(runtime: LiteRtRuntime, data: LabelledImages, batch_size: int) -> np.ndarray:
+    """Lower-backbone outputs of un-augmented images (float32): what evaluation runs on."""
+    return np.concatenate(
         [
-            runtime.run(validation.pixels[start : start + config.batch_size].astype(np.float32))
-            for start in range(0, len(validation), config.batch_size)
+            runtime.run(data.pixels[start : start + batch_size].astype(np.float32))
+            for start in range(0, len(data), batch_size)
         ]
     )
-    return features, validation_features
 
 
 def _training_model(model: keras.Model, upper: keras.Model, use_diagnoses: bool) -> keras.Model:
@@ -248,9 +273,13 @@ class _Loop:
         self.validation_features, self.validation_labels = validation_features, validation.labels
         # Selection gives every diagnosis in a class the same say: other collections mix
         # diagnoses differently from HAM10000, whose benign class is 86% nevi.
-        self.validation_weights = sample_weights(validation, 1.0) if validation.has_diagnoses else None
+        balanced = config.balanced_selection and validation.has_diagnoses
+        self.validation_weights = sample_weights(validation, 1.0) if balanced else None
+        self.external_features: np.ndarray | None = None
+        self.external_labels: np.ndarray | None = None
         self.on_epoch = on_epoch
         self.rng = np.random.default_rng(config.seed)
+        self.view_offsets = self.rng.integers(0, features.shape[0], size=features.shape[1])
         self.history: list[dict[str, Any]] = []
         self.snapshots: list[tuple[float, int, list[np.ndarray]]] = []
         self.total = config.head_epochs + config.finetune_epochs
@@ -264,19 +293,28 @@ class _Loop:
             loss_weights.append(self.config.diagnosis_weight)
         self.trainer.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights)
 
+    def watch_external(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """Also record the AUC on an external collection (never used for a choice)."""
+        self.external_features, self.external_labels = features, labels
+
+    def _malignant(self, features: np.ndarray) -> np.ndarray:
+        outputs = self.trainer.predict(features, batch_size=64, verbose=0)
+        return (outputs[0] if isinstance(outputs, list) else outputs).reshape(-1)
+
     def validation_auc(self) -> float:
-        outputs = self.trainer.predict(self.validation_features, batch_size=64, verbose=0)
-        malignant = outputs[0] if isinstance(outputs, list) else outputs
-        return roc_auc(self.validation_labels, malignant.reshape(-1), self.validation_weights)
+        return roc_auc(self.validation_labels, self._malignant(self.validation_features), self.validation_weights)
+
+    def external_record(self) -> dict[str, float]:
+        if self.external_features is None:
+            return {}
+        return {"external_auc": roc_auc(self.external_labels, self._malignant(self.external_features))}
 
     def run(self, phase: str, epochs: int, *, patience: int | None = None) -> None:
         best, since_best = -1.0, 0
         count = self.features.shape[1]
         for _ in range(epochs):
             started = time.monotonic()
-            # One stored augmented view per image, drawn afresh every epoch.
-            chosen = self.rng.integers(0, self.features.shape[0], size=count)
-            inputs = self.features[chosen, np.arange(count)].astype(np.float32)
+            inputs = self.features[self._views_for(len(self.history)), np.arange(count)].astype(np.float32)
             fit = self.trainer.fit(
                 inputs,
                 self.targets,
@@ -292,6 +330,7 @@ class _Loop:
                 "epoch": len(self.history) + 1,
                 "loss": float(fit.history["loss"][-1]),
                 "val_auc": auc,
+                **self.external_record(),
                 "seconds": time.monotonic() - started,
             }
             self.history.append(record)
@@ -305,6 +344,15 @@ class _Loop:
             if patience is not None and since_best >= patience:
                 log.info("early stop: no better validation AUC for %d epochs", patience)
                 break
+
+    def _views_for(self, epoch: int) -> np.ndarray:
+        """The stored view each image is trained on in `epoch`.
+
+        Each image walks through its views from its own random starting point, so no view
+        repeats before all have been seen: with as many views as epochs, every epoch is a
+        fresh augmentation, as without a cache.
+        """
+        return (self.view_offsets + epoch) % self.features.shape[0]
 
     def restore_average(self, top: int) -> None:
         """Keep the better (on validation AUC) of the best epoch and the mean of the top epochs."""
@@ -323,7 +371,7 @@ class _Loop:
                 self.model.set_weights(best_weights)
         else:
             self.model.set_weights(best_weights)
-        self.history.append({"phase": "selected", **chosen})
+        self.history.append({"phase": "selected", **chosen, **self.external_record()})
         log.info("selected weights: %s (val AUC %.4f)", chosen["source"], chosen["val_auc"])
 
     def mix_in(self, probe: list[np.ndarray], shares: tuple[float, ...]) -> None:
@@ -338,7 +386,9 @@ class _Loop:
         for share in (0.0, *shares):
             self.model.set_weights(_blend(tuned, probe, share))
             aucs[share] = self.validation_auc()
-            self.history.append({"phase": "probe_mix", "share": share, "val_auc": aucs[share]})
+            self.history.append(
+                {"phase": "probe_mix", "share": share, "val_auc": aucs[share], **self.external_record()}
+            )
             log.info("probe share %.2f: val AUC %.4f", share, aucs[share])
         best = max(aucs, key=aucs.__getitem__)  # the first of equals: less mixing
         self.model.set_weights(_blend(tuned, probe, best))
