@@ -39,6 +39,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-from", help="first backbone layer to fine-tune, e.g. block_11_expand")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument(
+        "--external",
+        type=Path,
+        help="another clinic's collection (benign/, malignant/; never trained on): scored every epoch,"
+        " moves the threshold so its sensitivity target holds there too, and is reported in the card",
+    )
+    parser.add_argument("--external-name", default="Derm7pt", help="what to call the --external collection")
+    parser.add_argument(
         "--runtime",
         choices=SERVING_RUNTIMES,
         help="serving runtime to export and parity-check for (default: the SERVING_RUNTIME setting)",
@@ -86,7 +93,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     train_data, validation = split_validation(everything, config.validation_fraction, config.seed)
     log.info("training on %d images, validating on %d", len(train_data), len(validation))
 
-    result = train(config, train_data, validation)
+    external = load_folder(args.external, limit=limit) if args.external else None
+    result = train(config, train_data, validation, external=external)
     version = new_version_name()
     folder = args.out / "versions" / version
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,6 +109,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         (train_data, validation, test),
         train_source=f"{source}/train",
         test_source=f"{source}/test",
+        external=external,
+        external_source=str(args.external) if external is not None else None,
+        external_name=args.external_name,
         runtime=args.runtime or settings.serving_runtime,
     )
     card = candidate.card

@@ -176,6 +176,7 @@ def package(
     test_source: str | None = None,
     external: LabelledImages | None = None,
     external_source: str | None = None,
+    external_name: str = "external collection",
     parent: str | None = None,
     runtime: str = "onnxruntime",
 ) -> Candidate:
@@ -219,7 +220,7 @@ def package(
     if test is not None:
         data["test"] = describe(test, test_source or "test")
     if external is not None:
-        data["external"] = describe(external, external_source or "external")
+        data["external"] = {**describe(external, external_source or "external"), "name": external_name}
     card = make_card(
         version,
         point=point,
