@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.model.data import augment, augmented_views, load_folder, load_store, stratified_split
+from shared.model.data import AUGMENTATIONS, augment, augmented_views, load_folder, load_store, stratified_split
 from shared.storage import FilesystemStore, layout
 
 
@@ -55,3 +55,34 @@ def test_a_subset_is_identified_by_the_content_of_its_images(dataset_root: Path)
     first_half, second_half = data.subset(np.arange(8)), data.subset(np.arange(8, 16))
     assert everything.content_hash == data.content_hash
     assert first_half.content_hash != second_half.content_hash
+
+
+@pytest.mark.parametrize("kind", AUGMENTATIONS)
+def test_every_augmentation_strength_gives_a_repeatable_image_in_range(kind: str):
+    image = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    first = augment(image, np.array([4, 9]), kind).numpy()
+    assert first.shape == (224, 224, 3) and first.min() >= 0.0 and first.max() <= 255.0
+    assert np.array_equal(first, augment(image, np.array([4, 9]), kind).numpy())
+
+
+def test_flips_only_moves_pixels_without_changing_them():
+    image = np.random.default_rng(4).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    views = [augment(image, np.array([1, seed]), "flips").numpy() for seed in range(6)]
+    for view in views:
+        # Same pixel values, rearranged (to float32 rounding of the uint8 -> [0, 1] -> 0..255 trip).
+        assert np.allclose(np.sort(view.reshape(-1, 3), axis=0), np.sort(image.reshape(-1, 3), axis=0), atol=1e-3)
+    assert any(not np.allclose(view, image, atol=1e-3) for view in views), "some draw flips or rotates"
+
+
+def test_dermoscopy_augmentation_changes_colours_beyond_the_milder_one():
+    image = np.full((224, 224, 3), 150, np.uint8)
+    spread = {
+        kind: np.std([augment(image, np.array([2, seed]), kind).numpy().mean(axis=(0, 1)) for seed in range(24)])
+        for kind in ("colour", "dermoscopy")
+    }
+    assert spread["dermoscopy"] > spread["colour"]
+
+
+def test_an_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        augment(np.zeros((224, 224, 3), np.uint8), np.array([1, 2]), "sepia")

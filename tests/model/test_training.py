@@ -19,7 +19,8 @@ SUMMARY_KEYS = {"n", "auc", "sensitivity", "specificity", "balanced_accuracy", "
 @pytest.fixture(scope="module")
 def trained(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
-    assert main(["train", "--data", str(dataset_root), "--quick", "--out", str(out), "--promote"]) == 0
+    arguments = ["train", "--data", str(dataset_root), "--quick", "--out", str(out), "--promote"]
+    assert main([*arguments, "--external", str(dataset_root / "test"), "--external-name", "Other clinic"]) == 0
     return out
 
 
@@ -46,6 +47,18 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     assert card["parity"]["runtime"] == "litert" and card["parity"]["max_abs_diff"] <= 1e-4
     assert card["metrics"]["test"]["n"] == 12 and card["data"]["test"]["n"] == 12
     assert "not for clinical use" in card["note"]
+    assert card["metrics"]["external"]["n"] == 12 and card["data"]["external"]["name"] == "Other clinic"
+
+
+def test_the_external_collection_is_scored_every_epoch_but_chooses_nothing(trained: Path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    history = json.loads((trained / "versions" / version / "card.json").read_text())["training"]["history"]
+    epochs = [record for record in history if "epoch" in record]
+    assert epochs and all(0.0 <= record["external_auc"] <= 1.0 for record in epochs)
+    tried = [record for record in history if record["phase"] == "probe_mix"]
+    assert all("external_auc" in record for record in tried)
+    kept = history[-1]
+    assert kept["val_auc"] == max(record["val_auc"] for record in tried), "validation alone picks the mix"
 
 
 def test_training_keeps_the_probe_mix_that_validation_prefers(trained: Path):
