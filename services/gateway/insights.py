@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from services.gateway.models import external_name
 from shared.errors import NotFound, ObjectNotFound
 from shared.model import registry
 from shared.storage import ObjectStore, get_json, layout
@@ -34,9 +35,11 @@ def latest_snapshot(store: ObjectStore) -> dict[str, Any] | None:
 
 
 def production_performance(store: ObjectStore) -> dict[str, Any] | None:
-    """Version, threshold and test-split metrics of production; None when there is none.
+    """Version, threshold, test-split and external metrics of production; None when there is none.
 
-    `test` is null for a version whose card has no test evaluation (e.g. a hand-made card).
+    `test` is null for a version whose card has no test evaluation (e.g. a hand-made card);
+    `external` (another clinic's collection, named by `external_name`) is null for a version
+    never evaluated on one.
     """
     version = registry.production_version(store)
     if version is None:
@@ -45,5 +48,12 @@ def production_performance(store: ObjectStore) -> dict[str, Any] | None:
         card = registry.read_card(store, version)
     except NotFound:
         return None  # the alias names a version whose card is gone: nothing to show
-    test = (card.get("metrics") or {}).get("test")
-    return {"version": version, "threshold": card.get("threshold"), "test": test}
+    metrics = card.get("metrics") or {}
+    external = metrics.get("external") or None
+    return {
+        "version": version,
+        "threshold": card.get("threshold"),
+        "test": metrics.get("test"),
+        "external": external,
+        "external_name": external_name(card) if external else None,
+    }

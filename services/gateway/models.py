@@ -27,7 +27,12 @@ def _checked_version(version: str) -> str:
 
 
 def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
-    test_metrics = (card.get("metrics") or {}).get("test") or {}
+    """The list's entry: test metrics, and external ones (another clinic's images) or null
+    for a version never evaluated on such a collection."""
+    metrics = card.get("metrics") or {}
+    test_metrics = metrics.get("test") or {}
+    external_metrics = metrics.get("external")
+    external_summary = {name: external_metrics.get(name) for name in SUMMARY_METRICS} if external_metrics else None
     return {
         "version": card["version"],
         "created_at": card.get("created_at"),
@@ -35,7 +40,15 @@ def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
         "threshold": card.get("threshold"),
         "is_production": card["version"] == production,
         "metrics": {name: test_metrics.get(name) for name in SUMMARY_METRICS},
+        "external_metrics": external_summary,
+        "external_name": external_name(card) if external_metrics else None,
     }
+
+
+def external_name(card: dict[str, Any]) -> str | None:
+    """The label of the card's external collection (e.g. "Derm7pt"), or None when unnamed."""
+    collection = (card.get("data") or {}).get("external") or {}
+    return collection.get("name")
 
 
 @blueprint.get("")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,18 @@ PLOTS = {"roc": "roc.png", "confusion": "confusion.png", "calibration": "calibra
 
 
 def write_report(folder: Path, card: dict[str, Any], *, split: str = "test") -> dict[str, Path]:
-    """Write report.md and the three PNGs for `card["metrics"][split]`; return their paths."""
+    """Write report.md and the three PNGs for `card["metrics"][split]`; return their paths.
+
+    When the card also has external metrics (another clinic's collection), the ROC and
+    calibration plots draw them beside the in-domain curves.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     result = card["metrics"][split]
+    external = _external(card)
     paths = {name: folder / filename for name, filename in PLOTS.items()}
-    _roc_plot(result, paths["roc"])
+    _roc_plot(result, paths["roc"], split, external)
     _confusion_plot(result, paths["confusion"])
-    _calibration_plot(result, paths["calibration"])
+    _calibration_plot(result, paths["calibration"], split, external)
     paths["report"] = folder / "report.md"
     paths["report"].write_text(markdown(card, split=split))
     return paths
@@ -65,12 +71,13 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
         f">= {card.get('target_sensitivity')} (with a margin); Platt calibration "
         f"a={card['calibration']['a']:.3f}, b={card['calibration']['b']:.3f}.",
         "",
+        *_external_section(card, split),
         "## Data",
         "",
         "| split | source | images | malignant | content hash |",
         "|---|---|---|---|---|",
         *[
-            f"| {name} | {d['source']} | {d['n']} | {d['n_malignant']} | `{d['content_hash'][:12]}` |"
+            f"| {_data_label(name, d)} | {d['source']} | {d['n']} | {d['n_malignant']} | `{d['content_hash'][:12]}` |"
             for name, d in data.items()
         ],
         "",
@@ -82,9 +89,88 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
     return "\n".join(lines)
 
 
-def _roc_plot(result: dict[str, Any], path: Path) -> None:
+def _external(card: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(the external collection's name, its metrics), or None for a card without them."""
+    metrics = (card.get("metrics") or {}).get("external")
+    if not metrics:
+        return None
+    collection = (card.get("data") or {}).get("external") or {}
+    return collection.get("name") or "external", metrics
+
+
+def _data_label(split: str, data: dict[str, Any]) -> str:
+    return f"{split} ({data['name']})" if data.get("name") else split
+
+
+def _external_section(card: dict[str, Any], split: str) -> list[str]:
+    """In-domain `split` beside the external collection, or a line saying it was not measured."""
+    external = _external(card)
+    if external is None:
+        return [
+            "## External collection",
+            "",
+            "Not measured: this version was not evaluated on another clinic's images.",
+            "",
+        ]
+    name, outside = external
+    inside = card["metrics"][split]
+
+    def both(label: str, value: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {label} | {value(inside)} | {value(outside)} |"
+
+    def auc(result: dict[str, Any]) -> str:
+        low, high = result["auc_ci95"]
+        return f"{result['auc']:.3f} ({low:.3f}-{high:.3f})"
+
+    def count(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda result: str(result["confusion_matrix"][key])
+
+    return [
+        f"## In-domain {split} and external collection ({name})",
+        "",
+        f"`{name}` is another clinic's collection of {outside['n']} images, {outside['n_malignant']} malignant. "
+        "The model never trained on it, and neither its threshold nor its calibration was chosen on it: "
+        "these figures show how the model holds up on images from elsewhere. Both columns use the "
+        f"stored threshold {card['threshold']:.3f}.",
+        "",
+        f"| metric | {split} (in-domain) | {name} (external) |",
+        "|---|---|---|",
+        both("images (malignant)", lambda result: f"{result['n']} ({result['n_malignant']})"),
+        both("ROC AUC (95% bootstrap CI)", auc),
+        both("sensitivity", lambda result: f"{result['sensitivity']:.3f}"),
+        both("specificity", lambda result: f"{result['specificity']:.3f}"),
+        both("balanced accuracy", lambda result: f"{result['balanced_accuracy']:.3f}"),
+        both("expected calibration error (10 bins)", lambda result: f"{result['ece']:.4f}"),
+        both("malignant called malignant (TP)", count("tp")),
+        both("malignant called benign (FN)", count("fn")),
+        both("benign called benign (TN)", count("tn")),
+        both("benign called malignant (FP)", count("fp")),
+        "",
+    ]
+
+
+def _roc_plot(
+    result: dict[str, Any], path: Path, split: str, external: tuple[str, dict[str, Any]] | None = None
+) -> None:
     figure, axes = plt.subplots(figsize=(4.5, 4.5))
-    axes.plot(result["roc_curve"]["fpr"], result["roc_curve"]["tpr"], label=f"AUC {result['auc']:.3f}")
+    axes.plot(result["roc_curve"]["fpr"], result["roc_curve"]["tpr"], label=f"{split} AUC {result['auc']:.3f}")
+    if external is not None:
+        name, outside = external
+        axes.plot(
+            outside["roc_curve"]["fpr"],
+            outside["roc_curve"]["tpr"],
+            linestyle="--",
+            label=f"{name} AUC {outside['auc']:.3f}",
+        )
+        # The same threshold lands elsewhere on another clinic's images: show where.
+        axes.scatter(
+            [1 - outside["specificity"]],
+            [outside["sensitivity"]],
+            color="red",
+            marker="s",
+            zorder=3,
+            label=f"threshold on {name}",
+        )
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes.scatter([1 - result["specificity"]], [result["sensitivity"]], color="red", zorder=3, label="threshold")
     axes.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
@@ -112,13 +198,20 @@ def _confusion_plot(result: dict[str, Any], path: Path) -> None:
     _save(figure, path)
 
 
-def _calibration_plot(result: dict[str, Any], path: Path) -> None:
-    bins = result["reliability"]
+def _calibration_plot(
+    result: dict[str, Any], path: Path, split: str, external: tuple[str, dict[str, Any]] | None = None
+) -> None:
     figure, axes = plt.subplots(figsize=(4.5, 4.5))
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.plot(
-        [b["mean_score"] for b in bins], [b["observed"] for b in bins], marker="o", label=f"ECE {result['ece']:.3f}"
-    )
+    curves = [(split, result, "o")] + ([(external[0], external[1], "s")] if external else [])
+    for name, metrics, marker in curves:
+        bins = metrics["reliability"]
+        axes.plot(
+            [b["mean_score"] for b in bins],
+            [b["observed"] for b in bins],
+            marker=marker,
+            label=f"{name} ECE {metrics['ece']:.3f}",
+        )
     axes.set(
         xlabel="mean calibrated probability",
         ylabel="observed malignant rate",

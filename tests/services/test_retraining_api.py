@@ -132,6 +132,41 @@ def test_the_registry_lists_versions_and_promotes(http: FlaskClient, store: Obje
     assert http.post("/api/v1/models/test-v1/promote", headers=AUTH).get_json()["previous"] == "test-v2"
 
 
+def test_the_list_gives_each_version_its_external_metrics_or_null_when_not_measured(
+    http: FlaskClient, store: ObjectStore
+) -> None:
+    test_metrics = {"n": 200, "n_malignant": 50, "auc": 0.9, "auc_ci95": [0.86, 0.93], "sensitivity": 0.92}
+    test_metrics |= {"specificity": 0.7, "balanced_accuracy": 0.81, "ece": 0.03, "brier": 0.1}
+    external_metrics = {**test_metrics, "n": 1011, "n_malignant": 252, "auc": 0.78, "sensitivity": 0.8, "ece": 0.09}
+    collection = {"source": "/data/derm7pt", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": "Derm7pt"}
+    card = {
+        **registry.read_card(store, "test-v1"),
+        "version": "test-v2",
+        "metrics": {"validation": None, "test": test_metrics, "external": external_metrics},
+        "data": {"external": collection},
+    }
+    registry.publish_version(store, "test-v2", {"model.onnx": store.get("models/versions/test-v1/model.onnx")}, card)
+
+    newest, shipped = http.get("/api/v1/models").get_json()["versions"]
+    assert newest["external_name"] == "Derm7pt"
+    assert newest["external_metrics"] == {
+        "n": 1011,
+        "auc": 0.78,
+        "auc_ci95": [0.86, 0.93],
+        "sensitivity": 0.8,
+        "specificity": 0.7,
+        "balanced_accuracy": 0.81,
+        "ece": 0.09,
+    }
+    assert newest["metrics"]["auc"] == 0.9 and newest["metrics"]["n"] == 200
+    # The shipped test card has no external evaluation: null, not an object of nulls.
+    assert shipped["version"] == "test-v1"
+    assert shipped["external_metrics"] is None and shipped["external_name"] is None
+    # The version's own answer is its whole card, external collection included.
+    whole = http.get("/api/v1/models/test-v2").get_json()
+    assert whole["metrics"]["external"]["n_malignant"] == 252 and whole["data"]["external"] == collection
+
+
 @pytest.mark.parametrize("version", ["nope", "..%2F..%2Fetc", "x" * 200])
 def test_unknown_versions_get_4xx(version: str, http: FlaskClient) -> None:
     assert http.get(f"/api/v1/models/{version}").status_code in {400, 404}

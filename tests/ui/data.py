@@ -42,9 +42,17 @@ def test_metrics(auc: float, sensitivity: float, specificity: float) -> dict[str
 
 
 def publish_brightness_version(
-    store: ObjectStore, version: str, *, auc: float, sensitivity: float, specificity: float, promote: bool = False
+    store: ObjectStore,
+    version: str,
+    *,
+    auc: float,
+    sensitivity: float,
+    specificity: float,
+    promote: bool = False,
+    external: dict[str, Any] | None = None,
 ) -> None:
-    """A servable version (the brightness model) whose card carries test metrics."""
+    """A servable version (the brightness model) whose card carries test metrics and, given
+    `external` (see `external_evaluation`), metrics on an external collection."""
     card = {
         "version": version,
         "created_at": "2025-01-02T03:04:05Z",
@@ -54,9 +62,30 @@ def publish_brightness_version(
         "serving_artifact": "model.onnx",
         "metrics": {"validation": None, "test": test_metrics(auc, sensitivity, specificity)},
     }
+    if external is not None:
+        card["metrics"]["external"] = external["metrics"]
+        card["data"] = {"external": external["data"]}
     registry.publish_version(store, version, {"model.onnx": brightness_model()}, card)
     if promote:
         registry.promote(store, version, reason="set up by a UI test")
+
+
+def external_evaluation(name: str, *, auc: float, sensitivity: float, specificity: float) -> dict[str, Any]:
+    """`metrics` and `data` entries of a card evaluated on another clinic's collection `name`."""
+    metrics = {
+        **test_metrics(auc, sensitivity, specificity),
+        "n": 1011,
+        "n_malignant": 252,
+        "confusion_matrix": {"tp": 200, "fn": 52, "tn": 455, "fp": 304},
+        "ece": 0.081,
+        "roc_curve": {
+            "fpr": [0.0, 0.1, 0.25, 0.4, 0.6, 1.0],
+            "tpr": [0.0, 0.35, 0.58, 0.75, 0.88, 1.0],
+            "thresholds": [None, 0.9, 0.7, 0.5, 0.3, 0.0],
+        },
+    }
+    data = {"source": f"/data/{name.lower()}", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": name}
+    return {"metrics": metrics, "data": data}
 
 
 def snapshot() -> dict[str, Any]:

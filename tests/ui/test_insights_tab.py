@@ -68,4 +68,37 @@ def test_insights_draws_the_snapshot_and_the_production_models_evaluation(
     expect(matrix.locator("td.cm__cell")).to_have_count(4)
     expect(matrix.locator('td[aria-label="true positives: 45"]')).to_be_visible()
     expect(content.locator(".stat", has_text="ROC AUC")).to_contain_text("0.860")
+    # Its card has no external evaluation: said, not left out.
+    expect(content.get_by_text("External collection: not measured.")).to_be_visible()
+    expect(content.locator("table.external-table")).to_have_count(0)
     screenshot(page, screenshots, "insights")
+
+
+def test_insights_shows_the_production_models_external_evaluation_beside_the_test_split(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    external = data.external_evaluation("Derm7pt", auc=0.78, sensitivity=0.79, specificity=0.6)
+    data.publish_brightness_version(
+        store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True, external=external
+    )
+    system.start_gateway()  # no insights service: the model part stands on its own
+    open_ui(page, system, "insights")
+
+    content = page.locator("#insights-content")
+    expect(page.locator("#insights-model-title")).to_have_text("Production model test-v1")
+    expect(content.get_by_text("not measured")).to_have_count(0)
+    table = content.locator("table.external-table")
+    expect(table.locator("thead th")).to_have_text(["Metric", "Test split (in-domain)", "Derm7pt (external)"])
+    expect(table.locator("tbody tr", has_text="ROC AUC")).to_contain_text("0.860 (0.82–0.89)")
+    expect(table.locator("tbody tr", has_text="ROC AUC")).to_contain_text("0.780 (0.74–0.81)")
+    expect(table.locator("tbody tr", has_text="Sensitivity").locator("td")).to_have_text(["90.0%", "79.0%"])
+    expect(table.locator("tbody tr", has_text="Specificity").locator("td")).to_have_text(["74.0%", "60.0%"])
+    expect(table.locator("tbody tr", has_text="Images").locator("td")).to_have_text(["200", "1,011"])
+    expect(content.locator("figure", has=page.locator("table.external-table"))).to_contain_text("never trained on it")
+    # The ROC figure draws the external curve and where the same threshold lands on it.
+    roc = content.locator("figure", has_text="ROC curve")
+    expect(roc.locator("path.series--roc")).to_have_count(1)
+    expect(roc.locator("path.series--external")).to_have_count(1)
+    expect(roc.locator("circle.series--external-operating")).to_have_count(1)
+    expect(roc.locator(".legend")).to_contain_text("ROC curve (Derm7pt)")
+    screenshot(page, screenshots, "insights-external")

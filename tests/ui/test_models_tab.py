@@ -1,4 +1,4 @@
-"""The Models tab: promotion and rollback with the write token."""
+"""The Models tab: test and external metrics per version; promotion and rollback with the write token."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from tests.ui import data
 from tests.ui.browsing import open_ui, screenshot
 from tests.ui.conftest import WRITE_TOKEN
 
+# Version names as the trainer makes them: the longest text in the models table.
+SHIPPED = "20261127T173808Z-ad4a0b"
+NEWER = "20261203T091500Z-3f9c21"
+
 
 def production(system: RunningSystem) -> str:
     return requests.get(f"{system.gateway_url}/api/v1/models", timeout=10).json()["production"]
@@ -28,7 +32,7 @@ def test_a_version_is_promoted_and_rolled_back_after_the_token_is_given(
     system.start_gateway()
     open_ui(page, system, "models")
 
-    rows = page.locator(".models-table tbody tr")
+    rows = page.locator(".models-table tbody")  # a row group per version
     expect(rows).to_have_count(2)
     expect(rows.nth(0)).to_contain_text("test-v2")  # newest first
     expect(rows.nth(1).locator(".badge--production")).to_have_text("Production")
@@ -75,3 +79,36 @@ def test_cancelling_the_token_question_changes_nothing(page: Page, system: Runni
     expect(page.locator("#token-dialog")).to_be_hidden()
     expect(page.locator("#models-status")).to_contain_text("Could not promote: Cancelled")
     assert production(system) == "test-v1"
+
+
+def test_each_version_shows_its_external_metrics_under_its_test_metrics(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    data.publish_brightness_version(store, SHIPPED, auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
+    external = data.external_evaluation("Derm7pt", auc=0.78, sensitivity=0.79, specificity=0.6)
+    data.publish_brightness_version(store, NEWER, auc=0.88, sensitivity=0.91, specificity=0.76, external=external)
+    system.start_gateway()
+    open_ui(page, system, "models")
+
+    versions = page.locator(".models-table tbody")
+    expect(versions).to_have_count(2)
+    newest, older = versions.nth(0), versions.nth(1)
+    # The version's name heads both of its rows (a row group), each row named by what it was evaluated on.
+    expect(newest.locator('th[scope="rowgroup"]')).to_contain_text(NEWER)
+    expect(newest.locator('th[scope="row"]')).to_have_count(2)
+    test_row, external_row = newest.locator("tr.evaluation--test"), newest.locator("tr.evaluation--external")
+    expect(test_row.locator('th[scope="row"]')).to_contain_text("Test split")
+    expect(test_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.880 (0.84–0.91)")
+    expect(external_row.locator('th[scope="row"]')).to_contain_text("Derm7pt")
+    expect(external_row.locator('th[scope="row"]')).to_contain_text("external")
+    expect(external_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.780 (0.74–0.81)")
+    expect(external_row.locator('td[data-label="Sensitivity"]')).to_have_text("79.0%")
+    expect(external_row.locator('td[data-label="Specificity"]')).to_have_text("60.0%")
+    expect(external_row.locator('td[data-label="Images"]')).to_have_text("1011")
+    # A card without an external evaluation says so instead of showing numbers.
+    expect(older.locator("tr.evaluation--external td")).to_have_text("not measured")
+    expect(older.locator("tr.evaluation--test td[data-label='Sensitivity']")).to_have_text("90.0%")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    table_scroll = page.locator("#models-table")
+    assert table_scroll.evaluate("node => node.scrollWidth <= node.clientWidth"), "the table scrolls sideways"
+    screenshot(page, screenshots, "models-external")

@@ -80,7 +80,29 @@ def test_the_model_part_is_production_version_threshold_and_test_metrics_with_in
 
 def test_a_production_card_without_test_metrics_gives_a_null_test_part(client: FlaskClient, store: ObjectStore) -> None:
     publish_model(store, {"threshold": 0.5, "calibration": None})
-    assert client.get("/api/v1/insights").get_json()["model"] == {"version": "v1", "threshold": 0.5, "test": None}
+    assert client.get("/api/v1/insights").get_json()["model"] == {
+        "version": "v1",
+        "threshold": 0.5,
+        "test": None,
+        "external": None,
+        "external_name": None,
+    }
+
+
+def test_the_model_part_carries_the_external_collections_metrics_and_name(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    external = {**TEST_METRICS, "n": 1011, "auc": 0.7}
+    collection = {"source": "/data/derm7pt", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": "Derm7pt"}
+    publish_model(
+        store,
+        {"threshold": 0.4, "metrics": {"test": TEST_METRICS, "external": external}, "data": {"external": collection}},
+    )
+    model = client.get("/api/v1/insights").get_json()["model"]
+    assert model["external_name"] == "Derm7pt"
+    assert model["external"]["n"] == 1011 and model["external"]["auc"] == 0.7
+    assert model["external"]["roc_curve"]["thresholds"] == [None, 0.8, 0.1]
+    assert model["test"]["n"] == 4
 
 
 @pytest.mark.parametrize(

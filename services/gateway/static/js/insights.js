@@ -1,5 +1,6 @@
 // Insights tab: the dataset snapshot (class counts, sizes, intensities) and the production
-// model's test evaluation (ROC curve, confusion matrix, calibration).
+// model's test evaluation (ROC curve, confusion matrix, calibration) beside its evaluation on
+// an external collection (another clinic's images), when it has one.
 
 import { getJson } from "./api.js";
 import { barChart, legend, lineChart, scatterChart } from "./charts.js";
@@ -164,6 +165,10 @@ function modelSection(model) {
     return section;
   }
   const ci = test.auc_ci95 ? `95% CI ${fixed(test.auc_ci95[0], 2)}–${fixed(test.auc_ci95[1], 2)}` : null;
+  // Said, not left out: an old card was never evaluated on another clinic's images.
+  const notMeasured = model.external
+    ? []
+    : [el("p", { class: "empty", text: "External collection: not measured. This version was not evaluated on another clinic's images." })];
   section.append(
     el(
       "dl",
@@ -176,35 +181,100 @@ function modelSection(model) {
       stat("Threshold", fixed(model.threshold, 3)),
       stat("Test images", (test.n ?? 0).toLocaleString()),
     ),
-    el("div", { class: "figure-grid" }, rocCurve(test), confusionMatrix(test.confusion_matrix), reliability(test.reliability)),
+    ...notMeasured,
+    el(
+      "div",
+      { class: "figure-grid" },
+      externalComparison(model),
+      rocCurve(test, model.external, externalName(model)),
+      confusionMatrix(test.confusion_matrix),
+      reliability(test.reliability),
+    ),
   );
   return section;
 }
 
-function rocCurve(test) {
-  const roc = test.roc_curve;
-  if (!roc?.fpr?.length) return null;
-  const curve = { name: "roc", points: roc.fpr.map((fpr, i) => [fpr, roc.tpr[i]]) };
-  const series = [curve];
-  if (typeof test.sensitivity === "number" && typeof test.specificity === "number") {
-    series.push({ name: "operating", points: [[1 - test.specificity, test.sensitivity]], markers: true });
+const externalName = (model) => model.external_name || "External collection";
+
+/** Test split and external collection side by side; null when the latter was not measured. */
+function externalComparison(model) {
+  const { test, external } = model;
+  if (!external) return null;
+  const name = externalName(model);
+  const auc = (m) => (m.auc_ci95 ? `${fixed(m.auc, 3)} (${fixed(m.auc_ci95[0], 2)}–${fixed(m.auc_ci95[1], 2)})` : fixed(m.auc, 3));
+  const rows = [
+    ["Images", (m) => (m.n ?? 0).toLocaleString()],
+    ["ROC AUC (95% CI)", auc],
+    ["Sensitivity", (m) => percent(m.sensitivity)],
+    ["Specificity", (m) => percent(m.specificity)],
+    ["Balanced accuracy", (m) => percent(m.balanced_accuracy)],
+    ["Calibration error (ECE)", (m) => fixed(m.ece, 3)],
+  ];
+  const table = el(
+    "table",
+    { class: "data-table external-table" },
+    el("caption", { text: `Both at the threshold ${fixed(model.threshold, 3)}` }),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", { scope: "col", text: "Metric" }),
+        el("th", { scope: "col", text: "Test split (in-domain)" }),
+        el("th", { scope: "col", text: `${name} (external)` }),
+      ),
+    ),
+    el(
+      "tbody",
+      {},
+      rows.map(([label, format]) =>
+        el("tr", {}, el("th", { scope: "row", text: label }), el("td", { text: format(test) }), el("td", { text: format(external) })),
+      ),
+    ),
+  );
+  const note = `${name} comes from another clinic; the model never trained on it, and its threshold and calibration were chosen on other images.`;
+  return figure("Test split and another clinic's images", el("div", { class: "table-scroll" }, table), el("p", { class: "hint", text: note }));
+}
+
+function operatingPoint(name, metrics) {
+  if (typeof metrics.sensitivity !== "number" || typeof metrics.specificity !== "number") return null;
+  return { name, points: [[1 - metrics.specificity, metrics.sensitivity]], markers: true };
+}
+
+function rocPoints(metrics) {
+  const roc = metrics?.roc_curve;
+  return roc?.fpr?.length ? roc.fpr.map((fpr, i) => [fpr, roc.tpr[i]]) : null;
+}
+
+function rocCurve(test, external, name) {
+  const points = rocPoints(test);
+  if (!points) return null;
+  const series = [{ name: "roc", points }, operatingPoint("operating", test)];
+  const items = [
+    { name: "roc", text: "ROC curve (test split)" },
+    { name: "operating", text: "operating point (threshold)" },
+  ];
+  let label = `ROC curve, AUC ${fixed(test.auc, 3)}`;
+  const externalPoints = rocPoints(external);
+  if (externalPoints) {
+    // Drawn first, so the in-domain curve stays on top where they cross.
+    series.unshift({ name: "external", points: externalPoints }, operatingPoint("external-operating", external));
+    items.push(
+      { name: "external", text: `ROC curve (${name})` },
+      { name: "external-operating", text: `operating point on ${name}` },
+    );
+    label += `; on ${name} AUC ${fixed(external.auc, 3)}`;
   }
   const chart = lineChart({
-    label: `ROC curve, AUC ${fixed(test.auc, 3)}`,
-    series,
+    label,
+    series: series.filter(Boolean),
     x: { min: 0, max: 1, label: "false positive rate (1 − specificity)" },
     y: { min: 0, max: 1, label: "true positive rate (sensitivity)" },
     diagonal: true,
     markers: false,
   });
-  return figure(
-    `ROC curve (AUC ${fixed(test.auc, 3)})`,
-    chart,
-    legend([
-      { name: "roc", text: "ROC curve" },
-      { name: "operating", text: "operating point (threshold)" },
-    ]),
-  );
+  return figure(`ROC curve (AUC ${fixed(test.auc, 3)})`, chart, legend(items));
 }
 
 function confusionMatrix(matrix) {

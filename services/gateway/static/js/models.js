@@ -1,10 +1,12 @@
-// Models tab: every version with its test metrics; promote one, or roll back to an older one.
+// Models tab: every version with its test metrics and, under them, its metrics on an
+// external collection (another clinic's images); promote one, or roll back to an older one.
 
 import { getJson, write } from "./api.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
 
-// Columns after the version; each row's values follow this order.
-const COLUMNS = ["AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Test images", "Threshold"];
+// Columns after the version and the evaluation's name; each evaluation row's values follow this order.
+const METRIC_COLUMNS = ["AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Images"];
+const HEADER = ["Version", "Evaluated on", ...METRIC_COLUMNS, "Threshold", "Action"];
 
 export async function showModels() {
   const status = byId("models-status");
@@ -22,24 +24,22 @@ function render({ production, versions }) {
     return;
   }
   const productionIndex = versions.findIndex((v) => v.version === production);
-  const header = ["Version", ...COLUMNS, "Action"];
   replace(
     holder,
     el(
       "table",
       { class: "data-table models-table" },
-      el("caption", { class: "visually-hidden", text: "Model versions, newest first" }),
-      el("thead", {}, el("tr", {}, header.map((text) => el("th", { scope: "col", text })))),
-      el("tbody", {}, versions.map((version, index) => row(version, productionIndex >= 0 && index > productionIndex))),
+      el("caption", { class: "visually-hidden", text: "Model versions, newest first: test split, then external collection" }),
+      el("thead", {}, el("tr", {}, HEADER.map((text) => el("th", { scope: "col", text })))),
+      // One row group per version: its test row, then its external row.
+      versions.map((version, index) => versionRows(version, productionIndex >= 0 && index > productionIndex)),
     ),
   );
 }
 
-/** One version; `older` (than production) makes its button a rollback. */
-function row(version, older) {
-  const m = version.metrics || {};
-  const ci = Array.isArray(m.auc_ci95) ? ` (${fixed(m.auc_ci95[0], 2)}–${fixed(m.auc_ci95[1], 2)})` : "";
-  const name = el("th", { scope: "row" }, el("span", { class: "version", text: version.version }));
+/** One version's row group; `older` (than production) makes its button a rollback. */
+function versionRows(version, older) {
+  const name = el("th", { scope: "rowgroup", rowspan: 2 }, el("span", { class: "version", text: version.version }));
   if (version.is_production) name.append(" ", el("span", { class: "badge badge--production", text: "Production" }));
   name.append(el("span", { class: "version__detail", text: `created ${dateTime(version.created_at)}` }));
   if (version.parent_version) name.append(el("span", { class: "version__detail", text: `trained from ${version.parent_version}` }));
@@ -52,6 +52,34 @@ function row(version, older) {
         text: older ? "Roll back" : "Promote",
         onclick: (event) => promote(version.version, older, event.target),
       });
+  const test = el(
+    "tr",
+    { class: "evaluation evaluation--test" },
+    name,
+    evaluationName("Test split", "in-domain"),
+    metricCells(version.metrics || {}),
+    el("td", { "data-label": "Threshold", rowspan: 2, text: fixed(version.threshold, 3) }),
+    el("td", { "data-label": "Action", rowspan: 2 }, action),
+  );
+  const measured = version.external_metrics;
+  const external = el(
+    "tr",
+    { class: "evaluation evaluation--external" },
+    measured ? evaluationName(version.external_name || "External", "external") : evaluationName("External"),
+    measured
+      ? metricCells(measured)
+      : el("td", { class: "empty", colspan: METRIC_COLUMNS.length, "data-label": "External metrics", text: "not measured" }),
+  );
+  return el("tbody", { class: version.is_production ? "is-production" : "" }, test, external);
+}
+
+function evaluationName(title, detail) {
+  const detailText = detail ? el("span", { class: "version__detail", text: detail }) : null;
+  return el("th", { scope: "row", class: "evaluation__name" }, title, detailText);
+}
+
+function metricCells(m) {
+  const ci = Array.isArray(m.auc_ci95) ? ` (${fixed(m.auc_ci95[0], 2)}–${fixed(m.auc_ci95[1], 2)})` : "";
   const values = [
     `${fixed(m.auc, 3)}${ci}`,
     percent(m.sensitivity),
@@ -59,16 +87,9 @@ function row(version, older) {
     percent(m.balanced_accuracy),
     fixed(m.ece, 3),
     m.n ?? "–",
-    fixed(version.threshold, 3),
   ];
-  return el(
-    "tr",
-    { class: version.is_production ? "is-production" : "" },
-    name,
-    // data-label: the column name, shown beside each value when the table becomes cards.
-    values.map((text, i) => el("td", { "data-label": COLUMNS[i], text })),
-    el("td", { "data-label": "Action" }, action),
-  );
+  // data-label: the column name, shown beside each value when the table becomes cards.
+  return values.map((text, i) => el("td", { "data-label": METRIC_COLUMNS[i], text }));
 }
 
 async function promote(version, rollback, button) {
