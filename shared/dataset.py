@@ -7,6 +7,11 @@ What is stored has its metadata stripped (shared/images.py `strip_metadata`), an
 is of what is stored: the same picture sent with different EXIF is one image. The hash of
 the bytes as sent is checked too, before any decoding, so a file stored before stripping
 existed (whose key is the hash of its bytes as sent) is still a duplicate of itself.
+
+Besides the layout's splits, `external` holds another collection's images (another clinic,
+camera and case mix): it is never trained on, and the promotion gate checks candidates on it
+as well as on `test`. Duplicates are found across splits, so no image is in `external` and
+in a split that is trained on: whichever import comes second skips it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from pathlib import Path
 from shared.errors import BadInput
 from shared.images import EXTENSIONS, decode_upload, strip_metadata
 from shared.storage import ObjectStore, layout
+
+EXTERNAL_SPLIT = "external"
+# Every split an import may fill.
+SPLITS = (*layout.DATASET_SPLITS, EXTERNAL_SPLIT)
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,8 @@ def check_label(label: str) -> str:
 
 
 def check_split(split: str) -> str:
-    if split not in layout.DATASET_SPLITS:
-        raise BadInput(f"split must be one of {', '.join(layout.DATASET_SPLITS)}; got {split[:40]!r}")
+    if split not in SPLITS:
+        raise BadInput(f"split must be one of {', '.join(SPLITS)}; got {split[:40]!r}")
     return split
 
 
@@ -102,12 +111,15 @@ def add_image(
     return AddOutcome(filename, "added", sha256)
 
 
-def iter_folder(root: Path) -> Iterator[tuple[str, str, Path]]:
-    """(split, label, path) for each file of a `{train,test}/{benign,malignant}/*` folder."""
-    for split in ("train", "test"):
-        for label in layout.LABELS:
-            folder = root / split / label
-            if folder.is_dir():
-                for path in sorted(folder.iterdir()):
-                    if path.is_file() and path.suffix.lower().lstrip(".") in {*EXTENSIONS.values(), "jpeg"}:
-                        yield split, label, path
+def iter_folder(root: Path, split: str | None = None) -> Iterator[tuple[str, str, Path]]:
+    """(split, label, path) for each image of a `{train,test}/{benign,malignant}/*` folder, or,
+    with `split`, of a `{benign,malignant}/*` folder whose images all go to that split."""
+    if split is None:
+        folders = [(name, label, root / name / label) for name in ("train", "test") for label in layout.LABELS]
+    else:
+        folders = [(split, label, root / label) for label in layout.LABELS]
+    for folder_split, label, folder in folders:
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and path.suffix.lower().lstrip(".") in {*EXTENSIONS.values(), "jpeg"}:
+                    yield folder_split, label, path

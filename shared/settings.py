@@ -80,6 +80,10 @@ class Settings:
     insights_metrics_port: int = 9103
     # Labelled images imported into the store on first start: {train,test}/{benign,malignant}/.
     data_dir: Path = REPO_ROOT / "data"
+    # Labelled images of another collection (benign/ and malignant/ at its root, e.g. Derm7pt),
+    # imported on start into the store's `external` split: never trained on, and the gate
+    # compares candidate and production on it as well as on test. Unset: no external split.
+    external_data_dir: Path | None = None
     # Trainer: "full" is the real recipe; "quick" trains a tiny model in seconds (tests, demos).
     training_profile: str = "full"
     # The gate: a candidate may trail production's test AUC by at most this much, and its
@@ -125,7 +129,15 @@ class Settings:
         return bool(self.s3_endpoint)
 
 
-_CONVERTERS = {"int": int, "float": float, "bool": _parse_bool, "Path": Path, "str": str}
+_CONVERTERS = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "Path": Path,
+    # An empty value means unset (`EXTERNAL_DATA_DIR=` in an env file).
+    "Path | None": lambda raw: Path(raw) if raw else None,
+    "str": str,
+}
 
 
 def _convert(name: str, type_name: object, raw: str) -> object:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the system on one machine: workers, trainer (which imports DATA_DIR), insights, gateway.
+# Start the system on one machine: workers, trainer (which imports DATA_DIR, and EXTERNAL_DATA_DIR
+# into the store's `external` split when set: EXTERNAL_DATA_DIR=../shared/datasets/derm7pt), insights, gateway.
 # supervise.py restarts a service that exits (with backoff); Ctrl-C (or SIGTERM) stops them all.
 # Uses the local RabbitMQ (AMQP_URL) and, unless S3_ENDPOINT is set, a filesystem store under var/store.
 set -euo pipefail

@@ -6,8 +6,9 @@ counts; bin `i` holds levels `8i .. 8i+7`), and the mean and standard deviation 
 level (0..255). Gray is Pillow's ITU-R 601-2 luma, `L = 0.299 R + 0.587 G + 0.114 B`, rounded.
 
 The snapshot sums those with pandas. Per-class numbers (intensity, brightness, contrast)
-pool every split (train + test + incoming): they describe what each class looks like, not
-how the data is split.
+pool every split (train + test + incoming, and external when imported): they describe what
+each class looks like, not how the data is split. `counts` lists the layout's splits, then
+any other found in the store (`external`).
 """
 
 from __future__ import annotations

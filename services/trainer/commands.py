@@ -21,7 +21,7 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.model import registry
 from shared.ops_server import start_ops_server, threads_alive
 from shared.settings import Settings
-from shared.storage import ObjectStore, create_store
+from shared.storage import ObjectStore, create_store, layout
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,46 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def prepare_store(settings: Settings, store: ObjectStore, stopping: threading.Event) -> None:
-    """Seed the model registry and import DATA_DIR, waiting for the store and broker while they are away."""
+    """Seed the model registry and import DATA_DIR (and EXTERNAL_DATA_DIR into `external`),
+    waiting for the store and broker while they are away."""
     from services.trainer.service import retry_until_done
 
     retry = partial(retry_until_done, stopping=stopping, errors=(StorageUnavailable, BrokerUnavailable))
     retry("seed the model registry", partial(registry.seed_from_directory, store, settings.models_dir))
-    if not settings.data_dir.is_dir():
-        return
-    root = settings.data_dir
-    counts = retry("import the dataset", partial(add_folder, settings, store, root))
-    log.info("imported %s: %s", root, counts)
-    if counts["added"]:
-        # Retried on its own: a repeated import adds nothing, so would announce nothing.
-        retry("announce the import", partial(announce_import, settings, root, counts["added"]))
+    for root, split in startup_folders(settings):
+        counts = retry(f"import {root}", partial(add_folder, settings, store, root, split))
+        log.info("imported %s%s: %s", root, f" into {split}" if split else "", counts)
+        if counts["added"]:
+            # Retried on its own: a repeated import adds nothing, so would announce nothing.
+            retry("announce the import", partial(announce_import, settings, root, counts["added"]))
+
+
+def startup_folders(settings: Settings) -> list[tuple[Path, str | None]]:
+    """(folder, split) to import at start: DATA_DIR by its own layout, EXTERNAL_DATA_DIR into `external`."""
+    folders: list[tuple[Path, str | None]] = []
+    if settings.data_dir.is_dir():
+        folders.append((settings.data_dir, None))
+    external = settings.external_data_dir
+    if external is not None:
+        if external.is_dir():
+            folders.append((external, dataset.EXTERNAL_SPLIT))
+        else:
+            log.warning("EXTERNAL_DATA_DIR=%s is not a folder; no external split is imported", external)
+    return folders
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, help="folder laid out as {train,test}/{benign,malignant}/ (DATA_DIR)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="folder of {train,test}/{benign,malignant}/ (default DATA_DIR); with --split, of {benign,malignant}/",
+    )
+    parser.add_argument(
+        "--split",
+        choices=dataset.SPLITS,
+        help="store every image of DATA's benign/ and malignant/ in this split; `external` (another collection)"
+        " is never trained on, and the gate compares candidate and production on it as well as on test",
+    )
 
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -112,29 +135,34 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     if not root.is_dir():
         log.error("no dataset folder at %s", root)
         return 2
+    if args.split and not any((root / label).is_dir() for label in layout.LABELS):
+        log.error("--split %s takes a folder with benign/ and malignant/ at its root; %s has neither", args.split, root)
+        return 2
     started = time.monotonic()
-    counts = import_folder(settings, create_store(settings), root)
-    print(json.dumps({"data": str(root), **counts, "seconds": round(time.monotonic() - started, 1)}))
+    counts = import_folder(settings, create_store(settings), root, args.split)
+    where = {"split": args.split} if args.split else {}
+    print(json.dumps({"data": str(root), **where, **counts, "seconds": round(time.monotonic() - started, 1)}))
     return 0
 
 
-def import_folder(settings: Settings, store: ObjectStore, root: Path) -> dict[str, int]:
-    """Add every image of a `{train,test}/{benign,malignant}/` folder; announce what is new."""
-    counts = add_folder(settings, store, root)
+def import_folder(settings: Settings, store: ObjectStore, root: Path, split: str | None = None) -> dict[str, int]:
+    """Add every image of a folder (see `add_folder`); announce what is new."""
+    counts = add_folder(settings, store, root, split)
     if counts["added"]:
         announce_import(settings, root, counts["added"])
     return counts
 
 
-def add_folder(settings: Settings, store: ObjectStore, root: Path) -> dict[str, int]:
-    """Add every image of a `{train,test}/{benign,malignant}/` folder that the store lacks."""
+def add_folder(settings: Settings, store: ObjectStore, root: Path, split: str | None = None) -> dict[str, int]:
+    """Add every image the store lacks: of a `{train,test}/{benign,malignant}/` folder, or with
+    `split`, of a `{benign,malignant}/` folder into that split."""
     known = dataset.known_hashes(store)
     counts = {"added": 0, "duplicate": 0, "rejected": 0}
-    for split, label, path in dataset.iter_folder(root):
+    for image_split, label, path in dataset.iter_folder(root, split):
         outcome = dataset.add_image(
             store,
             path.read_bytes(),
-            split=split,
+            split=image_split,
             label=label,
             filename=path.name,
             known=known,

@@ -1,4 +1,5 @@
-"""The promotion gate: is the candidate at least as good as production on the same test split?"""
+"""The promotion gate: is the candidate at least as good as production on the same test split,
+and, when the store has one, on the external split (another collection, never trained on)?"""
 
 from __future__ import annotations
 
@@ -18,36 +19,53 @@ def decide(
     production_version: str | None,
     auc_tolerance: float,
     sensitivity_tolerance: float,
+    candidate_external: dict[str, Any] | None = None,
+    production_external: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Gate decision with its reasons; both metric sets come from the same test split.
+    """Gate decision with its reasons; each pair of metric sets comes from one split.
 
     Passes when candidate AUC >= production AUC - `auc_tolerance` and candidate sensitivity
-    (at its own stored threshold) >= production sensitivity - `sensitivity_tolerance`.
+    (at its own stored threshold) >= production sensitivity - `sensitivity_tolerance`, on the
+    test split and, when both external metric sets are given, on the external split too: a
+    model that gains on test and loses on another collection is rejected. Reasons name the
+    split only when there are two.
     """
-    reasons = []
+    reasons: list[str] = []
     passed = True
     if production is None:
         reasons.append("no production model to compare with: the candidate becomes the first")
     else:
-        auc_floor = production["auc"] - auc_tolerance
-        auc_ok = candidate["auc"] >= auc_floor
-        reasons.append(
-            f"AUC {candidate['auc']:.4f} {'>=' if auc_ok else '<'} production {production['auc']:.4f}"
-            f" - tolerance {auc_tolerance}"
-        )
-        sensitivity_floor = production["sensitivity"] - sensitivity_tolerance
-        sensitivity_ok = candidate["sensitivity"] >= sensitivity_floor
-        reasons.append(
-            f"sensitivity {candidate['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'} production"
-            f" {production['sensitivity']:.4f} - tolerance {sensitivity_tolerance}"
-        )
-        passed = auc_ok and sensitivity_ok
+        compared = [("test", candidate, production)]
+        if candidate_external is not None and production_external is not None:
+            compared.append(("external", candidate_external, production_external))
+        for split, ours, theirs in compared:
+            prefix = f"{split} " if len(compared) > 1 else ""
+            split_reasons, split_passed = _compare(ours, theirs, auc_tolerance, sensitivity_tolerance)
+            reasons += [prefix + reason for reason in split_reasons]
+            passed = passed and split_passed
     return {
         "passed": passed,
         "reasons": reasons,
         "candidate": metric_summary(candidate),
         "production": metric_summary(production),
+        "external_candidate": metric_summary(candidate_external),
+        "external_production": metric_summary(production_external),
         "production_version": production_version,
         "auc_tolerance": auc_tolerance,
         "sensitivity_tolerance": sensitivity_tolerance,
     }
+
+
+def _compare(
+    candidate: dict[str, Any], production: dict[str, Any], auc_tolerance: float, sensitivity_tolerance: float
+) -> tuple[list[str], bool]:
+    """The two checks on one split: (reasons, passed)."""
+    auc_ok = candidate["auc"] >= production["auc"] - auc_tolerance
+    sensitivity_ok = candidate["sensitivity"] >= production["sensitivity"] - sensitivity_tolerance
+    reasons = [
+        f"AUC {candidate['auc']:.4f} {'>=' if auc_ok else '<'} production {production['auc']:.4f}"
+        f" - tolerance {auc_tolerance}",
+        f"sensitivity {candidate['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'} production"
+        f" {production['sensitivity']:.4f} - tolerance {sensitivity_tolerance}",
+    ]
+    return reasons, auc_ok and sensitivity_ok

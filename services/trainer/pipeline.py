@@ -1,5 +1,8 @@
 """One retraining run: data from the store, training, evaluation, the gate, publishing.
 
+Training reads `train` and `incoming` only; `test` and, when imported, `external` (another
+collection) are where candidate and production are compared.
+
 The version is named after the job, so a run repeated after a crash rewrites the same
 version instead of adding a second one; the card is written last, so a half-written
 version is never visible.
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from services.trainer.gate import decide
+from shared.dataset import EXTERNAL_SPLIT
 from shared.model import registry
 from shared.model.serving import SERVING_ARTIFACT
 from shared.settings import Settings
@@ -53,6 +57,16 @@ def load_training_data(store: ObjectStore) -> tuple[Any, Any]:
     return concatenate(parts), load_store(store, "test")
 
 
+def load_external_data(store: ObjectStore) -> Any | None:
+    """The `external` split, or None when none was imported."""
+    from shared.model.data import load_store
+
+    try:
+        return load_store(store, EXTERNAL_SPLIT)
+    except FileNotFoundError:
+        return None
+
+
 def run_training(
     settings: Settings,
     store: ObjectStore,
@@ -62,7 +76,7 @@ def run_training(
     on_progress: ProgressCallback,
     on_event: EventCallback,
 ) -> dict[str, Any]:
-    """Train, evaluate candidate and production on the test split, gate, publish.
+    """Train, evaluate candidate and production on the test (and external) split, gate, publish.
 
     Returns the fields the job record takes: status, candidate_version, gate.
     """
@@ -88,6 +102,8 @@ def run_training(
     )
 
     on_progress("evaluating", 0, 0, {})
+    # Loaded only now: training does not hold it in memory, and never sees it.
+    external = load_external_data(store)
     version = job_id
     candidate = cards.package(
         version,
@@ -96,16 +112,20 @@ def run_training(
         (train_data, validation, test),
         train_source="store:datasets/train+incoming",
         test_source="store:datasets/test",
+        external=external,
+        external_source=f"store:datasets/{EXTERNAL_SPLIT}",
         parent=parent,
         runtime=settings.serving_runtime,
     )
-    production_metrics = _production_metrics(store, parent, test)
+    production_test, production_external = _production_metrics(store, parent, test, external)
     gate = decide(
         candidate.test,
-        production_metrics,
+        production_test,
         production_version=parent,
         auc_tolerance=settings.gate_auc_tolerance,
         sensitivity_tolerance=settings.gate_sensitivity_tolerance,
+        candidate_external=candidate.external,
+        production_external=production_external,
     )
     card = candidate.card
     card["training"]["seconds"]["job"] = time.monotonic() - started
@@ -156,15 +176,19 @@ def _structure(model: Any) -> tuple[list[str], list[tuple[int, ...]]]:
     return [type(layer).__name__ for layer in model.layers], [tuple(w.shape) for w in model.get_weights()]
 
 
-def _production_metrics(store: ObjectStore, version: str | None, test: Any) -> dict[str, Any] | None:
-    """Production's metrics on this very test split, through its serving artifact."""
+def _production_metrics(
+    store: ObjectStore, version: str | None, test: Any, external: Any | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Production's metrics on this very test split and external split (None when absent),
+    through its serving artifact."""
     if version is None:
-        return None
+        return None, None
     from shared.model import card as cards
 
     card = registry.read_card(store, version)
     artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
-    return cards.evaluate_artifact(artifact, card, test)
+    external_metrics = cards.evaluate_artifact(artifact, card, external) if external is not None else None
+    return cards.evaluate_artifact(artifact, card, test), external_metrics
 
 
 def quiet_numbers(record: dict[str, Any]) -> dict[str, Any]:

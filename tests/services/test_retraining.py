@@ -46,6 +46,17 @@ def write_dataset(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
+def write_external(root: Path, per_class: int, seed: int = 50_000) -> Path:
+    """Another collection: benign/ and malignant/ at its root, none of its images in `write_dataset`'s."""
+    for label in ("benign", "malignant"):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        malignant = label == "malignant"
+        for index in range(per_class):
+            (folder / f"ext{index}.png").write_bytes(lesion_like(seed + index * 2 + malignant, malignant))
+    return root
+
+
 def run_system(settings: Settings, models_dir: Path, output_dir: Path, name: str, **extra: object) -> RunningSystem:
     log_dir = output_dir / "logs" / name
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -53,9 +64,9 @@ def run_system(settings: Settings, models_dir: Path, output_dir: Path, name: str
     return RunningSystem(env, log_dir)
 
 
-def import_dataset(system: RunningSystem, folder: Path) -> str:
+def import_dataset(system: RunningSystem, folder: Path, *args: str) -> str:
     completed = subprocess.run(
-        [sys.executable, "-m", "services.trainer", "import-dataset", "--data", str(folder)],
+        [sys.executable, "-m", "services.trainer", "import-dataset", "--data", str(folder), *args],
         env={**system.env, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
@@ -108,10 +119,20 @@ def dataset_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def external_dir(tmp_path: Path) -> Path:
+    return write_external(tmp_path / "external", 5)
+
+
+@pytest.fixture
 def trained_system(
-    s3_settings: Settings, weak_production: Path, output_dir: Path, request: pytest.FixtureRequest
+    s3_settings: Settings,
+    weak_production: Path,
+    external_dir: Path,
+    output_dir: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[RunningSystem]:
-    system = run_system(s3_settings, weak_production, output_dir, request.node.name)
+    # The trainer imports EXTERNAL_DATA_DIR into the `external` split when it starts.
+    system = run_system(s3_settings, weak_production, output_dir, request.node.name, external_data_dir=external_dir)
     try:
         system.start_worker()
         system.start_gateway()
@@ -125,6 +146,7 @@ def test_through_the_api_a_user_adds_images_retrains_sees_the_gate_and_rolls_bac
     trained_system: RunningSystem, dataset_dir: Path, s3_settings: Settings
 ) -> None:
     url = trained_system.gateway_url
+    assert len(list(create_store(s3_settings).list("datasets/external/"))) == 10
     assert '"added": 48' in import_dataset(trained_system, dataset_dir)
     assert '"added": 0' in import_dataset(trained_system, dataset_dir), "a second import adds nothing"
     uploaded = requests.post(
@@ -141,13 +163,21 @@ def test_through_the_api_a_user_adds_images_retrains_sees_the_gate_and_rolls_bac
     assert job["gate"]["passed"] is True
     assert job["gate"]["production"]["auc"] == 0.0
     assert job["gate"]["candidate"]["n"] == 16
+    # The external split is gated on too; the backwards production model fails it as well.
+    assert job["gate"]["external_candidate"]["n"] == 10
+    assert job["gate"]["external_production"]["auc"] == 0.0
+    assert [reason.split(" ", 1)[0] for reason in job["gate"]["reasons"]] == ["test"] * 2 + ["external"] * 2
     assert job["progress"]["stage"] == "evaluating" or job["progress"]["epochs"] >= 2
     version = job["candidate_version"]
     models = requests.get(f"{url}/api/v1/models", timeout=10).json()
     assert models["production"] == version
     card = requests.get(f"{url}/api/v1/models/{version}", timeout=10).json()
     assert card["parent_version"] == "weak-v1" and card["gate"]["passed"]
+    # train + incoming only: the external images are never trained on.
     assert card["data"]["train"]["n"] + card["data"]["validation"]["n"] == 36
+    assert card["data"]["external"]["n"] == 10 and card["data"]["external"]["source"] == "store:datasets/external"
+    assert card["metrics"]["external"]["n"] == 10
+    assert card["gate"]["external_candidate"]["auc"] == card["metrics"]["external"]["auc"]
 
     wait_for_version(url, version)
     rollback = requests.post(f"{url}/api/v1/models/weak-v1/promote", headers=AUTH, timeout=10)

@@ -43,3 +43,89 @@ def test_without_production_the_first_candidate_passes() -> None:
     assert decision["passed"] is True
     assert decision["production"] is None
     assert "first" in decision["reasons"][0]
+
+
+def decide_with_external(
+    candidate_external: tuple[float, float] | None, production_external: tuple[float, float] | None
+) -> dict:
+    """Candidate and production equal on test; the external split decides."""
+    return decide(
+        scores(0.94, 0.90),
+        scores(0.94, 0.90),
+        production_version="v1",
+        auc_tolerance=0.005,
+        sensitivity_tolerance=0.0,
+        candidate_external=scores(*candidate_external) if candidate_external else None,
+        production_external=scores(*production_external) if production_external else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("candidate_external", "passes", "failed_reason"),
+    [
+        ((0.80, 0.85), True, None),
+        ((0.78, 0.85), False, "external AUC 0.7800 < production 0.8000"),  # gains nothing on test, loses 0.02
+        ((0.82, 0.84), False, "external sensitivity 0.8400 < production 0.8500"),
+    ],
+)
+def test_with_an_external_split_the_gate_applies_the_same_rules_there_too(
+    candidate_external: tuple[float, float], passes: bool, failed_reason: str | None
+) -> None:
+    decision = decide_with_external(candidate_external, (0.80, 0.85))
+    assert decision["passed"] is passes
+    assert [reason.split(" ", 2)[:2] for reason in decision["reasons"]] == [
+        ["test", "AUC"],
+        ["test", "sensitivity"],
+        ["external", "AUC"],
+        ["external", "sensitivity"],
+    ]
+    if failed_reason:
+        assert any(reason.startswith(failed_reason) for reason in decision["reasons"]), decision["reasons"]
+    assert decision["external_candidate"]["auc"] == candidate_external[0]
+    assert decision["external_production"]["sensitivity"] == 0.85
+
+
+def test_a_candidate_better_on_test_but_worse_on_the_external_split_is_rejected() -> None:
+    decision = decide(
+        scores(0.97, 0.95),
+        scores(0.94, 0.90),
+        production_version="v1",
+        auc_tolerance=0.005,
+        sensitivity_tolerance=0.0,
+        candidate_external=scores(0.70, 0.80),
+        production_external=scores(0.80, 0.85),
+    )
+    assert decision["passed"] is False
+    assert [reason for reason in decision["reasons"] if " < " in reason] == [
+        "external AUC 0.7000 < production 0.8000 - tolerance 0.005",
+        "external sensitivity 0.8000 < production 0.8500 - tolerance 0.0",
+    ]
+
+
+def test_without_an_external_split_the_decision_is_the_test_split_alone() -> None:
+    without = decide(
+        scores(0.94, 0.90), scores(0.94, 0.90), production_version="v1", auc_tolerance=0.005, sensitivity_tolerance=0.0
+    )
+    assert without == decide_with_external(None, None)
+    assert without["reasons"] == [
+        "AUC 0.9400 >= production 0.9400 - tolerance 0.005",
+        "sensitivity 0.9000 >= production 0.9000 - tolerance 0.0",
+    ]
+    assert without["external_candidate"] is None and without["external_production"] is None
+    # An external split the production model was not scored on is recorded, not compared.
+    candidate_only = decide_with_external((0.5, 0.5), None)
+    assert candidate_only["passed"] is True and len(candidate_only["reasons"]) == 2
+    assert candidate_only["external_candidate"]["auc"] == 0.5
+
+
+def test_the_first_candidate_passes_with_its_external_metrics_recorded() -> None:
+    decision = decide(
+        scores(0.6, 0.5),
+        None,
+        production_version=None,
+        auc_tolerance=0.0,
+        sensitivity_tolerance=0.0,
+        candidate_external=scores(0.55, 0.4),
+    )
+    assert decision["passed"] is True
+    assert decision["external_candidate"]["auc"] == 0.55 and decision["external_production"] is None
