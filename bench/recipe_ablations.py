@@ -11,7 +11,8 @@ an interrupted sweep keeps what it measured; the table is printed at the end (an
 `--table-only` from the file).
 
 `--scale screen` fine-tunes the upper blocks only (13-16) on 6 cached views for 8 epochs:
-about 10 minutes a run on 2 cores, cheap enough for a sweep; `--scale full` is the shipped
+about 10 minutes a run on 2 cores (5 when it shares the cached features of an earlier run
+with the same preprocessing and augmentation), cheap enough for a sweep; `--scale full` is the shipped
 schedule (blocks 4-16, 12 views, up to 18 epochs; about an hour).
 """
 
@@ -98,7 +99,9 @@ def measure(
 
     config = replace(TrainingConfig(weights=weights), **{**SCALES[scale], **recipe})
     started = time.monotonic()
-    result = train(config, data["train"], data["validation"], external=data["external"])
+    result = train(
+        config, data["train"], data["validation"], external=data["external"], shared_features=data["features"]
+    )
     validation, external = data["validation"], data["external"]
     raw_validation, raw_external = result.validation_probabilities, result.external_probabilities
     calibration = fit_platt(validation.labels, raw_validation)
@@ -166,7 +169,9 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     diagnoses = read_manifest_diagnoses(args.data / "manifest.csv")
     everything = load_folder(args.data / "train", diagnoses=diagnoses, limit=args.limit)
     train_data, validation = split_validation(everything, defaults.validation_fraction, defaults.seed)
-    return {"train": train_data, "validation": validation, "external": load_folder(args.external, limit=args.limit)}
+    external = load_folder(args.external, limit=args.limit)
+    # Recipes that differ only after the lower backbone share its cached outputs (a few GB).
+    return {"train": train_data, "validation": validation, "external": external, "features": {}}
 
 
 def main() -> None:

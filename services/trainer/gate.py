@@ -25,10 +25,12 @@ def decide(
     """Gate decision with its reasons; each pair of metric sets comes from one split.
 
     Passes when candidate AUC >= production AUC - `auc_tolerance` and candidate sensitivity
-    (at its own stored threshold) >= production sensitivity - `sensitivity_tolerance`, on the
-    test split and, when both external metric sets are given, on the external split too: a
-    model that gains on test and loses on another collection is rejected. Reasons name the
-    split only when there are two.
+    (at its own stored threshold) >= production sensitivity - `sensitivity_tolerance` on the
+    test split and, when both external metric sets are given, the AUC check holds on the
+    external split too: a model that gains on test and loses on another collection is
+    rejected. Sensitivity is not compared there, because the candidate's threshold was moved
+    to reach its target on that very split (card.operating_point), which would favour it.
+    Reasons name the split only when there are two.
     """
     reasons: list[str] = []
     passed = True
@@ -40,7 +42,8 @@ def decide(
             compared.append(("external", candidate_external, production_external))
         for split, ours, theirs in compared:
             prefix = f"{split} " if len(compared) > 1 else ""
-            split_reasons, split_passed = _compare(ours, theirs, auc_tolerance, sensitivity_tolerance)
+            tolerance = sensitivity_tolerance if split == "test" else None
+            split_reasons, split_passed = _compare(ours, theirs, auc_tolerance, tolerance)
             reasons += [prefix + reason for reason in split_reasons]
             passed = passed and split_passed
     return {
@@ -57,15 +60,20 @@ def decide(
 
 
 def _compare(
-    candidate: dict[str, Any], production: dict[str, Any], auc_tolerance: float, sensitivity_tolerance: float
+    candidate: dict[str, Any], production: dict[str, Any], auc_tolerance: float, sensitivity_tolerance: float | None
 ) -> tuple[list[str], bool]:
-    """The two checks on one split: (reasons, passed)."""
+    """The checks on one split, sensitivity only with a tolerance: (reasons, passed)."""
     auc_ok = candidate["auc"] >= production["auc"] - auc_tolerance
-    sensitivity_ok = candidate["sensitivity"] >= production["sensitivity"] - sensitivity_tolerance
     reasons = [
         f"AUC {candidate['auc']:.4f} {'>=' if auc_ok else '<'} production {production['auc']:.4f}"
-        f" - tolerance {auc_tolerance}",
-        f"sensitivity {candidate['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'} production"
-        f" {production['sensitivity']:.4f} - tolerance {sensitivity_tolerance}",
+        f" - tolerance {auc_tolerance}"
     ]
+    if sensitivity_tolerance is None:
+        reasons.append("sensitivity not compared: the candidate's threshold was chosen on this split")
+        return reasons, auc_ok
+    sensitivity_ok = candidate["sensitivity"] >= production["sensitivity"] - sensitivity_tolerance
+    reasons.append(
+        f"sensitivity {candidate['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'} production"
+        f" {production['sensitivity']:.4f} - tolerance {sensitivity_tolerance}"
+    )
     return reasons, auc_ok and sensitivity_ok

@@ -114,6 +114,8 @@ def run_training(
         test_source="store:datasets/test",
         external=external,
         external_source=f"store:datasets/{EXTERNAL_SPLIT}",
+        # The store keeps no name for the collection; the folder it was imported from has one.
+        external_name=settings.external_data_dir.name if settings.external_data_dir else "external collection",
         parent=parent,
         runtime=settings.serving_runtime,
     )

@@ -108,12 +108,15 @@ def train(
     on_epoch: EpochCallback | None = None,
     initial_weights: list[np.ndarray] | None = None,
     external: LabelledImages | None = None,
+    shared_features: dict[tuple[Any, ...], tuple[Any, ...]] | None = None,
 ) -> TrainingResult:
     """Train on `train_data` from ImageNet (or `initial_weights`), choosing epochs by AUC on `validation`.
 
     `external` (another clinic's collection) is scored after every epoch and recorded in the
     history, but never chooses anything here: which recipe and which threshold travel is
-    decided outside a run, by the rule in docs/model.md.
+    decided outside a run, by the rule in docs/model.md. `shared_features` lets runs on the
+    same data (recipe comparisons) reuse the cached lower-backbone outputs when everything
+    that makes them (weights, preprocessing, cut, views, augmentation, seed) is the same.
     """
     if len(np.unique(train_data.labels)) < 2 or len(np.unique(validation.labels)) < 2:
         raise ValueError("training and validation data must each hold both classes")
@@ -135,10 +138,24 @@ def train(
     upper = keras.Model(cut, backbone.output, name="upper")
     extractor = keras.Model(model.input, lower(model.get_layer("to_unit_range").output))
 
-    runtime = LiteRtRuntime(export_litert(extractor), os.cpu_count() or 1)
-    features = _cache_views(runtime, extractor, train_data, config)
-    validation_features = _lower_features(runtime, validation, config.batch_size)
-    external_features = _lower_features(runtime, external, config.batch_size) if external is not None else None
+    key = (
+        config.weights,
+        config.alpha,
+        config.colour_constancy,
+        config.finetune_from,
+        config.views,
+        config.augmentation,
+        config.seed,
+    )
+    if shared_features is not None and initial_weights is None and key in shared_features:
+        features, validation_features, external_features = shared_features[key]
+    else:
+        runtime = LiteRtRuntime(export_litert(extractor), os.cpu_count() or 1)
+        features = _cache_views(runtime, extractor, train_data, config)
+        validation_features = _lower_features(runtime, validation, config.batch_size)
+        external_features = _lower_features(runtime, external, config.batch_size) if external is not None else None
+        if shared_features is not None and initial_weights is None:
+            shared_features[key] = (features, validation_features, external_features)
     seconds = {"feature_cache": time.monotonic() - started}
     log.info("cached %d views of %d images in %.0f s", config.views, len(train_data), seconds["feature_cache"])
 

@@ -177,6 +177,7 @@ def test_through_the_api_a_user_adds_images_retrains_sees_the_gate_and_rolls_bac
     assert card["data"]["train"]["n"] + card["data"]["validation"]["n"] == 36
     assert card["data"]["external"]["n"] == 10 and card["data"]["external"]["source"] == "store:datasets/external"
     assert card["metrics"]["external"]["n"] == 10
+    assert card["data"]["external"]["name"] == external_dir.name, "named after the folder it was imported from"
     assert card["gate"]["external_candidate"]["auc"] == card["metrics"]["external"]["auc"]
 
     wait_for_version(url, version)
