@@ -116,3 +116,18 @@ def test_export_switches_a_version_to_another_runtime_with_parity_and_fresh_metr
     assert card["metrics"]["validation"]["n"] == before["metrics"]["validation"]["n"]
     served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(), card)
     assert served.predict(load_folder(dataset_root / "test").pixels[:2]).shape == (2,)
+
+
+def test_runs_that_differ_after_the_lower_backbone_share_its_cached_outputs(dataset_root: Path):
+    from shared.model.data import split_validation
+    from shared.model.training import TrainingConfig, train
+
+    train_data, validation = split_validation(load_folder(dataset_root / "train"), 0.25, 1337)
+    shared: dict = {}
+    train(TrainingConfig.quick(), train_data, validation, shared_features=shared)
+    (first,) = shared.values()
+    train(TrainingConfig.quick(diagnosis_balance=0.0, probe_mix=()), train_data, validation, shared_features=shared)
+    assert len(shared) == 1 and next(iter(shared.values())) is first, "a head-side change reuses the cache"
+    assert first[0].shape[:2] == (1, len(train_data))
+    train(TrainingConfig.quick(augmentation="flips"), train_data, validation, shared_features=shared)
+    assert len(shared) == 2, "another augmentation makes its own"
