@@ -92,32 +92,80 @@ def selection_score(validation_auc: float, external_auc: float) -> float | None:
 
 
 def measure(
-    name: str, recipe: dict[str, Any], scale: str, data: dict[str, Any], weights: str, external_name: str
+    name: str, recipe: dict[str, Any], scale: str, data: dict[str, Any], weights: str, models: Path
 ) -> dict[str, Any]:
-    """Train one recipe; its figures on validation and on the external collection."""
-    from shared.model.training import TrainingConfig, sample_weights, train
+    """Train one recipe (its weights kept in `models` for soups); its figures on both axes."""
+    from shared.model.training import TrainingConfig, train
 
     config = replace(TrainingConfig(weights=weights), **{**SCALES[scale], **recipe})
     started = time.monotonic()
     result = train(
         config, data["train"], data["validation"], external=data["external"], shared_features=data["features"]
     )
+    models.mkdir(parents=True, exist_ok=True)
+    result.model.save_weights(models / f"{name}.weights.h5")
+    summary = {key: config.as_dict()[key] for key in (*SCALES[scale], *recipe)}
+    row = figures(name, scale, summary, result.validation_probabilities, result.external_probabilities, data)
+    return {**row, "history": result.history, "minutes": (time.monotonic() - started) / 60.0}
+
+
+def soup(names: list[str], data: dict[str, Any], models: Path) -> dict[str, Any]:
+    """Mix models trained differently: the mean of their weights, one model's serving cost.
+
+    All fine-tuned from the same ImageNet weights with the same head initialisation, so their
+    weights stay close enough to average (Wortsman et al. 2022, "model soups").
+    """
+    import keras
+
+    from shared.model.architecture import build_model
+
+    started = time.monotonic()
+    rows = {row["recipe"]: row for row in read_rows(data["out"])}
+    preprocessing = {rows[name]["config"]["colour_constancy"] for name in names}
+    if len(preprocessing) != 1:
+        raise SystemExit("a soup mixes models with the same preprocessing (colour constancy on or off) only")
+    model = build_model(None, colour_constancy=preprocessing.pop())
+    members = []
+    for name in names:
+        model.load_weights(models / f"{name}.weights.h5")
+        members.append(model.get_weights())
+    model.set_weights([np.mean(group, axis=0) for group in zip(*members, strict=True)])
+    raw = {
+        split: model.predict(data[split].pixels.astype(np.float32), batch_size=32, verbose=0).reshape(-1)
+        for split in ("validation", "external")
+    }
+    keras.backend.clear_session()
+    row = figures(f"soup of {' + '.join(names)}", rows[names[0]]["scale"], {}, raw["validation"], raw["external"], data)
+    return {**row, "minutes": (time.monotonic() - started) / 60.0}
+
+
+def figures(
+    name: str,
+    scale: str,
+    config: dict[str, Any],
+    raw_validation: np.ndarray,
+    raw_external: np.ndarray,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """One row: calibrated on validation; AUCs, threshold behaviour and the rule's score."""
+    from shared.model.training import TrainingConfig, sample_weights
+
+    targets = TrainingConfig()
     validation, external = data["validation"], data["external"]
-    raw_validation, raw_external = result.validation_probabilities, result.external_probabilities
     calibration = fit_platt(validation.labels, raw_validation)
     val_scores, ext_scores = calibrate(raw_validation, calibration), calibrate(raw_external, calibration)
-    in_domain = choose_threshold(validation.labels, val_scores, config.target_sensitivity)
-    travelling = min(in_domain, choose_threshold(external.labels, ext_scores, config.external_target_sensitivity))
+    in_domain = choose_threshold(validation.labels, val_scores, targets.target_sensitivity)
+    travelling = min(in_domain, choose_threshold(external.labels, ext_scores, targets.external_target_sensitivity))
     validation_auc = roc_auc(validation.labels, val_scores)
     external_auc = roc_auc(external.labels, ext_scores)
     return {
         "recipe": name,
         "scale": scale,
-        "config": {key: config.as_dict()[key] for key in (*SCALES[scale], *recipe)},
+        "config": config,
         "validation_auc": validation_auc,
         "validation_auc_ci95": bootstrap_auc_interval(validation.labels, val_scores),
         "validation_balanced_auc": roc_auc(validation.labels, val_scores, sample_weights(validation, 1.0)),
-        "external": external_name,
+        "external": data["external_name"],
         "external_auc": external_auc,
         "external_auc_ci95": bootstrap_auc_interval(external.labels, ext_scores),
         "external_ece": expected_calibration_error(external.labels, ext_scores),
@@ -125,8 +173,6 @@ def measure(
         "external_at_travelling_threshold": _rates(external.labels, ext_scores, travelling),
         "validation_at_travelling_threshold": _rates(validation.labels, val_scores, travelling),
         "score": selection_score(validation_auc, external_auc),
-        "history": result.history,
-        "minutes": (time.monotonic() - started) / 60.0,
     }
 
 
@@ -170,8 +216,25 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     everything = load_folder(args.data / "train", diagnoses=diagnoses, limit=args.limit)
     train_data, validation = split_validation(everything, defaults.validation_fraction, defaults.seed)
     external = load_folder(args.external, limit=args.limit)
-    # Recipes that differ only after the lower backbone share its cached outputs (a few GB).
-    return {"train": train_data, "validation": validation, "external": external, "features": {}}
+    return {
+        "train": train_data,
+        "validation": validation,
+        "external": external,
+        "external_name": args.external_name,
+        "out": args.out,
+        # Recipes that differ only after the lower backbone share its cached outputs (a few GB).
+        "features": {},
+    }
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(row, default=float) + "\n")
 
 
 def main() -> None:
@@ -187,19 +250,20 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="screen")
     parser.add_argument("--limit", type=int, help="images per class and split (smoke runs)")
     parser.add_argument("--out", type=Path, default=Path("var/ablations/results.jsonl"))
+    parser.add_argument("--models", type=Path, default=Path("var/ablations/models"), help="each run's weights")
+    parser.add_argument("--soup", nargs="+", metavar="RECIPE", help="score the mean of these runs' weights instead")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not args.table_only:
+    if args.soup:
+        append_row(args.out, soup(args.soup, load(args), args.models))
+    elif not args.table_only:
         data = load(args)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         for name in args.recipes:
-            row = measure(name, RECIPES[name], args.scale, data, args.weights, args.external_name)
-            with args.out.open("a") as handle:
-                handle.write(json.dumps(row, default=float) + "\n")
+            row = measure(name, RECIPES[name], args.scale, data, args.weights, args.models)
+            append_row(args.out, row)
             log.info("%s: val AUC %.4f, external AUC %.4f", name, row["validation_auc"], row["external_auc"])
-    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    print(table(rows))
+    print(table(read_rows(args.out)))
 
 
 if __name__ == "__main__":
