@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared import dataset
+from shared import dataset, training_jobs
 from shared.model import registry
 from shared.storage import ObjectStore
 from tests.support.onnx_models import brightness_model
@@ -86,6 +86,20 @@ def external_evaluation(name: str, *, auc: float, sensitivity: float, specificit
     }
     data = {"source": f"/data/{name.lower()}", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": name}
     return {"metrics": metrics, "data": data}
+
+
+def save_finished_job(store: ObjectStore, job_id: str, candidate_version: str, gate: dict[str, Any]) -> None:
+    """A training job record as the trainer leaves it once its gate has decided."""
+    record = training_jobs.new_record(job_id, epochs=1)
+    queued_at = record["timings"]["queued_at"]
+    record.update(
+        status="promoted" if gate["passed"] else "rejected",
+        progress={"stage": "evaluating", "epoch": 1, "epochs": 1, "metrics": {"val_auc": 0.9, "loss": 0.31}},
+        timings={"queued_at": queued_at, "started_at": queued_at + 1, "finished_at": queued_at + 95},
+        candidate_version=candidate_version,
+        gate=gate,
+    )
+    training_jobs.save(store, record)
 
 
 def snapshot() -> dict[str, Any]:

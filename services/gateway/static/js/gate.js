@@ -1,45 +1,83 @@
-// The gate decision of a training job: passed or not, why, and candidate vs production metrics.
+// The gate decision of a training job: passed or not, why, and candidate vs production metrics
+// on the test split and, when the store has one, on the external collection.
 
 import { el, fixed, percent } from "./dom.js";
 
-// [key, label, format, higher is better]
-const ROWS = [
-  ["auc", "ROC AUC", (v) => fixed(v, 3), true],
-  ["sensitivity", "Sensitivity", percent, true],
-  ["specificity", "Specificity", percent, true],
-  ["balanced_accuracy", "Balanced accuracy", percent, true],
-  ["ece", "Calibration error (ECE)", (v) => fixed(v, 3), false],
+// How a change reads: "higher" or "lower" is better (coloured), "shown" is a plain difference
+// the gate does not judge, null shows none.
+// [key, label, format, change]
+const TEST_ROWS = [
+  ["auc", "ROC AUC", (v) => fixed(v, 3), "higher"],
+  ["sensitivity", "Sensitivity", percent, "higher"],
+  ["specificity", "Specificity", percent, "higher"],
+  ["balanced_accuracy", "Balanced accuracy", percent, "higher"],
+  ["ece", "Calibration error (ECE)", (v) => fixed(v, 3), "lower"],
   ["threshold", "Threshold", (v) => fixed(v, 3), null],
   ["n", "Test images", (v) => (v ?? "–").toLocaleString(), null],
 ];
 
-function change(candidate, production, format, higherIsBetter) {
-  if (higherIsBetter === null || typeof candidate !== "number" || typeof production !== "number") {
+// Only AUC is compared on the external collection: the candidate's threshold was chosen on it,
+// so its sensitivity and specificity there are shown uncoloured (the reasons say why).
+const EXTERNAL_ROWS = [
+  ["auc", "ROC AUC", (v) => fixed(v, 3), "higher"],
+  ["sensitivity", "Sensitivity", percent, "shown"],
+  ["specificity", "Specificity", percent, "shown"],
+  ["n", "Images", (v) => (v ?? "–").toLocaleString(), null],
+];
+
+function change(candidate, production, format, how) {
+  if (how === null || typeof candidate !== "number" || typeof production !== "number") {
     return el("td", { text: "" });
   }
   const delta = candidate - production;
-  const better = delta === 0 ? "same" : (delta > 0) === higherIsBetter ? "better" : "worse";
+  const better = how === "shown" || delta === 0 ? "same" : (delta > 0) === (how === "higher") ? "better" : "worse";
   const sign = delta > 0 ? "+" : delta < 0 ? "−" : "±";
   const shown = format === percent ? `${(Math.abs(delta) * 100).toFixed(1)} pts` : Math.abs(delta).toFixed(3);
   return el("td", { class: `delta delta--${better}`, text: `${sign}${shown}` });
 }
 
-export function gateDecision(gate, candidateVersion) {
-  const candidate = gate.candidate || {};
-  const production = gate.production || {};
-  const title = gate.passed
-    ? `Gate passed: ${candidateVersion || "the candidate"} is now in production`
-    : `Gate not passed: production stays ${gate.production_version || "as it was"}`;
-  const rows = ROWS.map(([key, label, format, higher]) =>
+function metricRows(rows, candidate, production) {
+  return rows.map(([key, label, format, how]) =>
     el(
       "tr",
       {},
       el("th", { scope: "row", text: label }),
-      el("td", { text: format(candidate[key]) }),
-      el("td", { text: gate.production ? format(production[key]) : "–" }),
-      change(candidate[key], production[key], format, higher),
+      el("td", { text: format((candidate || {})[key]) }),
+      el("td", { text: production ? format(production[key]) : "–" }),
+      change((candidate || {})[key], (production || {})[key], format, how),
     ),
   );
+}
+
+/** A group of rows headed by its name and what it is, as a version's rows are in the Models tab. */
+function group(modifier, title, detail, rows) {
+  const heading = el(
+    "th",
+    { scope: "rowgroup", colspan: 4, class: "gate__group-name" },
+    title,
+    el("span", { class: "version__detail", text: detail }),
+  );
+  return el("tbody", { class: `gate__group gate__group--${modifier}` }, el("tr", {}, heading), rows);
+}
+
+export function gateDecision(gate, candidateVersion) {
+  const title = gate.passed
+    ? `Gate passed: ${candidateVersion || "the candidate"} is now in production`
+    : `Gate not passed: production stays ${gate.production_version || "as it was"}`;
+  const testRows = metricRows(TEST_ROWS, gate.candidate, gate.production);
+  // Jobs from before the external split (or without one imported) keep the single test table.
+  const hasExternal = Boolean(gate.external_candidate);
+  const body = hasExternal
+    ? [
+        group("test", "Test split", "in-domain", testRows),
+        group(
+          "external",
+          "External collection",
+          "another clinic's images, never trained on",
+          metricRows(EXTERNAL_ROWS, gate.external_candidate, gate.external_production),
+        ),
+      ]
+    : el("tbody", {}, testRows);
   return el(
     "div",
     { class: `gate gate--${gate.passed ? "passed" : "failed"}` },
@@ -51,7 +89,11 @@ export function gateDecision(gate, candidateVersion) {
       el(
         "table",
         { class: "data-table gate__table" },
-        el("caption", { text: "Candidate and production on the same test split" }),
+        el("caption", {
+          text: hasExternal
+            ? "Candidate and production on the same test split and the same external collection"
+            : "Candidate and production on the same test split",
+        }),
         el(
           "thead",
           {},
@@ -64,7 +106,7 @@ export function gateDecision(gate, candidateVersion) {
             el("th", { scope: "col", text: "Change" }),
           ),
         ),
-        el("tbody", {}, rows),
+        body,
       ),
     ),
   );
