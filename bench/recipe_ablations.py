@@ -124,19 +124,82 @@ def soup(names: list[str], data: dict[str, Any], models: Path) -> dict[str, Any]
     preprocessing = {rows[name]["config"]["colour_constancy"] for name in names}
     if len(preprocessing) != 1:
         raise SystemExit("a soup mixes models with the same preprocessing (colour constancy on or off) only")
-    model = build_model(None, colour_constancy=preprocessing.pop())
+    colour_constancy = preprocessing.pop()
+    model = build_model(None, colour_constancy=colour_constancy)
     members = []
     for name in names:
-        model.load_weights(models / f"{name}.weights.h5")
+        model.load_weights(weights_file(rows[name], models))
         members.append(model.get_weights())
     model.set_weights([np.mean(group, axis=0) for group in zip(*members, strict=True)])
-    raw = {
-        split: model.predict(data[split].pixels.astype(np.float32), batch_size=32, verbose=0).reshape(-1)
-        for split in ("validation", "external")
-    }
+    name = f"soup of {' + '.join(names)}"
+    path = models / f"soup-{len(list(models.glob('soup-*')))}.weights.h5"
+    model.save_weights(path)
+    raw = {split: _raw_scores(model, data[split]) for split in ("validation", "external")}
     keras.backend.clear_session()
-    row = figures(f"soup of {' + '.join(names)}", rows[names[0]]["scale"], {}, raw["validation"], raw["external"], data)
-    return {**row, "minutes": (time.monotonic() - started) / 60.0}
+    config = {"colour_constancy": colour_constancy, "members": names}
+    row = figures(name, rows[names[0]]["scale"], config, raw["validation"], raw["external"], data)
+    return {**row, "weights": str(path), "minutes": (time.monotonic() - started) / 60.0}
+
+
+def weights_file(row: dict[str, Any], models: Path) -> Path:
+    return Path(row.get("weights") or models / f"{row['recipe']}.weights.h5")
+
+
+def _raw_scores(model: Any, images: Any) -> np.ndarray:
+    return model.predict(images.pixels.astype(np.float32), batch_size=32, verbose=0).reshape(-1)
+
+
+def paired_differences(base: str, data: dict[str, Any], models: Path, rounds: int = 2000) -> list[dict[str, Any]]:
+    """Each run's AUC minus `base`'s on the same images, with a paired bootstrap interval.
+
+    The intervals of two AUCs on one evaluation set overlap even when one model is better on
+    nearly every resample; resampling the images once for both models shows which
+    differences are real (the interval excludes 0).
+    """
+    import keras
+
+    from shared.model.architecture import build_model
+
+    rows = [row for row in read_rows(data["out"]) if weights_file(row, models).is_file()]
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for row in rows:
+        model = build_model(None, colour_constancy=row["config"]["colour_constancy"])
+        model.load_weights(weights_file(row, models))
+        scores[row["recipe"]] = {split: _raw_scores(model, data[split]) for split in ("validation", "external")}
+        keras.backend.clear_session()
+    rng = np.random.default_rng(0)
+    samples = {split: [_class_resample(data[split].labels, rng) for _ in range(rounds)] for split in scores[base]}
+    differences = []
+    for name, ours in scores.items():
+        entry: dict[str, Any] = {"recipe": name, "base": base}
+        for split, labels in (("validation", data["validation"].labels), ("external", data["external"].labels)):
+            theirs = scores[base][split]
+            observed = roc_auc(labels, ours[split]) - roc_auc(labels, theirs)
+            resampled = [roc_auc(labels[i], ours[split][i]) - roc_auc(labels[i], theirs[i]) for i in samples[split]]
+            low, high = np.percentile(resampled, [2.5, 97.5])
+            entry[split] = {"difference": observed, "ci95": [float(low), float(high)]}
+        differences.append(entry)
+    return differences
+
+
+def _class_resample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    positive, negative = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    return np.concatenate([rng.choice(positive, len(positive)), rng.choice(negative, len(negative))])
+
+
+def paired_table(differences: list[dict[str, Any]]) -> str:
+    lines = [
+        f"| recipe | val AUC - {differences[0]['base']} (95% CI) | external AUC - {differences[0]['base']} (95% CI) |",
+        "|---|---|---|",
+    ]
+    for entry in differences:
+        cells = []
+        for split in ("validation", "external"):
+            low, high = entry[split]["ci95"]
+            real = "" if low <= 0.0 <= high else " **real**"
+            cells.append(f"{entry[split]['difference']:+.3f} ({low:+.3f} to {high:+.3f}){real}")
+        lines.append(f"| {entry['recipe']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def figures(
@@ -252,9 +315,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("var/ablations/results.jsonl"))
     parser.add_argument("--models", type=Path, default=Path("var/ablations/models"), help="each run's weights")
     parser.add_argument("--soup", nargs="+", metavar="RECIPE", help="score the mean of these runs' weights instead")
+    parser.add_argument("--paired", metavar="RECIPE", help="every run's AUC differences from this run's, paired")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.paired:
+        differences = paired_differences(args.paired, load(args), args.models)
+        (args.out.parent / "paired.json").write_text(json.dumps(differences, indent=1))
+        print(paired_table(differences))
+        return
     if args.soup:
         append_row(args.out, soup(args.soup, load(args), args.models))
     elif not args.table_only:
