@@ -67,6 +67,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "+colour_augmentation": {**PLAIN, "augmentation": "colour"},
     "+dermoscopy_augmentation": {**PLAIN, "augmentation": "dermoscopy"},
     "current": CURRENT,
+    # Deeper fine-tuning (blocks 7-16 instead of 13-16), and the plain recipe again under
+    # another seed (head initialisation, augmentation draws): how far runs differ by chance.
+    "+unfreeze_from_block_7": {**PLAIN, "finetune_from": "block_7_expand"},
+    "plain, seed 7": {**PLAIN, "seed": 7},
 }
 SCALES: dict[str, dict[str, Any]] = {
     "screen": {
