@@ -80,7 +80,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "finetune_epochs": 8,
         "patience": 8,
     },
-    "full": {},
+    # The schedule of the models shipped before 2026-11-29 (docs/model.md, runs 1-6).
+    "full": {"finetune_from": "block_4_expand", "views": 12, "head_epochs": 4, "finetune_epochs": 18, "patience": 5},
 }
 # The rule, fixed before any test score is looked at (docs/model.md): the mean of the two
 # AUCs, among recipes that keep each above its floor.

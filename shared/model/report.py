@@ -67,9 +67,8 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
         f"| benign | {c['tn']} | {c['fp']} |",
         f"| malignant | {c['fn']} | {c['tp']} |",
         "",
-        f"Validation AUC {validation.get('auc', float('nan')):.3f}; threshold chosen on validation for sensitivity "
-        f">= {card.get('target_sensitivity')} (with a margin); Platt calibration "
-        f"a={card['calibration']['a']:.3f}, b={card['calibration']['b']:.3f}.",
+        f"Validation AUC {validation.get('auc', float('nan')):.3f}; {_threshold_sentence(card)}; Platt calibration "
+        f"(fitted on validation) a={card['calibration']['a']:.3f}, b={card['calibration']['b']:.3f}.",
         "",
         *_external_section(card, split),
         "## Data",
@@ -89,6 +88,20 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def _threshold_sentence(card: dict[str, Any]) -> str:
+    """How the stored threshold was chosen, from the card's `threshold_rule` when it has one."""
+    rule = card.get("threshold_rule") or {}
+    in_domain = f"sensitivity >= {card.get('target_sensitivity')} on validation (with a margin)"
+    if "external_target" not in rule:
+        return f"threshold chosen for {in_domain}"
+    decided = "validation" if rule.get("chosen_by") == "validation" else "the external collection"
+    return (
+        f"threshold the lower of the ones reaching {in_domain} and sensitivity >= {rule['external_target']} on the"
+        f" external collection (with a margin): {rule['validation_threshold']:.3f} and"
+        f" {rule['external_threshold']:.3f}, so {decided} decided"
+    )
+
+
 def _external(card: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(the external collection's name, its metrics), or None for a card without them."""
     metrics = (card.get("metrics") or {}).get("external")
@@ -96,6 +109,12 @@ def _external(card: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return None
     collection = (card.get("data") or {}).get("external") or {}
     return collection.get("name") or "external", metrics
+
+
+def _external_threshold_clause(card: dict[str, Any]) -> str:
+    if "external_target" in (card.get("threshold_rule") or {}):
+        return "; the threshold was kept low enough to reach its sensitivity target on it as well"
+    return ", as was its threshold"
 
 
 def _data_label(split: str, data: dict[str, Any]) -> str:
@@ -129,9 +148,9 @@ def _external_section(card: dict[str, Any], split: str) -> list[str]:
         f"## In-domain {split} and external collection ({name})",
         "",
         f"`{name}` is another clinic's collection of {outside['n']} images, {outside['n_malignant']} malignant. "
-        "The model never trained on it, and neither its threshold nor its calibration was chosen on it: "
-        "these figures show how the model holds up on images from elsewhere. Both columns use the "
-        f"stored threshold {card['threshold']:.3f}.",
+        "The model never trained on it and its calibration was fitted on validation alone"
+        f"{_external_threshold_clause(card)}: these figures show how the model holds up on images from"
+        f" elsewhere. Both columns use the stored threshold {card['threshold']:.3f}.",
         "",
         f"| metric | {split} (in-domain) | {name} (external) |",
         "|---|---|---|",

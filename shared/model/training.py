@@ -42,31 +42,35 @@ class TrainingConfig:
     weights: str | None = "imagenet"
     alpha: float = 1.0
     dropout_rate: float = 0.3
-    colour_constancy: bool = True  # Shades-of-Gray normalisation inside the model
+    # Shades-of-Gray normalisation inside the model: no better on Derm7pt, worse calibrated there.
+    colour_constancy: bool = False
     seed: int = 1337
     validation_fraction: float = 0.2
-    views: int = 12  # augmented copies of each training image kept as cached features
-    augmentation: str = "colour"  # one of data.AUGMENTATIONS: flips, colour, dermoscopy
+    views: int = 6  # augmented copies of each training image kept as cached features
+    # One of data.AUGMENTATIONS. Flips and 90-degree rotations only: the colour and the
+    # dermoscopy jitter each lowered both HAM10000 validation and Derm7pt (docs/model.md).
+    augmentation: str = "flips"
     batch_size: int = 32
-    head_epochs: int = 4  # the head trains to convergence first, so fine-tuning distorts less
+    head_epochs: int = 2  # the head trains first, so fine-tuning starts from a head that fits
     head_learning_rate: float = 1e-3
-    finetune_from: str = "block_4_expand"  # first backbone layer that is trained (blocks 4-16)
-    finetune_epochs: int = 18
+    finetune_from: str = "block_13_expand"  # first backbone layer that is trained (blocks 13-16)
+    finetune_epochs: int = 8
     finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
     warmup_epochs: int = 1
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     # Within each class, weight diagnoses by count**-diagnosis_balance (0: plain class balance).
-    diagnosis_balance: float = 0.5
-    diagnosis_weight: float = 0.5  # auxiliary 7-way diagnosis loss, when labels exist
-    patience: int = 5  # fine-tuning epochs without a better validation AUC
+    # Square-root balancing (0.5) cost 0.04 of Derm7pt AUC, so it is off.
+    diagnosis_balance: float = 0.0
+    diagnosis_weight: float = 0.0  # auxiliary 7-way diagnosis loss, when labels exist (0: none)
+    patience: int = 8  # fine-tuning epochs without a better validation AUC
     # Choose epochs by the diagnosis-balanced validation AUC (every diagnosis within a class
     # weighs the same) rather than the plain one, which HAM10000's nevi dominate.
-    balanced_selection: bool = True
+    balanced_selection: bool = False
     average_top: int = 3  # average the weights of this many best epochs
     # Candidate shares of the head-only ("linear probe") model mixed into the fine-tuned
     # weights at the end (WiSE-FT); the validation AUC picks among them and 0 (no mixing).
-    probe_mix: tuple[float, ...] = (0.25, 0.5)
+    probe_mix: tuple[float, ...] = ()
     target_sensitivity: float = 0.90
     # With an external collection, the threshold is also low enough to reach this on it.
     external_target_sensitivity: float = 0.85

@@ -97,3 +97,18 @@ def test_write_report_draws_the_plots_with_and_without_an_external_collection(tm
         assert sorted(path.name for path in folder.iterdir()) == sorted([*PLOTS.values(), "report.md"])
         assert all(paths[name].stat().st_size > 1000 for name in PLOTS)
         assert ("(Derm7pt)" in paths["report"].read_text()) is external
+
+
+def test_the_report_says_how_the_threshold_was_chosen() -> None:
+    made = card(external=True)
+    assert "threshold chosen for sensitivity >= 0.9 on validation" in markdown(made)
+    made["threshold_rule"] = {
+        "validation_target": 0.9,
+        "validation_threshold": 0.2,
+        "external_target": 0.85,
+        "external_threshold": 0.15,
+        "chosen_by": "external",
+    }
+    text = markdown(made)
+    assert "0.200 and 0.150, so the external collection decided" in text
+    assert "kept low enough to reach its sensitivity target on it as well" in text
