@@ -9,7 +9,9 @@ import pytest
 
 from shared.model.architecture import BACKBONE_NAME, ShadesOfGray, build_model
 from shared.model.data import LabelledImages
-from shared.model.training import TrainingConfig, _cache_features, sample_weights
+from shared.model.export import export_litert
+from shared.model.serving import LiteRtRuntime
+from shared.model.training import TrainingConfig, _cache_views, _lower_features, sample_weights
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
@@ -82,7 +84,9 @@ def test_the_litert_feature_cache_matches_the_keras_lower_backbone() -> None:
     pixels = rng.integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
     data = LabelledImages(pixels, np.array([0, 0, 0, 1, 1]), np.full(5, -1), tuple("abcde"), "")
 
-    features, validation_features = _cache_features(extractor, data, data, TrainingConfig.quick(views=2, batch_size=4))
+    config = TrainingConfig.quick(views=2, batch_size=4, augmentation="colour")
+    runtime = LiteRtRuntime(export_litert(extractor), 2)
+    features, validation_features = _cache_views(runtime, extractor, data, config), _lower_features(runtime, data, 4)
 
     expected = extractor.predict(pixels.astype(np.float32), verbose=0)
     assert features.shape == (2, *expected.shape) and features.dtype == np.float16
