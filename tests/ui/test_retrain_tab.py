@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -78,16 +79,23 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     expect(page.locator("#train-gate .gate")).to_be_visible()
 
 
-def test_a_job_rejected_on_the_external_collection_shows_both_splits_and_every_reason(
-    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
-) -> None:
-    # Better on the test split, worse on the external collection: the gate says no.
-    gate = decide(
+def gate_better_on_test(**external: Any) -> dict[str, Any]:
+    """The trainer's gate decision for a candidate better than production on the test split."""
+    return decide(
         data.test_metrics(auc=0.88, sensitivity=0.91, specificity=0.76),
         data.test_metrics(auc=0.86, sensitivity=0.9, specificity=0.74),
         production_version="test-v1",
         auc_tolerance=0.005,
         sensitivity_tolerance=0.02,
+        **external,
+    )
+
+
+def test_a_job_rejected_on_the_external_collection_shows_both_splits_and_every_reason(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    # Better on the test split, worse on the external collection: the gate says no.
+    gate = gate_better_on_test(
         candidate_external=data.external_evaluation("Derm7pt", auc=0.74, sensitivity=0.83, specificity=0.55)["metrics"],
         production_external=data.external_evaluation("Derm7pt", auc=0.78, sensitivity=0.79, specificity=0.6)["metrics"],
     )
@@ -132,13 +140,7 @@ def test_a_job_rejected_on_the_external_collection_shows_both_splits_and_every_r
 def test_a_job_from_before_external_figures_shows_the_test_split_alone(
     page: Page, system: RunningSystem, store: ObjectStore
 ) -> None:
-    gate = decide(
-        data.test_metrics(auc=0.88, sensitivity=0.91, specificity=0.76),
-        data.test_metrics(auc=0.86, sensitivity=0.9, specificity=0.74),
-        production_version="test-v1",
-        auc_tolerance=0.005,
-        sensitivity_tolerance=0.02,
-    )
+    gate = gate_better_on_test()
     # Records written before the external split existed have no such keys at all.
     del gate["external_candidate"], gate["external_production"]
     data.save_finished_job(store, "20261201T120000Z-4567cdef", "test-v2", gate)
