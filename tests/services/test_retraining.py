@@ -143,7 +143,7 @@ def trained_system(
 
 
 def test_through_the_api_a_user_adds_images_retrains_sees_the_gate_and_rolls_back(
-    trained_system: RunningSystem, dataset_dir: Path, s3_settings: Settings
+    trained_system: RunningSystem, dataset_dir: Path, external_dir: Path, s3_settings: Settings
 ) -> None:
     url = trained_system.gateway_url
     assert len(list(create_store(s3_settings).list("datasets/external/"))) == 10
