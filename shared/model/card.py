@@ -212,7 +212,11 @@ def package(
     }
     validation_metrics = evaluate_artifact(artifact, provisional, validation)
     test_metrics = evaluate_artifact(artifact, provisional, test) if test is not None else None
-    external_metrics = evaluate_artifact(artifact, provisional, external) if external is not None else None
+    external_metrics = None
+    if external_scores is not None:
+        # The artifact's raw scores on the external collection are already in hand.
+        labels, raw = external_scores
+        external_metrics = metrics(labels, calibrate(raw, point.calibration), point.threshold)
     data = {
         "train": describe(train_data, train_source),
         "validation": describe(validation, f"{train_source} (held out, seed {config.seed})"),
