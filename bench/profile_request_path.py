@@ -28,10 +28,12 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 OWN_CODE = (f"{REPO_ROOT}/services/", f"{REPO_ROOT}/shared/")
 
 
-def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+def record(pid: int, seconds: float, output: Path, gil_only: bool = False) -> subprocess.Popen[bytes]:
     """py-spy in raw (collapsed stacks) format, following gunicorn's forked children."""
     command = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
     command += ["--subprocesses", "--nonblocking", "--format", "raw", "--output", str(output)]
+    if gil_only:  # only threads holding the GIL: the Python work that the threads queue for
+        command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--gil", action="store_true", help="sample only threads that hold the GIL")
     args = parser.parse_args(argv)
     models = models_dir(args.models, Settings.from_env().serving_runtime)
     images = upload_sets([args.uploads], load_images(args.images, 64))[args.uploads]
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         load = threading.Thread(target=drive, args=(system, args.uploads, images, args.clients, warmup_s, args.seconds))
         load.start()
         threading.Event().wait(warmup_s)
-        samplers = [record(pids[name], args.seconds, outputs[name]) for name in outputs]
+        samplers = [record(pids[name], args.seconds, outputs[name], args.gil) for name in outputs]
         for sampler in samplers:
             sampler.wait(args.seconds + 60)
         load.join(args.seconds + 60)

@@ -58,7 +58,8 @@ def strip_jpeg(data: bytes) -> bytes:
     """The JPEG without comments and APPn segments other than JFIF and Adobe, cut at its EOI."""
     if data[:2] != b"\xff\xd8":
         raise MalformedStructure("no JPEG start marker")
-    kept = [data[:2]]
+    view = memoryview(data)  # the kept pieces are copied once, by the join, not sliced out first
+    kept = [view[:2]]
     position = 2
     while position + 1 < len(data):
         if data[position] != 0xFF:
@@ -71,7 +72,7 @@ def strip_jpeg(data: bytes) -> bytes:
             kept.append(b"\xff\xd9")
             return b"".join(kept)  # anything after the end (extra MPO images, trailers) is dropped
         if marker in _STANDALONE or marker == _SOI:
-            kept.append(data[position : position + 2])
+            kept.append(view[position : position + 2])
             position += 2
             continue
         if position + 4 > len(data):
@@ -82,7 +83,7 @@ def strip_jpeg(data: bytes) -> bytes:
         if marker == _SOS:
             end = _end_of_scan(data, end)
         if _keep_jpeg_marker(marker):
-            kept.append(data[position:end])
+            kept.append(view[position:end])
         position = end
     raise MalformedStructure("the JPEG has no end marker")
 
@@ -91,6 +92,7 @@ def strip_png(data: bytes) -> bytes:
     """The PNG with only the chunks in PNG_KEPT_CHUNKS, cut at its IEND."""
     if not data.startswith(PNG_SIGNATURE):
         raise MalformedStructure("no PNG signature")
+    view = memoryview(data)
     kept = [PNG_SIGNATURE]
     position = len(PNG_SIGNATURE)
     while position + 8 <= len(data):
@@ -100,7 +102,7 @@ def strip_png(data: bytes) -> bytes:
         if end > len(data):
             raise MalformedStructure(f"the PNG chunk {chunk_type!r} runs past the end of the file")
         if chunk_type in PNG_KEPT_CHUNKS:
-            kept.append(data[position:end])
+            kept.append(view[position:end])
         position = end
         if chunk_type == b"IEND":
             return b"".join(kept)

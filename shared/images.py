@@ -131,6 +131,9 @@ def decode_upload(
                 raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels")
             orientation = _orientation(image)
             reduced = _draft(image, reduce_to) if orientation not in TURNING_ORIENTATIONS else False
+            # The whole file to the decoder in one call (Pillow's default is 64 KiB per call): each
+            # call gives up and takes back the GIL, which a busy gateway's threads hold in turn.
+            image.decodermaxblock = max(image.decodermaxblock, len(data))
             image.load()
             upright = ImageOps.exif_transpose(image)
             rgb = _to_rgb(upright)

@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from services.gateway import datasets, errors, insights, models, openapi, operations, predictions, training, ui
 from services.gateway.json_provider import FiniteJSONProvider
+from services.gateway.request_body import UploadRequest
 from services.gateway.rpc import PredictionClient
 from shared import metrics
 from shared.errors import TransientError
@@ -30,6 +31,7 @@ def create_app(
     """Build the app. Dependencies default to the ones the settings name; tests pass their own."""
     # No app-wide static route: the ui blueprint serves the page's files with its headers.
     app = Flask(__name__, static_folder=None)
+    app.request_class = UploadRequest
     app.config["SETTINGS"] = settings
     # Whole-request bound: every file at its own limit, plus room for the form's framing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
