@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 from flask import current_app, request
+from werkzeug.datastructures import FileStorage
 
 from services.gateway.rpc import PredictionClient
 from shared.errors import BadInput
@@ -32,7 +35,7 @@ def broker() -> PredictionClient:
 def uploaded_files(max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
     """The request's `file` parts as (client file name, bytes), checked for shape and count.
 
-    Each file is read to one byte past `max_bytes`: enough to know it is too large.
+    A file over `max_bytes` is returned with at least one byte too many: enough to know it is too large.
     """
     if request.mimetype != "multipart/form-data":
         raise UnsupportedRequest(
@@ -43,4 +46,14 @@ def uploaded_files(max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
         raise BadInput("no 'file' field in the form; send one or more images as 'file'")
     if len(files) > max_files:
         raise BadInput(f"{len(files)} files sent; at most {max_files} per request")
-    return [(upload.filename or "", upload.stream.read(max_bytes + 1)) for upload in files]
+    return [(upload.filename or "", _file_bytes(upload, max_bytes)) for upload in files]
+
+
+def _file_bytes(upload: FileStorage, max_bytes: int) -> bytes:
+    """An in-memory part's buffer as it is (UploadRequest keeps parts in memory); else read to the limit.
+
+    `getvalue` hands over the buffer without copying it, so a 10 MiB file is held once, not twice.
+    """
+    if isinstance(upload.stream, io.BytesIO):
+        return upload.stream.getvalue()
+    return upload.stream.read(max_bytes + 1)

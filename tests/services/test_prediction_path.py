@@ -13,7 +13,7 @@ import requests
 
 from shared.settings import Settings
 from shared.storage import create_store
-from tests.support.images import solid_jpeg
+from tests.support.images import grainy_jpeg, solid_jpeg
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.system import RunningSystem, system_env
 
@@ -54,6 +54,26 @@ def test_one_prediction_is_answered_and_leaves_image_and_result_in_the_store(
     assert store.exists(f"results/predictions/{answer['id']}.json")
     polled = requests.get(f"{system.gateway_url}/api/v1/predictions/{answer['id']}", timeout=10).json()
     assert polled["label"] == "malignant" and polled["status"] == "done"
+
+
+def test_megabyte_files_in_one_request_are_answered_and_stored_byte_for_byte(
+    system: RunningSystem, s3_settings: Settings
+) -> None:
+    """Bodies of several MiB cross the gateway's 1 MiB read buffer and gunicorn's read-ahead many times."""
+    system.start_worker()
+    system.start_gateway()
+    bright, dark = grainy_jpeg(230, (2400, 1800), seed=1), grainy_jpeg(20, (2000, 1500), seed=2)
+    assert len(bright) > 2 * 2**20 and len(dark) > 2**20
+    files = [("file", ("bright.jpg", bright, "image/jpeg")), ("file", ("dark.jpg", dark, "image/jpeg"))]
+    response = requests.post(f"{system.gateway_url}/api/v1/predictions", files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    answers = response.json()["predictions"]
+    assert [answer["label"] for answer in answers] == ["malignant", "benign"]
+    store = create_store(s3_settings)
+    uploads = list(store.list("uploads/predictions/"))
+    for answer, sent in zip(answers, (bright, dark), strict=True):
+        [key] = [key for key in uploads if key.endswith(f"/{answer['id']}.jpg")]
+        assert store.get(key) == sent  # a Pillow JPEG carries no metadata: stripping keeps every byte
 
 
 def test_two_hundred_concurrent_predictions_are_each_answered_exactly_once(

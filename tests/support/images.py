@@ -19,6 +19,12 @@ def solid_jpeg(value: int, size: tuple[int, int] = (64, 48)) -> bytes:
     return encode(Image.new("RGB", size, (value, value, value)))
 
 
+def grainy_jpeg(value: int, size: tuple[int, int], seed: int = 0) -> bytes:
+    """A camera-sized JPEG of about `value` brightness with grain, so it compresses like a photo (megabytes)."""
+    pixels = np.random.default_rng(seed).normal(value, 16, (size[1], size[0], 3))
+    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), quality=95)
+
+
 def noise_png(seed: int = 0, size: tuple[int, int] = (40, 30)) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return encode(Image.fromarray(pixels), "PNG")
