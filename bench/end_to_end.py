@@ -82,6 +82,7 @@ class Level:
     mean_batch: float
     cpu: dict[str, float]
     raw_batch: float = float("nan")  # raw batch images/s measured just before this level
+    round: int = 0  # with --rounds: which pass over the levels this one belongs to
     peak_rss_mb: dict[str, float] = field(default_factory=dict)  # gateway (all processes), largest worker
 
     @property
@@ -344,24 +345,61 @@ def print_report(raw: dict[str, dict[int, dict[int, float]]], batch_size: int, l
         "| peak RSS MB gateway | worker |\n|" + "---|" * 19
     )
     nan = float("nan")
-    small = {(level.workers, level.clients): level.requests_per_s for level in levels if level.uploads == "224px"}
     for level in levels:
         cpu = level.cpu
-        versus_small = level.requests_per_s / small.get((level.workers, level.clients), float("nan"))
         print(
             f"| {level.uploads} | {level.workers} | {level.clients} | {level.requests_per_s:.1f} "
             f"| {level.percentile_ms(50):.0f} | {level.percentile_ms(95):.0f} | {level.percentile_ms(99):.0f} "
             f"| {level.errors} | {level.raw_batch:.1f} | {level.requests_per_s / level.raw_batch:.2f} "
-            f"| {versus_small:.2f} | {level.mean_batch:.1f} | {cpu['gateway']:.0f} | {cpu['workers']:.0f} "
+            f"| {_versus_small(level, levels):.2f} | {level.mean_batch:.1f} "
+            f"| {cpu['gateway']:.0f} | {cpu['workers']:.0f} "
             f"| {cpu['broker']:.0f} | {cpu['clients']:.0f} | {cpu['other']:.0f} "
             f"| {level.peak_rss_mb.get('gateway', nan):.0f} | {level.peak_rss_mb.get('worker', nan):.0f} |"
         )
     print(
         "\ne2e/raw = e2e req/s / best raw img/s (1 thread or all cores) measured just before the level, "
         f"system idle. CPU in % of one core ({100 * (os.cpu_count() or 1)}% = all); other = rest of the machine. "
-        "req/s vs 224px: against the 224 px level of the same workers and clients in this run. Peak RSS: "
+        "req/s vs 224px: against the 224 px level of the same workers, clients and round in this run. Peak RSS: "
         "the gateway's processes summed, the largest worker, highest so far in the run."
     )
+    if any(level.round for level in levels):
+        print_rounds_summary(levels)
+
+
+def _versus_small(level: Level, levels: list[Level]) -> float:
+    """req/s against the 224 px level of the same workers, clients and round (NaN without one)."""
+    for small in levels:
+        if small.uploads == "224px" and (small.workers, small.clients, small.round) == (
+            level.workers,
+            level.clients,
+            level.round,
+        ):
+            return level.requests_per_s / small.requests_per_s
+    return float("nan")
+
+
+def print_rounds_summary(levels: list[Level]) -> None:
+    """Per level, the median and range over the rounds: what a target should be judged on."""
+    print(
+        "\n| uploads | workers | clients | rounds | req/s median (range) | p99 ms median (range) "
+        "| req/s vs 224px median (range) | CPU ms per request, whole machine, median |\n|" + "---|" * 8
+    )
+    groups: dict[tuple[str, int, int], list[Level]] = {}
+    for level in levels:
+        groups.setdefault((level.uploads, level.workers, level.clients), []).append(level)
+    for (uploads, workers, clients), group in groups.items():
+        rates = [level.requests_per_s for level in group]
+        p99s = [level.percentile_ms(99) for level in group]
+        ratios = [_versus_small(level, levels) for level in group]
+        cpu_ms = [sum(level.cpu.values()) * 10 / level.requests_per_s for level in group if level.requests_per_s]
+        print(
+            f"| {uploads} | {workers} | {clients} | {len(group)} | {_median_range(rates, 1)} "
+            f"| {_median_range(p99s, 0)} | {_median_range(ratios, 2)} | {np.median(cpu_ms):.1f} |"
+        )
+
+
+def _median_range(values: list[float], digits: int) -> str:
+    return f"{np.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def _positive(convert: type[int] | type[float]) -> Callable[[str], float]:
@@ -413,6 +451,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--uploads", nargs="+", choices=list(UPLOAD_SETS), default=list(UPLOAD_SETS), help="upload sets (size axis)"
     )
     parser.add_argument(
+        "--rounds",
+        type=_positive(int),
+        default=1,
+        help="passes over all levels; with more than one, a summary gives each level's median and range",
+    )
+    parser.add_argument(
         "--batch-size",
         type=_positive(int),
         default=Settings.from_env().worker_max_batch,
@@ -432,19 +476,23 @@ def measure_system(
         tempfile.TemporaryDirectory(prefix="bench-store-") as store_dir,
         running_system(models, workers, args.batch_size, Path(store_dir), log_dir) as system,
     ):
-        for uploads, images in sets.items():
-            for clients in args.concurrency:
-                # A baseline right before each level, with the system idle: on a shared, noisy
-                # machine the ratio then compares figures taken under the same background load.
-                baseline = raw.best(args.batch_size)
-                level = drive(system, uploads, images, clients, args.warmup, args.duration)
-                level.raw_batch = baseline
-                levels.append(level)
-                print(
-                    f"measured {uploads}, {workers} worker(s), {clients} client(s): "
-                    f"{level.requests_per_s:.1f} req/s, {level.errors} errors",
-                    flush=True,
-                )
+        # Rounds outermost: each round's 224 px and large levels run minutes apart at most, so
+        # the ratio between them is taken under the same machine speed.
+        for round_index in range(args.rounds):
+            for uploads, images in sets.items():
+                for clients in args.concurrency:
+                    # A baseline right before each level, with the system idle: on a shared, noisy
+                    # machine the ratio then compares figures taken under the same background load.
+                    baseline = raw.best(args.batch_size)
+                    level = drive(system, uploads, images, clients, args.warmup, args.duration)
+                    level.raw_batch = baseline
+                    level.round = round_index
+                    levels.append(level)
+                    print(
+                        f"measured {uploads}, {workers} worker(s), {clients} client(s), round {round_index + 1}: "
+                        f"{level.requests_per_s:.1f} req/s, {level.errors} errors",
+                        flush=True,
+                    )
     return levels
 
 
