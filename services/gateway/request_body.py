@@ -21,27 +21,13 @@ from werkzeug.formparser import FormDataParser
 BODY_READ_BUFFER_BYTES = 1024 * 1024
 
 
-class _ReadIntoAdapter(io.RawIOBase):
-    """A stream with only `read(size)` (the WSGI input), seen as a raw stream `BufferedReader` can wrap."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__()
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 class BufferedFormDataParser(FormDataParser):
     """Werkzeug's form parser, reading the body through one large buffer."""
 
     def parse(self, stream: IO[bytes], *args: Any, **kwargs: Any) -> Any:
-        buffered = io.BufferedReader(_ReadIntoAdapter(stream), BODY_READ_BUFFER_BYTES)
+        # Werkzeug hands over its LimitedStream (a raw stream) or, for a body it already holds
+        # or an empty one, a BytesIO: both have the `readinto` a BufferedReader reads through.
+        buffered = io.BufferedReader(stream, BODY_READ_BUFFER_BYTES)  # type: ignore[arg-type]
         return super().parse(buffered, *args, **kwargs)
 
 
