@@ -1,33 +1,53 @@
-"""The labelled dataset in the store, content-addressed by sha256.
+"""The labelled dataset in the store: named collections, each with a held-out part.
 
-`datasets/{split}/{label}/{sha256}.{ext}`: the same image added twice (under any name, or
-in any split) is stored once, so imports and uploads are idempotent and deduplicated.
+`datasets/{collection}/{part}/{label}/{sha256}.{ext}`. A collection is one population of
+images (HAM10000, ISIC 2020, Derm7pt, a clinic's own uploads); `part` is `train` or `test`,
+the collection's held-out part, which is never trained on and is where the collection's
+metrics come from. An external collection (`collection.json` says so) is held out whole.
 
-What is stored has its metadata stripped (shared/images.py `strip_metadata`), and the hash
-is of what is stored: the same picture sent with different EXIF is one image. The hash of
-the bytes as sent is checked too, before any decoding, so a file stored before stripping
-existed (whose key is the hash of its bytes as sent) is still a duplicate of itself.
+Which part a new image goes to is decided once, when it is stored, from a hash of its group:
+the patient when known, else the image's own content hash (`assign_part`). The hash does not
+depend on what else is stored, so a later upload never moves an image across, and the same
+images imported from a folder or uploaded through the API land in the same part. A folder
+that already has `train/` and `test/` (HAM10000 with the ISIC 2018 test set) keeps its own.
 
-Besides the layout's splits, `external` holds another collection's images (another clinic,
-camera and case mix): it is never trained on, and the promotion gate checks candidates on it
-as well as on `test`. Duplicates are found across splits, so no image is in `external` and
-in a split that is trained on: whichever import comes second skips it.
+Content addressing makes imports and uploads idempotent: the same image added twice, under
+any name, in any collection, is stored once (the first collection keeps it). What is stored
+has its metadata stripped (shared/images.py `strip_metadata`), and the hash is of what is
+stored; the hash of the bytes as sent is checked too, before any decoding.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.errors import BadInput
+from shared.errors import BadInput, ObjectNotFound
 from shared.images import EXTENSIONS, decode_upload, strip_metadata
-from shared.storage import ObjectStore, layout
+from shared.storage import ObjectStore, get_json, layout, put_json
 
-EXTERNAL_SPLIT = "external"
-# Every split an import may fill.
-SPLITS = (*layout.DATASET_SPLITS, EXTERNAL_SPLIT)
+TRAIN_PART, TEST_PART = layout.DATASET_PARTS
+# Where labelled uploads go when the client names no collection.
+DEFAULT_UPLOAD_COLLECTION = "uploads"
+_COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_PATIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+# Images whose records are written together, so a crash loses no patient of a stored image.
+_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A named population of images; `holdout_fraction` is fixed when it is created."""
+
+    name: str
+    external: bool = False
+    holdout_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -35,14 +55,18 @@ class DatasetImage:
     """One stored image: where it is and what it is."""
 
     key: str
-    split: str
+    collection: str
+    part: str
     label: str
     sha256: str
 
     @classmethod
-    def from_key(cls, key: str) -> DatasetImage:
-        _, split, label, filename = key.split("/")
-        return cls(key, split, label, filename.split(".")[0])
+    def from_key(cls, key: str) -> DatasetImage | None:
+        """The image a key names, or None for the collections' other objects."""
+        parts = key.split("/")
+        if len(parts) != 5 or parts[2] not in layout.DATASET_PARTS or parts[3] not in layout.LABELS:
+            return None
+        return cls(key, parts[1], parts[2], parts[3], parts[4].split(".")[0])
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,17 @@ class AddOutcome:
     status: str
     sha256: str | None = None
     reason: str | None = None
+    part: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """One file to add: its name, label, bytes and patient (None when unknown)."""
+
+    filename: str
+    label: str
+    data: bytes
+    patient: str | None = None
 
 
 def check_label(label: str) -> str:
@@ -61,65 +96,219 @@ def check_label(label: str) -> str:
     return label
 
 
-def check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise BadInput(f"split must be one of {', '.join(SPLITS)}; got {split[:40]!r}")
-    return split
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.fullmatch(name):
+        raise BadInput(
+            "collection must be 1-40 characters of a-z, 0-9, '_' and '-', starting with a letter or digit;"
+            f" got {name[:60]!r}"
+        )
+    return name
 
 
-def iter_images(store: ObjectStore, split: str | None = None) -> Iterator[DatasetImage]:
-    """Every stored dataset image, optionally of one split."""
-    prefix = layout.dataset_prefix(split) if split else "datasets/"
-    for key in store.list(prefix):
-        if key.count("/") == 3:
-            yield DatasetImage.from_key(key)
+def check_patient(patient: str) -> str:
+    if not _PATIENT.fullmatch(patient):
+        raise BadInput(f"patient must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'; got {patient[:70]!r}")
+    return patient
+
+
+def group_of(sha256: str, patient: str | None) -> str:
+    """What is held out (and validated) together: a patient's images, or one image alone."""
+    return f"patient:{patient}" if patient else f"image:{sha256}"
+
+
+def share_of(group: str, purpose: str) -> float:
+    """A uniform number in [0, 1) fixed by the group and the purpose ("holdout", "validation")."""
+    return int(hashlib.sha256(f"{purpose}:{group}".encode()).hexdigest()[:13], 16) / 16**13
+
+
+def assign_part(collection: Collection, sha256: str, patient: str | None) -> str:
+    """`test` (held out) or `train` for a new image of `collection`: for ever the same."""
+    if collection.external or share_of(group_of(sha256, patient), "holdout") < collection.holdout_fraction:
+        return TEST_PART
+    return TRAIN_PART
+
+
+def open_collection(store: ObjectStore, name: str, *, external: bool, holdout_fraction: float) -> Collection:
+    """The stored collection `name`, created with these settings when it is new.
+
+    An existing collection keeps the held-out share it was created with, so a changed setting
+    never moves an image; asking for an external collection by a trained-on name (or the other
+    way round) is refused, since images would then be trained on and judged on at once.
+    """
+    check_collection_name(name)
+    try:
+        stored = Collection(**get_json(store, layout.collection_record(name)))
+    except ObjectNotFound:
+        created = Collection(name, external, holdout_fraction)
+        put_json(store, layout.collection_record(name), {**asdict(created), "created_at": time.time()})
+        return created
+    if stored.external != external:
+        kind = "external (never trained on)" if stored.external else "trained on"
+        raise BadInput(f"collection {name!r} is {kind}; images cannot be added to it as the other kind")
+    return stored
+
+
+def read_collection(store: ObjectStore, name: str) -> Collection:
+    """A collection's record; a collection stored without one is a trained-on one."""
+    try:
+        document = get_json(store, layout.collection_record(name))
+    except ObjectNotFound:
+        return Collection(name)
+    return Collection(document["name"], bool(document["external"]), float(document["holdout_fraction"]))
+
+
+def read_patients(store: ObjectStore, collection: str) -> dict[str, str]:
+    """sha256 -> patient for every image of `collection` stored with one."""
+    patients: dict[str, str] = {}
+    for key in store.list(f"{layout.dataset_prefix(collection)}patients/"):
+        patients.update(get_json(store, key))
+    return patients
+
+
+def iter_images(store: ObjectStore, collection: str | None = None) -> Iterator[DatasetImage]:
+    """Every stored dataset image, optionally of one collection."""
+    for key in store.list(layout.dataset_prefix(collection)):
+        image = DatasetImage.from_key(key)
+        if image is not None:
+            yield image
 
 
 def known_hashes(store: ObjectStore) -> set[str]:
-    """sha256 of every stored image, in any split: one listing instead of a probe per file."""
+    """sha256 of every stored image, in any collection: one listing instead of a probe per file."""
     return {image.sha256 for image in iter_images(store)}
 
 
-def add_image(
+def add_images(
     store: ObjectStore,
-    data: bytes,
+    collection: Collection,
+    files: Iterable[LabelledFile],
     *,
-    split: str,
-    label: str,
-    filename: str,
+    part: str | None = None,
     known: set[str],
     max_bytes: int,
     max_pixels: int,
-) -> AddOutcome:
-    """Check and store one labelled image unless its content is already in the dataset.
+) -> list[AddOutcome]:
+    """Check and store each labelled file unless its content is already in the dataset.
 
-    `known` (from `known_hashes`) is updated, so duplicates within one batch are caught too.
+    `part` forces the part (a folder with its own train/ and test/); otherwise each image is
+    assigned by `assign_part`. `known` (from `known_hashes`) is updated, so duplicates within
+    one call are caught too. Patients are recorded before the images of each batch are stored.
     """
-    sent_sha256 = hashlib.sha256(data).hexdigest()
+    outcomes: list[AddOutcome] = []
+    batch: list[tuple[LabelledFile, str, str, bytes, str]] = []
+    for file in files:
+        outcome, ready = _prepare(file, collection, part, known, max_bytes, max_pixels)
+        if ready is None:
+            outcomes.append(outcome)
+            continue
+        batch.append(ready)
+        if len(batch) >= _BATCH:
+            outcomes += _store_batch(store, collection, batch)
+            batch = []
+    return outcomes + _store_batch(store, collection, batch)
+
+
+def _prepare(file, collection, part, known, max_bytes, max_pixels):
+    """(outcome, None) for a duplicate or rejected file; (None, what to store) otherwise."""
+    check_label(file.label)
+    sent_sha256 = hashlib.sha256(file.data).hexdigest()
     if sent_sha256 in known:
-        return AddOutcome(filename, "duplicate", sent_sha256)
+        return AddOutcome(file.filename, "duplicate", sent_sha256), None
     try:
-        image = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+        image = decode_upload(file.data, max_bytes=max_bytes, max_pixels=max_pixels)
     except BadInput as error:
-        return AddOutcome(filename, "rejected", reason=str(error))
-    stored = strip_metadata(data, image)
+        return AddOutcome(file.filename, "rejected", reason=str(error)), None
+    stored = strip_metadata(file.data, image)
     sha256 = hashlib.sha256(stored).hexdigest()
     if sha256 in known:
-        return AddOutcome(filename, "duplicate", sha256)
-    store.put(layout.dataset_image(split, label, sha256, image.extension), stored, image.content_type)
+        return AddOutcome(file.filename, "duplicate", sha256), None
     known.add(sha256)
-    return AddOutcome(filename, "added", sha256)
+    chosen = part or assign_part(collection, sha256, file.patient)
+    return None, (file, chosen, sha256, stored, image)
 
 
-def iter_folder(root: Path, split: str | None = None) -> Iterator[tuple[str, str, Path]]:
-    """(split, label, path) for each image of a `{train,test}/{benign,malignant}/*` folder, or,
-    with `split`, of a `{benign,malignant}/*` folder whose images all go to that split."""
-    if split is None:
-        folders = [(name, label, root / name / label) for name in ("train", "test") for label in layout.LABELS]
+def _store_batch(store: ObjectStore, collection: Collection, batch: list) -> list[AddOutcome]:
+    patients = {sha256: file.patient for file, _, sha256, _, _ in batch if file.patient}
+    if patients:
+        put_json(store, layout.patient_record(collection.name, f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"), patients)
+    outcomes = []
+    for file, part, sha256, stored, image in batch:
+        key = layout.dataset_image(collection.name, part, file.label, sha256, image.extension)
+        store.put(key, stored, image.content_type)
+        outcomes.append(AddOutcome(file.filename, "added", sha256, part=part))
+    return outcomes
+
+
+def iter_folder(root: Path) -> Iterator[tuple[str | None, str, Path]]:
+    """(part, label, path) for each image of a `{train,test}/{benign,malignant}/*` folder, whose
+    parts are its own, or of a `{benign,malignant}/*` folder, whose parts are assigned (None)."""
+    if any((root / part).is_dir() for part in layout.DATASET_PARTS):
+        folders = [(part, label, root / part / label) for part in layout.DATASET_PARTS for label in layout.LABELS]
     else:
-        folders = [(split, label, root / label) for label in layout.LABELS]
-    for folder_split, label, folder in folders:
+        folders = [(None, label, root / label) for label in layout.LABELS]
+    for part, label, folder in folders:
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
                 if path.is_file() and path.suffix.lower().lstrip(".") in {*EXTENSIONS.values(), "jpeg"}:
-                    yield folder_split, label, path
+                    yield part, label, path
+
+
+def read_manifest_patients(manifest: Path) -> dict[str, str]:
+    """Map a file's path relative to the folder -> patient, from a manifest.csv.
+
+    The manifest needs a `path` column; `patient` is optional (an empty map without it).
+    Raises BadInput for a file that is not such a CSV.
+    """
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "path" not in columns:
+            raise BadInput(f"{manifest.name} has no 'path' column (columns: {', '.join(columns) or 'none'})")
+        if "patient" not in columns:
+            return {}
+        return {row["path"]: check_patient(row["patient"]) for row in reader if row.get("patient")}
+
+
+def migrate_legacy_layout(
+    store: ObjectStore, *, data_collection: str, external_collection: str | None, holdout_fraction: float
+) -> int:
+    """Move images of the layout before collections (`datasets/{split}/{label}/{file}`) into
+    collections; returns how many moved. Idempotent: each is copied, then deleted.
+
+    `train` and `test` were imported from DATA_DIR and become `data_collection`'s parts;
+    `incoming` (API uploads) becomes the `uploads` collection, assigned like a new upload;
+    `external` becomes `external_collection`, held out whole.
+    """
+    moved = 0
+    for key in store.list(layout.DATASETS_PREFIX):
+        parts = key.split("/")
+        if len(parts) != 4 or parts[1] not in (*layout.DATASET_PARTS, "incoming", "external"):
+            continue
+        _, split, label, filename = parts
+        sha256 = filename.split(".")[0]
+        if split == "external":
+            if external_collection is None:
+                continue  # kept where it is until EXTERNAL_DATA_DIR names its collection
+            target = open_collection(store, external_collection, external=True, holdout_fraction=holdout_fraction)
+            part = TEST_PART
+        elif split == "incoming":
+            target = open_collection(
+                store, DEFAULT_UPLOAD_COLLECTION, external=False, holdout_fraction=holdout_fraction
+            )
+            part = assign_part(target, sha256, None)
+        else:
+            target = open_collection(store, data_collection, external=False, holdout_fraction=holdout_fraction)
+            part = split
+        extension = filename.rsplit(".", 1)[-1]
+        content_type = "image/png" if extension == "png" else "image/jpeg"
+        store.put(layout.dataset_image(target.name, part, label, sha256, extension), store.get(key), content_type)
+        store.delete(key)
+        moved += 1
+    return moved
+
+
+def stored_sha256(data: bytes, *, max_bytes: int, max_pixels: int) -> str:
+    """The content hash an image is stored under (its bytes without metadata)."""
+    return hashlib.sha256(
+        strip_metadata(data, decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels))
+    ).hexdigest()

@@ -84,12 +84,22 @@ class Settings:
     # imported on start into the store's `external` split: never trained on, and the gate
     # compares candidate and production on it as well as on test. Unset: no external split.
     external_data_dir: Path | None = None
+    # The collections DATA_DIR and EXTERNAL_DATA_DIR are imported as; empty: the folder's name.
+    data_collection: str = ""
+    external_data_collection: str = ""
+    # Share of every new trained-on collection held out (by patient, else by image hash) and
+    # never trained on: where the collection's metrics come from. Fixed per collection when
+    # it is created, so a change never moves an image already stored.
+    holdout_fraction: float = 0.2
     # Trainer: "full" is the real recipe; "quick" trains a tiny model in seconds (tests, demos).
     training_profile: str = "full"
     # The gate: a candidate may trail production's test AUC by at most this much, and its
     # test sensitivity at its own operating point by at most the second (0: "not lower").
     gate_auc_tolerance: float = 0.005
     gate_sensitivity_tolerance: float = 0.0
+    # A collection's held-out part is judged by the gate with this many malignant cases;
+    # smaller ones are reported only.
+    gate_min_malignant: int = 30
     # Model
     models_dir: Path = REPO_ROOT / "models"
     pretrained_weights: str = "imagenet"
@@ -106,6 +116,8 @@ class Settings:
             raise ConfigurationError(
                 f"setting PREDICTION_RETENTION_DAYS={self.prediction_retention_days} must be 0 or more days"
             )
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ConfigurationError(f"setting HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
         if self.serving_runtime not in SERVING_RUNTIMES:
             raise ConfigurationError(
                 f"setting SERVING_RUNTIME={self.serving_runtime!r} is not one of {', '.join(SERVING_RUNTIMES)}"

@@ -1,4 +1,9 @@
-"""`POST /api/v1/datasets/uploads`: labelled images into the `incoming` split."""
+"""`POST /api/v1/datasets/uploads`: labelled images into a collection (a clinic's own images).
+
+Each new image goes to the collection's training part or to its held-out part, by patient
+(the `patient` field) or by image hash (shared/dataset.py `assign_part`): the response says
+which, and the assignment never changes.
+"""
 
 from __future__ import annotations
 
@@ -13,40 +18,41 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED
 
 blueprint = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 
-UPLOAD_SPLIT = "incoming"
-
 
 @blueprint.post("/uploads")
 @require_write_token
 def upload() -> Response:
     """Store each valid, new image; report every file as added, duplicate or rejected."""
     settings = context.settings()
-    # The label is checked before any file is read: a wrong label stores nothing.
+    # Every field is checked before any file is read: a wrong one stores nothing.
     label = dataset.check_label(request.form.get("label", ""))
+    name = dataset.check_collection_name(request.form.get("collection") or dataset.DEFAULT_UPLOAD_COLLECTION)
+    patient = request.form.get("patient") or None
+    if patient is not None:
+        dataset.check_patient(patient)
     files = context.uploaded_files(settings.max_dataset_files_per_request, settings.max_upload_bytes)
     store = context.store()
-    known = dataset.known_hashes(store)
-    outcomes = [
-        dataset.add_image(
-            store,
-            data,
-            split=UPLOAD_SPLIT,
-            label=label,
-            filename=filename[:200],
-            known=known,
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_image_pixels,
-        )
-        for filename, data in files
-    ]
-    added = sum(outcome.status == "added" for outcome in outcomes)
+    collection = dataset.open_collection(
+        store, name, external=dataset.read_collection(store, name).external, holdout_fraction=settings.holdout_fraction
+    )
+    outcomes = dataset.add_images(
+        store,
+        collection,
+        [dataset.LabelledFile(filename[:200], label, data, patient) for filename, data in files],
+        known=dataset.known_hashes(store),
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+    added = [outcome for outcome in outcomes if outcome.status == "added"]
     if added:
-        context.broker().publish_event(EVENT_DATASET_CHANGED, {"split": UPLOAD_SPLIT, "added": added})
+        context.broker().publish_event(EVENT_DATASET_CHANGED, {"collection": name, "added": len(added)})
     return jsonify(
         {
             "label": label,
-            "split": UPLOAD_SPLIT,
-            "added": added,
+            "collection": name,
+            "external": collection.external,
+            "added": len(added),
+            "held_out": sum(outcome.part == dataset.TEST_PART for outcome in added),
             "duplicates": sum(outcome.status == "duplicate" for outcome in outcomes),
             "rejected": sum(outcome.status == "rejected" for outcome in outcomes),
             "files": [dataclasses.asdict(outcome) for outcome in outcomes],

@@ -16,6 +16,7 @@ from services.gateway import context
 from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
 from services.gateway.rpc import PendingReply
+from shared.dataset import check_collection_name
 from shared.errors import BadInput, NotFound, Overloaded, SkinLesionError
 from shared.images import (
     EXTENSIONS,
@@ -114,6 +115,10 @@ def create_predictions() -> Response | tuple[Response, int]:
 def _accept_uploads(settings: Settings) -> tuple[list[PredictionJob], list[str]]:
     """Read and check every file, then store each (stripped) with its job: (jobs, stored keys)."""
     uploads = context.uploaded_files(settings.max_files_per_request, settings.max_upload_bytes)
+    # A collection with its own threshold (the card's) is judged by it; any other, by the global one.
+    collection = request.form.get("collection") or None
+    if collection is not None:
+        check_collection_name(collection)
     images = _check_all(uploads, settings)
     now = datetime.now(UTC)
     jobs = []
@@ -125,7 +130,12 @@ def _accept_uploads(settings: Settings) -> tuple[list[PredictionJob], list[str]]
         context.store().put(key, strip_metadata(data, image), image.content_type)
         stored_keys.append(key)
         jobs.append(
-            PredictionJob(job_id=job_id, image_key=_model_copy(job_id, image, now) or key, submitted_at=time.time())
+            PredictionJob(
+                job_id=job_id,
+                image_key=_model_copy(job_id, image, now) or key,
+                submitted_at=time.time(),
+                collection=collection,
+            )
         )
         if jobs[-1].image_key != key:
             stored_keys.append(jobs[-1].image_key)

@@ -1,6 +1,6 @@
 """The `train`, `evaluate` and `export` commands: the training recipe from the command line.
 
-`train` reads `DATA/train` (and `DATA/test` for the final evaluation, never for choices),
+`train` reads collections (HAM10000-style roots, flat folders, external ones) and holds out each one's test part,
 trains, picks the operating point on validation, exports the parity-checked serving
 artifact and writes `OUT/versions/<version>/`. `evaluate` scores a version's serving
 artifact on any folder with benign/ and malignant/; its last output line is one JSON object.
@@ -23,8 +23,21 @@ log = logging.getLogger(__name__)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, help="dataset root holding train/ (and test/, manifest.csv)")
-    parser.add_argument("--from-store", action="store_true", help="read datasets/{train,test}/ from the store")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a collection to train on: {train,test}/{benign,malignant}/ (e.g. HAM10000; its test/ is its"
+        " held-out part) or {benign,malignant}/; its name is the folder's",
+    )
+    parser.add_argument(
+        "--collection",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="another collection to train on (repeatable); a {benign,malignant}/ folder is held out by patient"
+        " (its manifest.csv) or image hash, as the store would",
+    )
+    parser.add_argument("--from-store", action="store_true", help="train on the store's collections")
     parser.add_argument(
         "--weights",
         help="MobileNetV2 no-top weights: a .h5 path or 'imagenet' (default: the PRETRAINED_WEIGHTS setting)",
@@ -32,7 +45,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
     parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
     parser.add_argument("--quick", action="store_true", help="tiny run for tests: few images, one epoch")
-    parser.add_argument("--limit", type=int, help="use at most this many images per class and split")
+    parser.add_argument("--limit", type=int, help="use at most this many images per class and part")
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
     parser.add_argument("--views", type=int, help="augmented views cached per training image")
     parser.add_argument("--epochs", type=int, help="maximum fine-tuning epochs")
@@ -40,11 +53,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument(
         "--external",
-        type=Path,
-        help="another clinic's collection (benign/, malignant/; never trained on): scored every epoch,"
-        " moves the threshold so its sensitivity target holds there too, and is reported in the card",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="another clinic's collection (benign/, malignant/; never trained on, repeatable): scored every"
+        " epoch and reported in the card; it chooses nothing",
     )
-    parser.add_argument("--external-name", default="Derm7pt", help="what to call the --external collection")
     parser.add_argument(
         "--runtime",
         choices=SERVING_RUNTIMES,
@@ -66,13 +80,15 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="a version folder with model.keras")
     parser.add_argument("--runtime", choices=SERVING_RUNTIMES, required=True, help="the runtime to serve it with")
-    parser.add_argument("--data", type=Path, required=True, help="the dataset root the version was trained on")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="images for the parity check: {benign,malignant}/ or a root's test/"
+    )
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # TensorFlow is imported here, not at module level: `evaluate` and `--help` stay light.
     from shared.model import card as cards
-    from shared.model.data import load_folder, read_manifest_diagnoses, split_validation
+    from shared.model.data import concatenate, split_validation
     from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.training import TrainingConfig, train
@@ -89,34 +105,34 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     else:
         config = TrainingConfig(weights=args.weights or settings.pretrained_weights, **overrides)
     limit = args.limit or (12 if args.quick else None)
-    everything, test, source = _load_training_data(args, settings, limit, load_folder, read_manifest_diagnoses)
-    train_data, validation = split_validation(everything, config.validation_fraction, config.seed)
+    collections, source = _load_collections(args, settings, limit)
+    trained_on = [c.train for c in collections if c.train is not None]
+    if not trained_on:
+        raise SystemExit("train needs a collection with training images (--data, --collection or --from-store)")
+    train_data, validation = split_validation(concatenate(trained_on), config.validation_fraction)
     log.info("training on %d images, validating on %d", len(train_data), len(validation))
 
-    external = load_folder(args.external, limit=limit) if args.external else None
-    result = train(config, train_data, validation, external=external)
+    external = [c.test for c in collections if c.external and c.test is not None]
+    result = train(config, train_data, validation, external=concatenate(external) if external else None)
     version = new_version_name()
     folder = args.out / "versions" / version
     folder.mkdir(parents=True, exist_ok=True)
-    model_file = cards.keras_bytes(result.model)
     # Saved before the slower steps below, so a failure there does not lose the training.
-    (folder / KERAS_FILE).write_bytes(model_file)
+    (folder / KERAS_FILE).write_bytes(cards.keras_bytes(result.model))
 
     candidate = cards.package(
         version,
         result,
         config,
-        (train_data, validation, test),
-        train_source=f"{source}/train",
-        test_source=f"{source}/test",
-        external=external,
-        external_source=str(args.external) if external is not None else None,
-        external_name=args.external_name,
+        train_data,
+        validation,
+        collections,
+        source=source,
         runtime=args.runtime or settings.serving_runtime,
     )
     card = candidate.card
     cards.write_version(folder, {candidate.artifact_name: candidate.artifact}, card)
-    write_report(folder, card, split="test" if test is not None else "validation")
+    write_report(folder, card, split="test" if candidate.test is not None else "validation")
     if args.promote:
         (args.out / "aliases").mkdir(parents=True, exist_ok=True)
         (args.out / "aliases" / "production.json").write_text(json.dumps({"version": version}) + "\n")
@@ -125,26 +141,37 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _load_training_data(args, settings, limit, load_folder, read_manifest_diagnoses):
-    """(train/ images, test/ images or None, source description) from a folder or the store."""
+def _load_collections(args: argparse.Namespace, settings: Settings, limit: int | None) -> tuple[list[Any], str]:
+    """(collections, source description) from folders or the store."""
+    from services.trainer.commands import collection_name_for
+    from shared import dataset
+    from shared.model.data import load_collection_folder, load_store_collections
+
     if args.from_store:
-        from shared.model.data import load_store
         from shared.storage import create_store
 
-        store = create_store(settings)
-        everything = load_store(store, "train", limit=limit)
-        try:
-            test = load_store(store, "test", limit=limit)
-        except FileNotFoundError:
-            test = None
-        return everything, test, "store:datasets"
-    if args.data is None:
-        raise SystemExit("train needs --data DIR or --from-store")
-    manifest = args.data / "manifest.csv"
-    diagnoses = read_manifest_diagnoses(manifest) if manifest.is_file() else None
-    everything = load_folder(args.data / "train", diagnoses=diagnoses, limit=limit)
-    test = load_folder(args.data / "test", limit=limit) if (args.data / "test").is_dir() else None
-    return everything, test, str(args.data)
+        return load_store_collections(create_store(settings), limit=limit), "store"
+    folders = [(args.data, False)] if args.data else []
+    folders += [(_named(text), False) for text in args.collection] + [(_named(text), True) for text in args.external]
+    collections = []
+    for spec, external in folders:
+        name, root = spec if isinstance(spec, tuple) else (collection_name_for(spec), spec)
+        collections.append(
+            load_collection_folder(
+                dataset.check_collection_name(name),
+                root,
+                external=external,
+                holdout_fraction=settings.holdout_fraction,
+                limit=limit,
+            )
+        )
+    return collections, "folders " + ", ".join(f"{c.name}" for c in collections)
+
+
+def _named(text: str) -> tuple[str, Path] | Path:
+    """`NAME=DIR` as (NAME, DIR); a plain DIR as itself (its name is the folder's)."""
+    name, equals, folder = text.partition("=")
+    return (name, Path(folder)) if equals else Path(text)
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,30 +204,27 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_export(args: argparse.Namespace, _settings: Settings) -> int:
-    """Serve a version from another runtime: export, parity-check on test, re-evaluate, rewrite the card."""
+    """Serve a version from another runtime: export, parity-check, rewrite the card.
+
+    The card's metrics carry over: the parity check holds every output to 1e-4 of Keras.
+    """
     import keras
 
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
-    from shared.model.data import load_folder, split_validation
+    from shared.model.data import load_folder
     from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import artifact_for_runtime
 
     folder = args.model_dir
     card = json.loads((folder / "card.json").read_text())
-    config = card["training"]["config"]
     model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
     name = artifact_for_runtime(args.runtime)
-    test = load_folder(args.data / "test")
-    artifact, worst = cards.export_checked(model, test.pixels, name)
-    _, validation = split_validation(load_folder(args.data / "train"), config["validation_fraction"], config["seed"])
-    card = {**card, "serving_artifact": name, "parity": cards.parity_record(args.runtime, worst, len(test))}
-    card["metrics"] = {
-        **card["metrics"],  # an external collection's figures carry over: parity holds them to 1e-4
-        "validation": cards.evaluate_artifact(artifact, card, validation),
-        "test": cards.evaluate_artifact(artifact, card, test),
-    }
+    data = args.data / "test" if (args.data / "test").is_dir() else args.data
+    images = load_folder(data)
+    artifact, worst = cards.export_checked(model, images.pixels, name)
+    card = {**card, "serving_artifact": name, "parity": cards.parity_record(args.runtime, worst, len(images))}
     cards.write_version(folder, {name: artifact}, card)
     write_report(folder, card, split="test")
     print(json.dumps({"version": card["version"], "artifact": name, "max_abs_diff": worst}))

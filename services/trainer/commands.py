@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -13,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from shared import dataset
-from shared.errors import BrokerUnavailable, SkinLesionError, StorageUnavailable
+from shared.errors import BadInput, BrokerUnavailable, SkinLesionError, StorageUnavailable
 from shared.logs import configure_logging
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
 from shared.messaging.schemas import Event
@@ -21,7 +22,7 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.model import registry
 from shared.ops_server import start_ops_server, threads_alive
 from shared.settings import Settings
-from shared.storage import ObjectStore, create_store, layout
+from shared.storage import ObjectStore, create_store
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +88,53 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def prepare_store(settings: Settings, store: ObjectStore, stopping: threading.Event) -> None:
-    """Seed the model registry and import DATA_DIR (and EXTERNAL_DATA_DIR into `external`),
-    waiting for the store and broker while they are away."""
+    """Seed the model registry, move images of the layout before collections into theirs, and
+    import DATA_DIR (and EXTERNAL_DATA_DIR, held out whole), waiting for the store and broker
+    while they are away."""
     from services.trainer.service import retry_until_done
 
     retry = partial(retry_until_done, stopping=stopping, errors=(StorageUnavailable, BrokerUnavailable))
     retry("seed the model registry", partial(registry.seed_from_directory, store, settings.models_dir))
-    for root, split in startup_folders(settings):
-        counts = retry(f"import {root}", partial(add_folder, settings, store, root, split))
-        log.info("imported %s%s: %s", root, f" into {split}" if split else "", counts)
+    folders = startup_folders(settings)
+    moved = retry("move images into collections", partial(migrate, settings, store))
+    if moved:
+        log.info("moved %d images of the layout before collections into collections", moved)
+    for root, collection, external in folders:
+        counts = retry(f"import {root}", partial(add_folder, settings, store, root, collection, external))
+        log.info("imported %s into collection %s: %s", root, collection, counts)
         if counts["added"]:
             # Retried on its own: a repeated import adds nothing, so would announce nothing.
-            retry("announce the import", partial(announce_import, settings, root, counts["added"]))
+            retry("announce the import", partial(announce_import, settings, collection, counts["added"]))
 
 
-def startup_folders(settings: Settings) -> list[tuple[Path, str | None]]:
-    """(folder, split) to import at start: DATA_DIR by its own layout, EXTERNAL_DATA_DIR into `external`."""
-    folders: list[tuple[Path, str | None]] = []
+def migrate(settings: Settings, store: ObjectStore) -> int:
+    external = settings.external_data_dir
+    return dataset.migrate_legacy_layout(
+        store,
+        data_collection=settings.data_collection or collection_name_for(settings.data_dir),
+        external_collection=(settings.external_data_collection or collection_name_for(external)) if external else None,
+        holdout_fraction=settings.holdout_fraction,
+    )
+
+
+def collection_name_for(folder: Path) -> str:
+    """A folder's name as a collection name: `../shared/datasets/ham10000` -> `ham10000`."""
+    return re.sub(r"[^a-z0-9_-]+", "-", folder.resolve().name.lower()).strip("-_")[:40] or "data"
+
+
+def startup_folders(settings: Settings) -> list[tuple[Path, str, bool]]:
+    """(folder, collection, external) to import at start: DATA_DIR, and EXTERNAL_DATA_DIR held out whole."""
+    folders: list[tuple[Path, str, bool]] = []
     if settings.data_dir.is_dir():
-        folders.append((settings.data_dir, None))
+        name = dataset.check_collection_name(settings.data_collection or collection_name_for(settings.data_dir))
+        folders.append((settings.data_dir, name, False))
     external = settings.external_data_dir
     if external is not None:
         if external.is_dir():
-            folders.append((external, dataset.EXTERNAL_SPLIT))
+            name = settings.external_data_collection or collection_name_for(external)
+            folders.append((external, dataset.check_collection_name(name), True))
         else:
-            log.warning("EXTERNAL_DATA_DIR=%s is not a folder; no external split is imported", external)
+            log.warning("EXTERNAL_DATA_DIR=%s is not a folder; no external collection is imported", external)
     return folders
 
 
@@ -119,69 +142,109 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        help="folder of {train,test}/{benign,malignant}/ (default DATA_DIR); with --split, of {benign,malignant}/",
+        help="folder of {train,test}/{benign,malignant}/ (its own parts) or of {benign,malignant}/"
+        " (held out by patient or image hash); default DATA_DIR",
     )
     parser.add_argument(
-        "--split",
-        choices=dataset.SPLITS,
-        help="store every image of DATA's benign/ and malignant/ in this split; `external` (another collection)"
-        " is never trained on, and the gate compares candidate and production on it as well as on test",
+        "--collection",
+        help="collection name (a-z, 0-9, '_', '-'; default: the folder's name)",
+    )
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="an external collection: never trained on, held out whole; the gate judges candidates on it",
     )
 
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
-    """Load a labelled folder into the store's datasets/; a second import adds nothing."""
+    """Load a labelled folder into a collection of the store; a second import adds nothing."""
     root = args.data or settings.data_dir
     if not root.is_dir():
         log.error("no dataset folder at %s", root)
         return 2
-    if args.split and not any((root / label).is_dir() for label in layout.LABELS):
-        log.error("--split %s takes a folder with benign/ and malignant/ at its root; %s has neither", args.split, root)
+    if not any(True for _ in dataset.iter_folder(root)):
+        log.error("%s has no images in {train,test}/{benign,malignant}/ nor in {benign,malignant}/", root)
         return 2
     started = time.monotonic()
-    counts = import_folder(settings, create_store(settings), root, args.split)
-    where = {"split": args.split} if args.split else {}
-    print(json.dumps({"data": str(root), **where, **counts, "seconds": round(time.monotonic() - started, 1)}))
+    try:
+        collection = dataset.check_collection_name(args.collection or collection_name_for(root))
+        counts = import_folder(settings, create_store(settings), root, collection, args.external)
+    except BadInput as error:
+        log.error("%s", error)
+        return 2
+    print(
+        json.dumps(
+            {
+                "data": str(root),
+                "collection": collection,
+                "external": args.external,
+                **counts,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+    )
     return 0
 
 
-def import_folder(settings: Settings, store: ObjectStore, root: Path, split: str | None = None) -> dict[str, int]:
+def import_folder(
+    settings: Settings, store: ObjectStore, root: Path, collection: str, external: bool = False
+) -> dict[str, int]:
     """Add every image of a folder (see `add_folder`); announce what is new."""
-    counts = add_folder(settings, store, root, split)
+    counts = add_folder(settings, store, root, collection, external)
     if counts["added"]:
-        announce_import(settings, root, counts["added"])
+        announce_import(settings, collection, counts["added"])
     return counts
 
 
-def add_folder(settings: Settings, store: ObjectStore, root: Path, split: str | None = None) -> dict[str, int]:
-    """Add every image the store lacks: of a `{train,test}/{benign,malignant}/` folder, or with
-    `split`, of a `{benign,malignant}/` folder into that split."""
+def add_folder(
+    settings: Settings, store: ObjectStore, root: Path, collection: str, external: bool = False
+) -> dict[str, int]:
+    """Add every image the store lacks into `collection`: a `{train,test}/{benign,malignant}/`
+    folder keeps its parts (an external collection's all go to test), a `{benign,malignant}/`
+    folder's are assigned by patient (from its manifest.csv) or image hash.
+
+    Raises BadInput for a manifest.csv without a `path` column, before anything is stored.
+    """
+    manifest = root / "manifest.csv"
+    patients = dataset.read_manifest_patients(manifest) if manifest.is_file() else {}
+    record = dataset.open_collection(store, collection, external=external, holdout_fraction=settings.holdout_fraction)
     known = dataset.known_hashes(store)
     counts = {"added": 0, "duplicate": 0, "rejected": 0}
-    for image_split, label, path in dataset.iter_folder(root, split):
-        outcome = dataset.add_image(
+    folder_parts: dict[str | None, list[dataset.LabelledFile]] = {}
+    for part, label, path in dataset.iter_folder(root):
+        patient = patients.get(path.relative_to(root).as_posix())
+        folder_parts.setdefault(part, []).append(dataset.LabelledFile(path.name, label, path.read_bytes(), patient))
+        if sum(len(files) for files in folder_parts.values()) >= 500:
+            _add_parts(settings, store, record, folder_parts, known, counts)
+            folder_parts = {}
+    _add_parts(settings, store, record, folder_parts, known, counts)
+    return counts
+
+
+def _add_parts(settings, store, record, folder_parts, known, counts) -> None:
+    for part, files in folder_parts.items():
+        outcomes = dataset.add_images(
             store,
-            path.read_bytes(),
-            split=image_split,
-            label=label,
-            filename=path.name,
+            record,
+            files,
+            part=dataset.TEST_PART if record.external else part,
             known=known,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
         )
-        counts[outcome.status] += 1
-        if outcome.status == "rejected":
-            log.warning("rejected %s: %s", path, outcome.reason)
-    return counts
+        for outcome in outcomes:
+            counts[outcome.status] += 1
+            if outcome.status == "rejected":
+                log.warning("rejected %s: %s", outcome.filename, outcome.reason)
 
 
-def announce_import(settings: Settings, root: Path, added: int) -> None:
+def announce_import(settings: Settings, collection: str, added: int) -> None:
     """Tell insights (and anyone listening) that the dataset changed."""
     event = Event(
         name=EVENT_DATASET_CHANGED,
         event_id=f"import-{time.time_ns()}",
         occurred_at=time.time(),
-        data={"source": str(root), "added": added},
+        data={"collection": collection, "added": added},
     )
     topology = Topology.from_settings(settings)
     # The first service up may be this one: the exchange must exist before a publish to it.

@@ -1,11 +1,21 @@
-"""The promotion gate: is the candidate at least as good as production on the same test split,
-and, when the store has one, on the external split (another collection, never trained on)?"""
+"""The promotion gate: is the candidate at least as good as production on every collection's
+held-out part (external collections included), measured on the same images?"""
 
 from __future__ import annotations
 
 from typing import Any
 
-GATE_METRICS = ("n", "auc", "auc_ci95", "sensitivity", "specificity", "balanced_accuracy", "ece", "threshold")
+GATE_METRICS = (
+    "n",
+    "n_malignant",
+    "auc",
+    "auc_ci95",
+    "sensitivity",
+    "specificity",
+    "balanced_accuracy",
+    "ece",
+    "threshold",
+)
 
 
 def metric_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -19,61 +29,67 @@ def decide(
     production_version: str | None,
     auc_tolerance: float,
     sensitivity_tolerance: float,
-    candidate_external: dict[str, Any] | None = None,
-    production_external: dict[str, Any] | None = None,
+    min_malignant: int,
 ) -> dict[str, Any]:
-    """Gate decision with its reasons; each pair of metric sets comes from one split.
+    """Gate decision with its reasons. `candidate` and `production` are
+    `card.evaluate_collections` results on the same collections.
 
-    Passes when candidate AUC >= production AUC - `auc_tolerance` and candidate sensitivity
-    (at its own stored threshold) >= production sensitivity - `sensitivity_tolerance` on the
-    test split and, when both external metric sets are given, the AUC check holds on the
-    external split too: a model that gains on test and loses on another collection is
-    rejected. Sensitivity is not compared there, because the candidate's threshold was moved
-    to reach its target on that very split (card.operating_point), which would favour it.
-    Reasons name the split only when there are two.
+    Passes when, on every collection's held-out part with at least `min_malignant` malignant
+    cases, candidate AUC >= production AUC - `auc_tolerance`, and on the trained-on
+    collections' held-out parts pooled, candidate sensitivity at the global threshold >=
+    production's - `sensitivity_tolerance`. A model that gains on one collection and loses on
+    another is rejected. Smaller collections are reported, not judged: their AUC moves by
+    more than the tolerance by chance. Sensitivity is not compared per collection: each
+    collection's threshold is its own model's choice, and the pooled figure is the steadier one.
     """
     reasons: list[str] = []
+    collections: dict[str, Any] = {}
     passed = True
     if production is None:
         reasons.append("no production model to compare with: the candidate becomes the first")
-    else:
-        compared = [("test", candidate, production)]
-        if candidate_external is not None and production_external is not None:
-            compared.append(("external", candidate_external, production_external))
-        for split, ours, theirs in compared:
-            prefix = f"{split} " if len(compared) > 1 else ""
-            tolerance = sensitivity_tolerance if split == "test" else None
-            split_reasons, split_passed = _compare(ours, theirs, auc_tolerance, tolerance)
-            reasons += [prefix + reason for reason in split_reasons]
-            passed = passed and split_passed
+    for name, ours in candidate["collections"].items():
+        theirs = (production or {}).get("collections", {}).get(name)
+        judged = theirs is not None and ours["n_malignant"] >= min_malignant
+        entry = {
+            "external": ours.get("external", False),
+            "judged": judged,
+            "candidate": metric_summary(ours),
+            "production": metric_summary(theirs),
+        }
+        if judged:
+            auc_ok = ours["auc"] >= theirs["auc"] - auc_tolerance
+            entry["passed"] = auc_ok
+            passed = passed and auc_ok
+            reasons.append(
+                f"{name}: AUC {ours['auc']:.4f} {'>=' if auc_ok else '<'} production {theirs['auc']:.4f}"
+                f" - tolerance {auc_tolerance}"
+            )
+        elif production is not None:
+            why = (
+                "production has no figures for it"
+                if theirs is None
+                else f"{ours['n_malignant']} malignant < {min_malignant}"
+            )
+            reasons.append(f"{name}: reported, not judged ({why})")
+        collections[name] = entry
+    ours_pooled, theirs_pooled = candidate.get("test"), (production or {}).get("test")
+    if production is not None and ours_pooled is not None and theirs_pooled is not None:
+        sensitivity_ok = ours_pooled["sensitivity"] >= theirs_pooled["sensitivity"] - sensitivity_tolerance
+        passed = passed and sensitivity_ok
+        reasons.append(
+            f"held-out parts pooled: sensitivity {ours_pooled['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'}"
+            f" production {theirs_pooled['sensitivity']:.4f} - tolerance {sensitivity_tolerance}"
+        )
     return {
         "passed": passed,
         "reasons": reasons,
-        "candidate": metric_summary(candidate),
-        "production": metric_summary(production),
-        "external_candidate": metric_summary(candidate_external),
-        "external_production": metric_summary(production_external),
+        "collections": collections,
+        "candidate": metric_summary(ours_pooled),
+        "production": metric_summary(theirs_pooled),
+        "external_candidate": metric_summary(candidate.get("external")),
+        "external_production": metric_summary((production or {}).get("external")),
         "production_version": production_version,
         "auc_tolerance": auc_tolerance,
         "sensitivity_tolerance": sensitivity_tolerance,
+        "min_malignant": min_malignant,
     }
-
-
-def _compare(
-    candidate: dict[str, Any], production: dict[str, Any], auc_tolerance: float, sensitivity_tolerance: float | None
-) -> tuple[list[str], bool]:
-    """The checks on one split, sensitivity only with a tolerance: (reasons, passed)."""
-    auc_ok = candidate["auc"] >= production["auc"] - auc_tolerance
-    reasons = [
-        f"AUC {candidate['auc']:.4f} {'>=' if auc_ok else '<'} production {production['auc']:.4f}"
-        f" - tolerance {auc_tolerance}"
-    ]
-    if sensitivity_tolerance is None:
-        reasons.append("sensitivity not compared: the candidate's threshold was chosen on this split")
-        return reasons, auc_ok
-    sensitivity_ok = candidate["sensitivity"] >= production["sensitivity"] - sensitivity_tolerance
-    reasons.append(
-        f"sensitivity {candidate['sensitivity']:.4f} {'>=' if sensitivity_ok else '<'} production"
-        f" {production['sensitivity']:.4f} - tolerance {sensitivity_tolerance}"
-    )
-    return reasons, auc_ok and sensitivity_ok

@@ -1,7 +1,8 @@
 """One retraining run: data from the store, training, evaluation, the gate, publishing.
 
-Training reads `train` and `incoming` only; `test` and, when imported, `external` (another
-collection) are where candidate and production are compared.
+Training reads every trained-on collection's training part; validation is drawn from those
+parts by patient or image hash. Each collection's held-out part, and every external
+collection whole, is where candidate and production are compared.
 
 The version is named after the job, so a run repeated after a crash rewrites the same
 version instead of adding a second one; the card is written last, so a half-written
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from services.trainer.gate import decide
-from shared.dataset import EXTERNAL_SPLIT
+from shared.errors import BadInput
 from shared.model import registry
 from shared.model.serving import SERVING_ARTIFACT
 from shared.settings import Settings
@@ -45,28 +46,6 @@ def training_config(settings: Settings, epochs: int | None) -> Any:
     return TrainingConfig(weights=settings.pretrained_weights, **overrides)
 
 
-def load_training_data(store: ObjectStore) -> tuple[Any, Any]:
-    """(train + incoming, test) from the store; `incoming` may be empty."""
-    from shared.model.data import concatenate, load_store
-
-    parts = [load_store(store, "train")]
-    try:
-        parts.append(load_store(store, "incoming"))
-    except FileNotFoundError:
-        log.info("no incoming images; training on the train split alone")
-    return concatenate(parts), load_store(store, "test")
-
-
-def load_external_data(store: ObjectStore) -> Any | None:
-    """The `external` split, or None when none was imported."""
-    from shared.model.data import load_store
-
-    try:
-        return load_store(store, EXTERNAL_SPLIT)
-    except FileNotFoundError:
-        return None
-
-
 def run_training(
     settings: Settings,
     store: ObjectStore,
@@ -76,64 +55,66 @@ def run_training(
     on_progress: ProgressCallback,
     on_event: EventCallback,
 ) -> dict[str, Any]:
-    """Train, evaluate candidate and production on the test (and external) split, gate, publish.
+    """Train, evaluate candidate and production on every held-out part, gate, publish.
 
     Returns the fields the job record takes: status, candidate_version, gate.
     """
     from shared.model import card as cards
-    from shared.model.data import split_validation
+    from shared.model.data import concatenate, load_store_collections, split_validation
     from shared.model.training import train
 
     started = time.monotonic()
     config = training_config(settings, epochs)
-    everything, test = load_training_data(store)
-    train_data, validation = split_validation(everything, config.validation_fraction, config.seed)
+    on_progress("loading", 0, 0, {})
+    collections = load_store_collections(store)
+    trained_on = [c.train for c in collections if c.train is not None]
+    if not trained_on:
+        raise BadInput("the store holds no training images: import or upload a collection first")
+    train_data, validation = split_validation(concatenate(trained_on), config.validation_fraction)
     parent = registry.production_version(store)
     initial_weights, initialised_from = production_weights(store, parent, config)
     if initial_weights is not None:
         config = dataclasses.replace(config, weights=None)  # the backbone comes from production
-    on_progress("training", 0, config.head_epochs + config.finetune_epochs, {})
+    external = [c.test for c in collections if c.external and c.test is not None]
+    on_progress("caching features", 0, config.head_epochs + config.finetune_epochs, {})
     result = train(
         config,
         train_data,
         validation,
+        # Scored after every epoch for the card's history; it chooses nothing.
+        external=concatenate(external) if external else None,
         on_epoch=lambda epoch, total, record: on_progress("training", epoch, total, record),
         initial_weights=initial_weights,
     )
 
     on_progress("evaluating", 0, 0, {})
-    # Loaded only now: training does not hold it in memory, and never sees it.
-    external = load_external_data(store)
     version = job_id
     candidate = cards.package(
         version,
         result,
         config,
-        (train_data, validation, test),
-        train_source="store:datasets/train+incoming",
-        test_source="store:datasets/test",
-        external=external,
-        external_source=f"store:datasets/{EXTERNAL_SPLIT}",
-        # The store keeps no name for the collection; the folder it was imported from has one.
-        external_name=settings.external_data_dir.name if settings.external_data_dir else "external collection",
+        train_data,
+        validation,
+        collections,
+        source="store",
         parent=parent,
         runtime=settings.serving_runtime,
     )
-    production_test, production_external = _production_metrics(store, parent, test, external)
+    production = _production_metrics(store, parent, collections)
     gate = decide(
-        candidate.test,
-        production_test,
+        candidate.held_out,
+        production,
         production_version=parent,
         auc_tolerance=settings.gate_auc_tolerance,
         sensitivity_tolerance=settings.gate_sensitivity_tolerance,
-        candidate_external=candidate.external,
-        production_external=production_external,
+        min_malignant=settings.gate_min_malignant,
     )
     card = candidate.card
     card["training"]["seconds"]["job"] = time.monotonic() - started
     card["gate"] = gate
     card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
+    on_progress("publishing", 0, 0, {})
     files = {registry.KERAS_FILE: cards.keras_bytes(result.model), candidate.artifact_name: candidate.artifact}
     registry.publish_version(store, version, files, card)
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})
@@ -178,19 +159,17 @@ def _structure(model: Any) -> tuple[list[str], list[tuple[int, ...]]]:
     return [type(layer).__name__ for layer in model.layers], [tuple(w.shape) for w in model.get_weights()]
 
 
-def _production_metrics(
-    store: ObjectStore, version: str | None, test: Any, external: Any | None
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Production's metrics on this very test split and external split (None when absent),
-    through its serving artifact."""
+def _production_metrics(store: ObjectStore, version: str | None, collections: list[Any]) -> dict[str, Any] | None:
+    """Production's metrics on these very held-out parts, through its serving artifact and
+    at its own thresholds (None when there is no production model)."""
     if version is None:
-        return None, None
+        return None
     from shared.model import card as cards
+    from shared.model.serving import ServingModel
 
     card = registry.read_card(store, version)
     artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
-    external_metrics = cards.evaluate_artifact(artifact, card, external) if external is not None else None
-    return cards.evaluate_artifact(artifact, card, test), external_metrics
+    return cards.evaluate_collections(ServingModel.from_bytes(version, artifact, card), collections)
 
 
 def quiet_numbers(record: dict[str, Any]) -> dict[str, Any]:

@@ -247,14 +247,16 @@ class PredictionConsumer:
         return True
 
     def _result(self, job: PredictionJob, probability: float, model: ServingModel) -> PredictionResult:
-        label = model.label(probability)
+        threshold, own = model.threshold_for(job.collection)
+        label = model.label(probability, threshold)
         metrics.PREDICTIONS.labels(label).inc()
         metrics.PROBABILITY.observe(probability)
         return PredictionResult(
             job_id=job.job_id,
             label=label,
             probability_malignant=round(probability, 6),
-            threshold=model.threshold,
+            threshold=threshold,
+            threshold_collection=own,
             model_version=model.version,
             submitted_at=job.submitted_at,
             completed_at=time.time(),

@@ -53,6 +53,8 @@ class PredictionJob(Message):
     job_id: str
     image_key: str
     submitted_at: float
+    # The collection (clinic) the client says the image comes from: its threshold is used.
+    collection: str | None = None
 
     @property
     def message_id(self) -> str:
@@ -68,6 +70,8 @@ class PredictionResult(Message):
     label: str | None = None
     probability_malignant: float | None = None
     threshold: float | None = None
+    # The collection whose own threshold decided the label; None: the global threshold.
+    threshold_collection: str | None = None
     model_version: str | None = None
     submitted_at: float | None = None
     completed_at: float | None = None
@@ -87,6 +91,7 @@ class PredictionResult(Message):
             "label": self.label,
             "probability_malignant": self.probability_malignant,
             "threshold": self.threshold,
+            "threshold_collection": self.threshold_collection,
             "model_version": self.model_version,
         }
 

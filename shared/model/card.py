@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from shared.model.data import LabelledImages
+from shared.model.data import CollectionImages, LabelledImages, concatenate
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
 from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
 from shared.model.registry import CARD_FILE, KERAS_FILE
@@ -21,10 +21,15 @@ from shared.model.serving import ServingModel, artifact_for_runtime, calibrate
 
 NOTE = (
     "Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
-    "images only (HAM10000, mostly fair skin); other image types and skin tones are out of scope."
+    "images only (the collections this card lists, mostly fair skin); other image types and skin tones"
+    " are out of scope."
 )
 # Keys of a metrics dict that are plot data, left out of one-line summaries.
 _PLOT_KEYS = ("roc_curve", "reliability")
+
+
+# A collection gets its own threshold, and is judged by the gate, with this many malignant cases.
+MIN_MALIGNANT_CASES = 30
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class OperatingPoint:
     threshold: float
     calibration: dict[str, Any]
     rule: dict[str, Any]  # how the threshold was chosen, for the card
+    collection_thresholds: dict[str, float] = field(default_factory=dict)
 
 
 def operating_point(
@@ -39,30 +45,36 @@ def operating_point(
     raw: np.ndarray,
     target_sensitivity: float,
     *,
-    external: tuple[np.ndarray, np.ndarray] | None = None,
-    external_target_sensitivity: float | None = None,
+    collections: dict[str, np.ndarray] | None = None,
 ) -> OperatingPoint:
-    """Platt calibration fitted on validation, then the threshold on calibrated scores.
+    """Platt calibration fitted on validation, then the thresholds on calibrated scores.
 
-    A threshold chosen on HAM10000 validation alone does not travel: on other clinics'
-    images the same score means less, and the promised sensitivity falls (0.77 on Derm7pt
-    for the 0.90 chosen in-domain). With `external` (labels, raw scores of another
-    collection) the threshold is the lower of the two that reach each target with a margin,
-    so both hold; the specificity this costs shows in the metrics.
+    Each collection with at least MIN_MALIGNANT_CASES malignant validation images gets the
+    threshold that reaches the target on its own validation images (with a margin); a
+    prediction that names the collection is judged by it. The global threshold, for images of
+    any other clinic, is the lowest of these and of the pooled one: a threshold that holds
+    on every population trained on is likelier to hold on the next one than one that holds
+    on the pooled images, which the largest collection dominates. Held-out parts and
+    external collections choose nothing, so their sensitivity at these thresholds is honest.
     """
     calibration = fit_platt(labels, raw)
-    in_domain = choose_threshold(labels, calibrate(raw, calibration), target_sensitivity)
-    rule: dict[str, Any] = {"validation_target": target_sensitivity, "validation_threshold": in_domain}
-    threshold = in_domain
-    if external is not None and external_target_sensitivity is not None:
-        external_labels, external_raw = external
-        travelling = choose_threshold(
-            external_labels, calibrate(external_raw, calibration), external_target_sensitivity
-        )
-        rule |= {"external_target": external_target_sensitivity, "external_threshold": travelling}
-        threshold = min(in_domain, travelling)
-    rule["chosen_by"] = "validation" if threshold == in_domain else "external"
-    return OperatingPoint(threshold, calibration, rule)
+    calibrated = calibrate(raw, calibration)
+    pooled = choose_threshold(labels, calibrated, target_sensitivity)
+    own = {
+        name: choose_threshold(labels[members], calibrated[members], target_sensitivity)
+        for name, members in (collections or {}).items()
+        if name and labels[members].sum() >= MIN_MALIGNANT_CASES
+    }
+    threshold = min([pooled, *own.values()])
+    decided = next((f"collection {name}" for name, value in own.items() if value == threshold), "validation")
+    rule: dict[str, Any] = {
+        "validation_target": target_sensitivity,
+        "validation_threshold": pooled,
+        "collection_thresholds": own,
+        "min_malignant_cases": MIN_MALIGNANT_CASES,
+        "chosen_by": "validation" if threshold == pooled else decided,
+    }
+    return OperatingPoint(threshold, calibration, rule, own)
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +135,7 @@ def make_card(
     point: OperatingPoint,
     config: dict[str, Any],
     data: dict[str, Any],
-    validation: dict[str, Any],
-    test: dict[str, Any] | None,
-    external: dict[str, Any] | None = None,
+    metrics_by_split: dict[str, Any],
     history: list[dict[str, Any]],
     seconds: dict[str, float],
     parity: dict[str, Any],
@@ -139,10 +149,11 @@ def make_card(
         "architecture": "MobileNetV2 + global average pooling + dropout + sigmoid, 224x224 RGB 0..255 input",
         "serving_artifact": serving_artifact,
         "threshold": point.threshold,
+        "collection_thresholds": point.collection_thresholds,
         "threshold_rule": point.rule,
         "calibration": point.calibration,
         "target_sensitivity": config.get("target_sensitivity"),
-        "metrics": {"validation": validation, "test": test, "external": external},
+        "metrics": metrics_by_split,
         "data": data,
         "training": {"config": config, "history": history, "seconds": seconds},
         "parity": parity,
@@ -157,89 +168,135 @@ class Candidate:
     artifact: bytes
     card: dict[str, Any]
     validation: dict[str, Any]
-    test: dict[str, Any] | None
-    external: dict[str, Any] | None = None
+    held_out: dict[str, Any]  # evaluate_collections' result
 
     @property
     def artifact_name(self) -> str:
         """The file name the artifact is stored under, as the card names it."""
         return self.card["serving_artifact"]
 
+    @property
+    def test(self) -> dict[str, Any] | None:
+        return self.held_out.get("test")
+
+
+def evaluate_collections(served: ServingModel, collections: list[CollectionImages]) -> dict[str, Any]:
+    """A model's metrics on every collection's held-out part, through its serving artifact.
+
+    `collections`: each at the threshold a prediction naming it gets (its own, or the global
+    one). `test`: the trained-on collections' held-out parts pooled, and `external`: the
+    external collections pooled, both at the global threshold (what an unnamed clinic gets);
+    None when there are none.
+    """
+    held_out = [collection for collection in collections if collection.test is not None]
+    scores = {c.name: _in_batches(served.predict, c.test.pixels) for c in held_out}
+    per_collection = {}
+    for collection in held_out:
+        threshold, own = served.threshold_for(collection.name)
+        per_collection[collection.name] = {
+            **metrics(collection.test.labels, scores[collection.name], threshold),
+            "external": collection.external,
+            "threshold_collection": own,
+        }
+    result: dict[str, Any] = {"collections": per_collection}
+    for name, external in (("test", False), ("external", True)):
+        chosen = [c for c in held_out if c.external == external]
+        if chosen:
+            labels = np.concatenate([c.test.labels for c in chosen])
+            result[name] = metrics(labels, np.concatenate([scores[c.name] for c in chosen]), served.threshold)
+        else:
+            result[name] = None
+    return result
+
+
+def describe_collections(
+    train_data: LabelledImages, validation: LabelledImages, collections: list[CollectionImages]
+) -> dict[str, Any]:
+    """Each collection's images: trained on, validated on, held out."""
+
+    def part(images: LabelledImages, name: str) -> dict[str, Any] | None:
+        members = images.collection_indices().get(name)
+        return None if members is None or not len(members) else describe(images.subset(members), name)
+
+    return {
+        c.name: {
+            "external": c.external,
+            "train": part(train_data, c.name),
+            "validation": part(validation, c.name),
+            "test": describe(c.test, c.name) if c.test is not None else None,
+        }
+        for c in collections
+    }
+
 
 def package(
     version: str,
     result: Any,
     config: Any,
-    splits: tuple[LabelledImages, LabelledImages, LabelledImages | None],
+    train_data: LabelledImages,
+    validation: LabelledImages,
+    collections: list[CollectionImages],
     *,
-    train_source: str,
-    test_source: str | None = None,
-    external: LabelledImages | None = None,
-    external_source: str | None = None,
-    external_name: str = "external collection",
+    source: str,
     parent: str | None = None,
     runtime: str = "onnxruntime",
 ) -> Candidate:
-    """Operating point and calibration on validation, the parity-checked artifact, both
-    splits evaluated through it, and the card: what `train` and the trainer service share.
+    """Operating points and calibration on validation, the parity-checked artifact, every
+    collection's held-out part evaluated through it, and the card: what `train` and the
+    trainer service share.
 
-    `result` is a `TrainingResult`, `config` its `TrainingConfig`; `splits` is (train,
-    validation, test or None). `runtime` (a SERVING_RUNTIME value) picks the artifact; the
-    parity check runs in that runtime on test, or on validation without it. `external`, another
-    clinic's collection never trained on, is evaluated too and moves the threshold so that
-    its sensitivity target holds there as well (`operating_point`).
+    `result` is a `TrainingResult`, `config` its `TrainingConfig`; `collections` every
+    collection (their held-out parts are evaluated; external ones are held out whole).
+    `runtime` (a SERVING_RUNTIME value) picks the artifact; the parity check runs in that
+    runtime on the held-out images, or on validation when there are none.
     """
-    train_data, validation, test = splits
     artifact_name = artifact_for_runtime(runtime)
-    parity_data = test if test is not None else validation
+    held_out = [c.test for c in collections if c.test is not None]
+    parity_data = concatenate(held_out) if held_out else validation
     artifact, worst = export_checked(result.model, parity_data.pixels, artifact_name)
-    external_scores = None
-    if external is not None:
-        uncalibrated = ServingModel.from_bytes(version, artifact, {"serving_artifact": artifact_name, "threshold": 0.5})
-        external_scores = (external.labels, _in_batches(uncalibrated.predict_raw, external.pixels))
     point = operating_point(
         validation.labels,
         result.validation_probabilities,
         config.target_sensitivity,
-        external=external_scores,
-        external_target_sensitivity=getattr(config, "external_target_sensitivity", None),
+        collections=validation.collection_indices(),
     )
     provisional = {
-        "version": version,
         "threshold": point.threshold,
+        "collection_thresholds": point.collection_thresholds,
         "calibration": point.calibration,
         "serving_artifact": artifact_name,
     }
-    validation_metrics = evaluate_artifact(artifact, provisional, validation)
-    test_metrics = evaluate_artifact(artifact, provisional, test) if test is not None else None
-    external_metrics = None
-    if external_scores is not None:
-        # The artifact's raw scores on the external collection are already in hand.
-        labels, raw = external_scores
-        external_metrics = metrics(labels, calibrate(raw, point.calibration), point.threshold)
-    data = {
-        "train": describe(train_data, train_source),
-        "validation": describe(validation, f"{train_source} (held out, seed {config.seed})"),
+    served = ServingModel.from_bytes(version, artifact, provisional)
+    validation_metrics = metrics(validation.labels, _in_batches(served.predict, validation.pixels), point.threshold)
+    evaluated = evaluate_collections(served, collections)
+    external = [c for c in collections if c.external and c.test is not None]
+    data: dict[str, Any] = {
+        "train": describe(train_data, f"{source}: the collections' training parts"),
+        "validation": describe(validation, f"{source}: drawn from the training parts by patient or image hash"),
+        "collections": describe_collections(train_data, validation, collections),
     }
-    if test is not None:
-        data["test"] = describe(test, test_source or "test")
-    if external is not None:
-        data["external"] = {**describe(external, external_source or "external"), "name": external_name}
+    if evaluated["test"] is not None:
+        data["test"] = describe(
+            concatenate([c.test for c in collections if c.test is not None and not c.external]), source
+        )
+    if external:
+        data["external"] = {
+            **describe(concatenate([c.test for c in external]), source),
+            "name": ", ".join(c.name for c in external),
+        }
     card = make_card(
         version,
         point=point,
         config=config.as_dict(),
         data=data,
-        validation=validation_metrics,
-        test=test_metrics,
-        external=external_metrics,
+        metrics_by_split={"validation": validation_metrics, **evaluated},
         history=result.history,
         seconds=result.seconds,
         parity=parity_record(runtime, worst, len(parity_data)),
         parent=parent,
         serving_artifact=artifact_name,
     )
-    return Candidate(artifact, card, validation_metrics, test_metrics, external_metrics)
+    return Candidate(artifact, card, validation_metrics, evaluated)
 
 
 def _in_batches(predict: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:

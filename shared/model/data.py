@@ -2,7 +2,8 @@
 
 Images are decoded with the same functions the worker uses (`shared.images`), so training,
 evaluation and serving see identical pixels. A whole split is held in memory as one uint8
-array (HAM10000's train/ is about 0.9 GB).
+array (HAM10000's train/ is about 0.9 GB). Every image knows its collection and its group
+(patient, or the image alone): validation is drawn by group, so no patient straddles it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import csv
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from shared import dataset
 from shared.images import model_input_from_bytes
 from shared.storage import ObjectStore, layout
 
@@ -38,6 +41,8 @@ class LabelledImages:
     names: tuple[str, ...]
     content_hash: str  # sha256 over sorted "label/sha256-of-file" lines: data provenance
     digests: tuple[str, ...] = ()  # sha256 of each image file, when known
+    collections: tuple[str, ...] = ()  # each image's collection, when known
+    groups: tuple[str, ...] = ()  # each image's group (dataset.group_of), when known
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,40 +64,142 @@ class LabelledImages:
             names,
             hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
             digests,
+            tuple(self.collections[i] for i in indices) if self.collections else (),
+            tuple(self.groups[i] for i in indices) if self.groups else (),
         )
+
+    def collection_indices(self) -> dict[str, np.ndarray]:
+        """Indices of each collection's images (one unnamed collection when unknown)."""
+        names = np.array(self.collections or ("",) * len(self))
+        return {name: np.flatnonzero(names == name) for name in dict.fromkeys(names.tolist())}
+
+
+@dataclass(frozen=True)
+class CollectionImages:
+    """One collection in memory: its training part (validation is drawn from it) and its
+    held-out part, either None when empty. External collections have no training part."""
+
+    name: str
+    external: bool
+    train: LabelledImages | None
+    test: LabelledImages | None
 
 
 def read_manifest_diagnoses(manifest: Path) -> dict[str, str]:
     """Map file name -> diagnosis code from a HAM10000-style manifest.csv (columns path, dx)."""
     with manifest.open(newline="") as handle:
-        return {Path(row["path"]).name: row["dx"] for row in csv.DictReader(handle)}
+        return {Path(row["path"]).name: row["dx"] for row in csv.DictReader(handle) if row.get("dx")}
 
 
 def load_folder(
-    folder: Path, *, diagnoses: dict[str, str] | None = None, limit: int | None = None, workers: int = 4
+    folder: Path,
+    *,
+    diagnoses: dict[str, str] | None = None,
+    patients: dict[str, str] | None = None,
+    collection: str = "",
+    limit: int | None = None,
+    workers: int = 4,
 ) -> LabelledImages:
-    """Load `folder/{benign,malignant}/*` (JPEG/PNG); `limit` caps images per class."""
+    """Load `folder/{benign,malignant}/*` (JPEG/PNG); `limit` caps images per class.
+
+    `diagnoses` and `patients` map a file name to its diagnosis code and patient.
+    """
     entries: list[tuple[str, int, Path]] = []
     for label_index, label in enumerate(LABELS):
         files = sorted(p for p in (folder / label).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"no images in {folder / label}")
         entries += [(f"{label}/{p.name}", label_index, p) for p in files[:limit]]
-    return _decode_all(entries, lambda path: path.read_bytes(), diagnoses or {}, workers)
+    return _decode_all(entries, lambda path: path.read_bytes(), diagnoses or {}, patients or {}, collection, workers)
 
 
-def load_store(store: ObjectStore, split: str, *, limit: int | None = None, workers: int = 8) -> LabelledImages:
-    """Load `datasets/{split}/{benign,malignant}/*` from the object store."""
+def load_store(
+    store: ObjectStore, collection: str, part: str, *, limit: int | None = None, workers: int = 8
+) -> LabelledImages:
+    """Load `datasets/{collection}/{part}/{benign,malignant}/*` from the object store."""
     entries: list[tuple[str, int, str]] = []
+    prefix = layout.dataset_prefix(collection, part)
     for label_index, label in enumerate(LABELS):
-        keys = sorted(store.list(layout.dataset_prefix(split, label)))
+        keys = sorted(store.list(f"{prefix}{label}/"))
         entries += [(f"{label}/{key.rsplit('/', 1)[-1]}", label_index, key) for key in keys[:limit]]
     if not entries:
-        raise FileNotFoundError(f"no images under {layout.dataset_prefix(split)}")
-    return _decode_all(entries, store.get, {}, workers)
+        raise FileNotFoundError(f"no images under {prefix}")
+    patients = dataset.read_patients(store, collection)  # keyed by sha256, the file name's stem
+    by_name = {
+        filename: patients[filename.split(".")[0]]
+        for filename in (name.split("/")[1] for name, _, _ in entries)
+        if filename.split(".")[0] in patients
+    }
+    return _decode_all(entries, store.get, {}, by_name, collection, workers)
 
 
-def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> LabelledImages:
+def load_store_collections(store: ObjectStore, *, limit: int | None = None) -> list[CollectionImages]:
+    """Every collection of the store, both parts (empty parts are None), by name."""
+    names = sorted({image.collection for image in dataset.iter_images(store)})
+    collections = []
+    for name in names:
+        record = dataset.read_collection(store, name)
+        parts = {}
+        for part in layout.DATASET_PARTS:
+            try:
+                parts[part] = load_store(store, name, part, limit=limit)
+            except FileNotFoundError:
+                parts[part] = None
+        train = None if record.external else parts[dataset.TRAIN_PART]
+        collections.append(CollectionImages(name, record.external, train, parts[dataset.TEST_PART]))
+    return collections
+
+
+def load_collection_folder(
+    name: str,
+    root: Path,
+    *,
+    external: bool = False,
+    holdout_fraction: float = 0.2,
+    limit: int | None = None,
+) -> CollectionImages:
+    """A collection from a folder, split as the store would split it when imported.
+
+    A folder with `train/` (and `test/`) keeps its own parts; a `{benign,malignant}/` folder
+    is held out by `dataset.assign_part` with the patients of its manifest.csv, so the same
+    patients are held out here and in a store the folder was imported into. An external
+    collection is held out whole.
+    """
+    manifest = root / "manifest.csv"
+    patients = dataset.read_manifest_patients(manifest) if manifest.is_file() else {}
+    by_name = {Path(path).name: patient for path, patient in patients.items()}
+    diagnoses = read_manifest_diagnoses(manifest) if manifest.is_file() else {}
+    load = partial(load_folder, diagnoses=diagnoses, patients=by_name, collection=name, limit=limit)
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        train = load(root / "train") if (root / "train").is_dir() else None
+        test = load(root / "test") if (root / "test").is_dir() else None
+        if external:
+            return CollectionImages(name, True, None, concatenate([p for p in (train, test) if p is not None]))
+        return CollectionImages(name, False, train, test)
+    everything = load(root)
+    if external:
+        return CollectionImages(name, True, None, everything)
+    record = dataset.Collection(name, False, holdout_fraction)
+    held_out = np.array([_part_of(record, root, image_name, by_name) for image_name in everything.names]) == "test"
+    return CollectionImages(
+        name,
+        False,
+        everything.subset(np.flatnonzero(~held_out)) if (~held_out).any() else None,
+        everything.subset(np.flatnonzero(held_out)) if held_out.any() else None,
+    )
+
+
+def _part_of(record: dataset.Collection, root: Path, image_name: str, patients: dict[str, str]) -> str:
+    """The part an image of a folder would be stored in (its stored hash when it has no patient)."""
+    filename = image_name.split("/", 1)[1]
+    patient = patients.get(filename)
+    if patient:
+        return dataset.assign_part(record, "", patient)
+    data = (root / image_name).read_bytes()
+    return dataset.assign_part(record, dataset.stored_sha256(data, max_bytes=_MAX_BYTES, max_pixels=_MAX_PIXELS), None)
+
+
+def _decode_all(entries, read, diagnoses: dict[str, str], patients: dict[str, str], collection: str, workers: int):
     def decode(entry):
         data = read(entry[2])
         pixels = model_input_from_bytes(data, max_bytes=_MAX_BYTES, max_pixels=_MAX_PIXELS)
@@ -106,6 +213,10 @@ def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> Label
     dx = [dx_index.get(diagnoses.get(name.split("/", 1)[1], ""), -1) for name in names]
     digests = tuple(digest for _, digest in decoded)
     provenance = sorted(f"{name.split('/')[0]}/{digest}" for name, digest in zip(names, digests, strict=True))
+    groups = tuple(
+        dataset.group_of(digest, patients.get(name.split("/", 1)[1]))
+        for name, digest in zip(names, digests, strict=True)
+    )
     return LabelledImages(
         pixels=np.stack([pixels for pixels, _ in decoded]),
         labels=np.array([label for _, label, _ in entries], np.int8),
@@ -113,27 +224,36 @@ def _decode_all(entries, read, diagnoses: dict[str, str], workers: int) -> Label
         names=names,
         content_hash=hashlib.sha256("\n".join(provenance).encode()).hexdigest(),
         digests=digests,
+        collections=(collection,) * len(names),
+        groups=groups,
     )
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation): `fraction` of each class goes to validation, at random."""
+def split_validation(images: LabelledImages, fraction: float) -> tuple[LabelledImages, LabelledImages]:
+    """(train, validation): the split every trainer, bench and re-export must agree on.
+
+    Within each collection and class, whole groups (a patient's images, or one image) are
+    taken in the order of their hash (`dataset.share_of`) until `fraction` of the class is
+    reached: stratified, never splitting a patient, and the same on every machine.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), received fraction={fraction}")
-    rng = np.random.default_rng(seed)
-    validation = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        validation.append(members[: max(1, round(fraction * len(members)))])
-    chosen = np.sort(np.concatenate(validation))
-    rest = np.setdiff1d(np.arange(len(labels)), chosen)
-    return rest, chosen
-
-
-def split_validation(everything: LabelledImages, fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
-    """(train, validation) images: the split every trainer, bench and re-export must agree on."""
-    train_index, validation_index = stratified_split(everything.labels, fraction, seed)
-    return everything.subset(train_index), everything.subset(validation_index)
+    groups = np.array(images.groups or [dataset.group_of(digest, None) for digest in images.digests] or images.names)
+    chosen: set[str] = set()
+    for members in images.collection_indices().values():
+        for label in np.unique(images.labels[members]):
+            of_class = members[images.labels[members] == label]
+            wanted = max(1, round(fraction * len(of_class)))
+            ordered = sorted(set(groups[of_class].tolist()), key=lambda group: dataset.share_of(group, "validation"))
+            counts = {group: int(n) for group, n in zip(*np.unique(groups[of_class], return_counts=True), strict=True)}
+            taken = 0
+            for group in ordered:
+                if taken >= wanted:
+                    break
+                chosen.add(group)
+                taken += counts[group]
+    in_validation = np.isin(groups, list(chosen))
+    return images.subset(np.flatnonzero(~in_validation)), images.subset(np.flatnonzero(in_validation))
 
 
 # Augmentation strengths, from the plain recipe to what is known to help across dermatoscopes.
@@ -247,4 +367,6 @@ def concatenate(parts: list[LabelledImages]) -> LabelledImages:
         names=names,
         content_hash=hashlib.sha256("\n".join(sorted(part.content_hash for part in parts)).encode()).hexdigest(),
         digests=tuple(digest for part in parts for digest in part.digests) if all(p.digests for p in parts) else (),
+        collections=tuple(c for part in parts for c in part.collections) if all(p.collections for p in parts) else (),
+        groups=tuple(g for part in parts for g in part.groups) if all(p.groups for p in parts) else (),
     )

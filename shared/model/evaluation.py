@@ -30,6 +30,24 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None =
     return float(np.sum(weights[labels] * wins[labels]) / (positive_total * negative_total))
 
 
+# A collection's validation AUC joins the mean only with this many cases of each class.
+MIN_CASES_FOR_AUC = 10
+
+
+def mean_auc_by_collection(labels: np.ndarray, scores: np.ndarray, collections: dict[str, np.ndarray]) -> float:
+    """The mean of each collection's own ROC AUC (`collections`: name -> indices), so that a
+    model is chosen for how it ranks within every collection, not for the largest one or for
+    telling collections apart; collections with fewer than MIN_CASES_FOR_AUC of a class sit
+    out. The pooled AUC when no collection qualifies."""
+    labels = np.asarray(labels).astype(bool)
+    aucs = [
+        roc_auc(labels[members], scores[members])
+        for members in collections.values()
+        if min(labels[members].sum(), (~labels[members]).sum()) >= MIN_CASES_FOR_AUC
+    ]
+    return float(np.mean(aucs)) if aucs else roc_auc(labels, scores)
+
+
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
     """ROC points at every distinct threshold, from (0, 0) to (1, 1)."""
     labels = np.asarray(labels).astype(bool)

@@ -71,6 +71,7 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
         f"(fitted on validation) a={card['calibration']['a']:.3f}, b={card['calibration']['b']:.3f}.",
         "",
         *_external_section(card, split),
+        *_collections_section(card),
         "## Data",
         "",
         "| split | source | images | malignant | content hash |",
@@ -78,6 +79,7 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
         *[
             f"| {_data_label(name, d)} | {d['source']} | {d['n']} | {d['n_malignant']} | `{d['content_hash'][:12]}` |"
             for name, d in data.items()
+            if name != "collections"
         ],
         "",
         "## Plots",
@@ -88,10 +90,43 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def _collections_section(card: dict[str, Any]) -> list[str]:
+    """A row per collection: its held-out part at the threshold a prediction naming it gets."""
+    collections = (card.get("metrics") or {}).get("collections")
+    if not collections:
+        return []
+    rows = []
+    for name, result in sorted(collections.items()):
+        low, high = result["auc_ci95"]
+        kind = "external" if result.get("external") else "held-out part"
+        own = "its own" if result.get("threshold_collection") else "global"
+        rows.append(
+            f"| {name} | {kind} | {result['n']} ({result['n_malignant']}) | {result['auc']:.3f} ({low:.3f}-{high:.3f})"
+            f" | {result['threshold']:.3f} ({own}) | {result['sensitivity']:.3f} | {result['specificity']:.3f} |"
+        )
+    return [
+        "## Every collection",
+        "",
+        "Each collection's held-out part (external collections whole), never trained on nor used for a"
+        " choice, at the threshold a prediction naming the collection gets.",
+        "",
+        "| collection | part | images (malignant) | ROC AUC (95% CI) | threshold | sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def _threshold_sentence(card: dict[str, Any]) -> str:
     """How the stored threshold was chosen, from the card's `threshold_rule` when it has one."""
     rule = card.get("threshold_rule") or {}
     in_domain = f"sensitivity >= {card.get('target_sensitivity')} on validation (with a margin)"
+    if rule.get("collection_thresholds"):
+        own = ", ".join(f"{name} {value:.3f}" for name, value in sorted(rule["collection_thresholds"].items()))
+        return (
+            f"global threshold the lowest of the ones reaching {in_domain}, pooled"
+            f" ({rule['validation_threshold']:.3f}) and on each collection's own validation images ({own})"
+        )
     if "external_target" not in rule:
         return f"threshold chosen for {in_domain}"
     decided = "validation" if rule.get("chosen_by") == "validation" else "the external collection"
@@ -114,7 +149,7 @@ def _external(card: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 def _external_threshold_clause(card: dict[str, Any]) -> str:
     if "external_target" in (card.get("threshold_rule") or {}):
         return "; the threshold was kept low enough to reach its sensitivity target on it as well"
-    return ", as was its threshold"
+    return ", as were its thresholds"
 
 
 def _data_label(split: str, data: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -108,12 +108,14 @@ _RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRtRuntime]] = {
 
 @dataclass
 class ServingModel:
-    """One loaded model version: its runtime, threshold and calibration."""
+    """One loaded model version: its runtime, thresholds and calibration."""
 
     version: str
     threshold: float
     calibration: dict[str, Any] | None
     runtime: Runtime
+    # Thresholds chosen for the collections that had enough cases (card.operating_point).
+    collection_thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_bytes(cls, version: str, artifact: bytes, card: dict[str, Any], *, threads: int = 0) -> ServingModel:
@@ -133,7 +135,8 @@ class ServingModel:
             raise ModelUnavailable(
                 f"model {version} ({name}) does not load in {runtime_class.name}: {error}"
             ) from error
-        return cls(version, float(card["threshold"]), card.get("calibration"), runtime)
+        own = {name: float(value) for name, value in (card.get("collection_thresholds") or {}).items()}
+        return cls(version, float(card["threshold"]), card.get("calibration"), runtime, own)
 
     def predict_raw(self, pixels: np.ndarray) -> np.ndarray:
         """Uncalibrated model output for a uint8 or float batch (N, 224, 224, 3)."""
@@ -146,5 +149,12 @@ class ServingModel:
         """Calibrated probability of malignant for each image of the batch."""
         return calibrate(self.predict_raw(pixels), self.calibration)
 
-    def label(self, probability: float) -> str:
-        return "malignant" if probability >= self.threshold else "benign"
+    def threshold_for(self, collection: str | None) -> tuple[float, str | None]:
+        """(threshold, the collection it belongs to): the collection's own when it has one,
+        else (global threshold, None)."""
+        if collection and collection in self.collection_thresholds:
+            return self.collection_thresholds[collection], collection
+        return self.threshold, None
+
+    def label(self, probability: float, threshold: float | None = None) -> str:
+        return "malignant" if probability >= (self.threshold if threshold is None else threshold) else "benign"

@@ -26,7 +26,7 @@ import numpy as np
 
 from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME, build_model
 from shared.model.data import DIAGNOSES, LabelledImages, augmented_views
-from shared.model.evaluation import roc_auc
+from shared.model.evaluation import mean_auc_by_collection, roc_auc
 from shared.model.export import export_litert
 from shared.model.serving import LiteRtRuntime
 
@@ -62,6 +62,9 @@ class TrainingConfig:
     # Within each class, weight diagnoses by count**-diagnosis_balance (0: plain class balance).
     # Square-root balancing (0.5) cost 0.04 of Derm7pt AUC, so it is off.
     diagnosis_balance: float = 0.0
+    # Each collection's share of the loss grows as its image count ** collection_balance: 0
+    # gives every collection the same say, 1 lets the largest set the model; 0.5 between.
+    collection_balance: float = 0.5
     diagnosis_weight: float = 0.0  # auxiliary 7-way diagnosis loss, when labels exist (0: none)
     patience: int = 8  # fine-tuning epochs without a better validation AUC
     # Choose epochs by the diagnosis-balanced validation AUC (every diagnosis within a class
@@ -166,7 +169,9 @@ def train(
     use_diagnoses = config.diagnosis_weight > 0 and train_data.has_diagnoses
     trainer = _training_model(model, upper, use_diagnoses)
     targets = _targets(train_data, use_diagnoses)
-    weights = sample_weights(train_data, config.diagnosis_balance if train_data.has_diagnoses else 0.0)
+    weights = sample_weights(
+        train_data, config.diagnosis_balance if train_data.has_diagnoses else 0.0, config.collection_balance
+    )
     loop = _Loop(config, trainer, model, features, targets, weights, validation_features, validation, on_epoch)
     if external is not None and external_features is not None:
         loop.watch_external(external_features, external.labels)
@@ -247,22 +252,30 @@ def _targets(data: LabelledImages, use_diagnoses: bool) -> list[np.ndarray]:
     return targets
 
 
-def sample_weights(data: LabelledImages, diagnosis_balance: float) -> np.ndarray:
-    """Per-image loss weights: each class contributes half; within a class, rarer diagnoses count more.
+def sample_weights(data: LabelledImages, diagnosis_balance: float, collection_balance: float = 1.0) -> np.ndarray:
+    """Per-image loss weights (mean 1): each collection's share grows as its size **
+    `collection_balance`; within a collection each class carries half; within a class, rarer
+    diagnoses count more.
 
-    HAM10000's benign class is 86% nevi, so a plainly class-balanced model learns "not a
-    nevus" as much as "malignant", and flags benign keratoses and dermatofibromas; other
-    collections hold more of those. Weighting each diagnosis by count**-diagnosis_balance
-    (0.5: square-root balancing) keeps every image but lets the rare diagnoses be heard.
+    Pooled as they come, HAM10000 (6,000 images) would drown a clinic's 500, and the model
+    would learn HAM10000's look; with 0.5 the clinic's say is sqrt(500/6000) of HAM10000's
+    instead of 1/12. HAM10000's benign class is 86% nevi, so a plainly class-balanced model
+    learns "not a nevus" as much as "malignant"; weighting each diagnosis by
+    count**-diagnosis_balance keeps every image but lets the rare diagnoses be heard.
     """
     groups = data.diagnoses.astype(np.int64) if diagnosis_balance > 0 else np.zeros(len(data), np.int64)
     weights = np.empty(len(data), np.float64)
-    for label in np.unique(data.labels):
-        members = data.labels == label
-        group_counts = np.bincount(groups[members] + 1)  # +1: an unknown diagnosis (-1) is its own group
-        raw = group_counts[groups[members] + 1].astype(np.float64) ** -diagnosis_balance
-        weights[members] = raw * (len(data) / 2.0) / raw.sum()
-    return weights.astype(np.float32)
+    collections = data.collection_indices()
+    shares = {name: len(members) ** collection_balance for name, members in collections.items()}
+    for name, members in collections.items():
+        labels = data.labels[members]
+        present = np.unique(labels)
+        for label in present:
+            in_class = members[labels == label]
+            group_counts = np.bincount(groups[in_class] + 1)  # +1: an unknown diagnosis (-1) is its own group
+            raw = group_counts[groups[in_class] + 1].astype(np.float64) ** -diagnosis_balance
+            weights[in_class] = raw / raw.sum() * shares[name] / len(present)
+    return (weights * len(data) / weights.sum()).astype(np.float32)
 
 
 def _set_trainable(backbone: keras.Model, first: str | None) -> None:
@@ -292,6 +305,7 @@ class _Loop:
         self.config, self.trainer, self.model = config, trainer, model
         self.features, self.targets, self.weights = features, targets, weights
         self.validation_features, self.validation_labels = validation_features, validation.labels
+        self.validation_collections = validation.collection_indices()
         # Selection gives every diagnosis in a class the same say: other collections mix
         # diagnoses differently from HAM10000, whose benign class is 86% nevi.
         balanced = config.balanced_selection and validation.has_diagnoses
@@ -323,7 +337,10 @@ class _Loop:
         return (outputs[0] if isinstance(outputs, list) else outputs).reshape(-1)
 
     def validation_auc(self) -> float:
-        return roc_auc(self.validation_labels, self._malignant(self.validation_features), self.validation_weights)
+        scores = self._malignant(self.validation_features)
+        if self.validation_weights is not None:
+            return roc_auc(self.validation_labels, scores, self.validation_weights)
+        return mean_auc_by_collection(self.validation_labels, scores, self.validation_collections)
 
     def external_record(self) -> dict[str, float]:
         if self.external_features is None:

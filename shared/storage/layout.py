@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 
 BUCKETS = ("uploads", "results", "datasets", "models", "training", "insights")
-DATASET_SPLITS = ("train", "test", "incoming")
+# Every collection has a training part and a held-out part ("test") that is never trained on.
+DATASET_PARTS = ("train", "test")
 LABELS = ("benign", "malignant")
 
 
@@ -32,12 +33,26 @@ PREDICTION_TOMBSTONES_PREFIX = "results/tombstones/"
 PREDICTION_PREFIXES = (PREDICTION_UPLOADS_PREFIX, PREDICTION_RESULTS_PREFIX, PREDICTION_TOMBSTONES_PREFIX)
 
 
-def dataset_image(split: str, label: str, sha256: str, extension: str) -> str:
-    return f"datasets/{split}/{label}/{sha256}.{extension}"
+DATASETS_PREFIX = "datasets/"
 
 
-def dataset_prefix(split: str, label: str | None = None) -> str:
-    return f"datasets/{split}/" if label is None else f"datasets/{split}/{label}/"
+def dataset_image(collection: str, part: str, label: str, sha256: str, extension: str) -> str:
+    return f"datasets/{collection}/{part}/{label}/{sha256}.{extension}"
+
+
+def dataset_prefix(collection: str | None = None, part: str | None = None) -> str:
+    """Every dataset object, a collection's, or a collection part's."""
+    return "/".join(["datasets", *(name for name in (collection, part) if name)]) + "/"
+
+
+def collection_record(collection: str) -> str:
+    """What a collection is: external or trained on, and its held-out share (fixed at creation)."""
+    return f"datasets/{collection}/collection.json"
+
+
+def patient_record(collection: str, batch: str) -> str:
+    """sha256 -> patient of one import or upload batch (written before its images)."""
+    return f"datasets/{collection}/patients/{batch}.json"
 
 
 def model_version_prefix(version: str) -> str:
