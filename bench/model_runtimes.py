@@ -132,7 +132,7 @@ def main() -> None:
     config = card["training"]["config"]
     model = keras.saving.load_model(args.model_dir / "model.keras", compile=False)
     test = load_folder(args.data / "test")
-    _, validation = split_validation(load_folder(args.data / "train"), config["validation_fraction"], config["seed"])
+    _, validation = split_validation(load_folder(args.data / "train"), config["validation_fraction"])
     calibration = validation.pixels[np.random.default_rng(0).choice(len(validation), 128, replace=False)]
 
     onnx_artifact = version_artifact(args.model_dir, card, model, ONNX_ARTIFACT)

@@ -136,12 +136,11 @@ def open_collection(store: ObjectStore, name: str, *, external: bool, holdout_fr
     way round) is refused, since images would then be trained on and judged on at once.
     """
     check_collection_name(name)
-    try:
-        stored = Collection(**get_json(store, layout.collection_record(name)))
-    except ObjectNotFound:
+    if not store.exists(layout.collection_record(name)):
         created = Collection(name, external, holdout_fraction)
         put_json(store, layout.collection_record(name), {**asdict(created), "created_at": time.time()})
         return created
+    stored = read_collection(store, name)
     if stored.external != external:
         kind = "external (never trained on)" if stored.external else "trained on"
         raise BadInput(f"collection {name!r} is {kind}; images cannot be added to it as the other kind")

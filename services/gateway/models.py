@@ -18,6 +18,9 @@ blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
 # fullmatch: "$" would also match before a trailing newline (see predictions._JOB_ID).
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SUMMARY_METRICS = ("n", "auc", "auc_ci95", "sensitivity", "specificity", "balanced_accuracy", "ece")
+# A collection's line: its headline metrics, its size, and the threshold its figures were taken at
+# (`threshold_collection`: the collection whose own threshold that is, or null for the global one).
+COLLECTION_METRICS = (*SUMMARY_METRICS, "n_malignant", "threshold", "threshold_collection", "external")
 
 
 def _checked_version(version: str) -> str:
@@ -27,8 +30,9 @@ def _checked_version(version: str) -> str:
 
 
 def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
-    """The list's entry: test metrics, and external ones (another clinic's images) or null
-    for a version never evaluated on such a collection."""
+    """The list's entry: test metrics, external ones (another clinic's images) or null for a
+    version never evaluated on such a collection, and each collection's held-out metrics (an
+    empty object for a card made before collections)."""
     metrics = card.get("metrics") or {}
     test_metrics = metrics.get("test") or {}
     external_metrics = metrics.get("external")
@@ -42,7 +46,19 @@ def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
         "metrics": {name: test_metrics.get(name) for name in SUMMARY_METRICS},
         "external_metrics": external_summary,
         "external_name": external_name(card) if external_metrics else None,
+        "collections": collection_summaries(metrics.get("collections")),
+        "collection_thresholds": dict(card.get("collection_thresholds") or {}),
     }
+
+
+def collection_summaries(collections: dict[str, Any] | None) -> dict[str, Any]:
+    """name -> that collection's line; `external` is false unless the card says so."""
+    summaries = {}
+    for name, found in (collections or {}).items():
+        summary = {key: found.get(key) for key in COLLECTION_METRICS}
+        summary["external"] = bool(found.get("external"))
+        summaries[name] = summary
+    return summaries
 
 
 def external_name(card: dict[str, Any]) -> str | None:

@@ -3,8 +3,9 @@
 Per-image statistics depend only on the image's bytes, so they are cached by content hash
 in two tiers: this process's memory, and `insights/cache/{sha256}.json` in the store (which
 survives restarts and is shared by replacements). A refresh lists the dataset, reads the
-statistics it does not hold, computes only the ones nobody has, and writes the snapshot:
-adding 10 images costs 10 decodes, not a pass over the whole dataset.
+statistics it does not hold, computes only the ones nobody has, reads each collection's record
+(is it external?) and writes the snapshot: adding 10 images costs 10 decodes, not a pass over
+the whole dataset.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from services.insights.statistics import Entry, entries_frame, image_statistics, is_current, summarise
 from shared import metrics
-from shared.dataset import iter_images
+from shared.dataset import DatasetImage, iter_images, read_collection
 from shared.errors import ObjectNotFound, SkinLesionError
 from shared.storage import ObjectStore, layout, put_json
 
@@ -62,7 +63,12 @@ class SnapshotBuilder:
         keys = {image.sha256: image.key for image in images}
         self._compute({sha256: keys[sha256] for sha256 in sorted(missing)}, stop)
         work = {"computed": len(missing), "cached": len(images) - len(missing), "seconds": 0.0}
-        snapshot = summarise(entries_frame(images, self._entries), computed_at=time.time(), work=work)
+        snapshot = summarise(
+            entries_frame(images, self._entries),
+            external=self._external_collections(images),
+            computed_at=time.time(),
+            work=work,
+        )
         # Everything but the final write: listing, cache reads, decoding, aggregation.
         seconds = time.monotonic() - started
         snapshot["work"]["seconds"] = round(seconds, 3)
@@ -77,6 +83,11 @@ class SnapshotBuilder:
             seconds,
         )
         return snapshot
+
+    def _external_collections(self, images: list[DatasetImage]) -> set[str]:
+        """Names of the external collections among those with images: one record read each."""
+        names = {image.collection for image in images}
+        return {name for name in names if read_collection(self.store, name).external}
 
     def _load_cached(self, wanted: set[str], stop: threading.Event) -> None:
         """Read the store's cache entries for `wanted` hashes; one listing, then one get each."""

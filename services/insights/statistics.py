@@ -5,10 +5,11 @@ width and height in pixels, 32-bin histograms of gray, red, green and blue level
 counts; bin `i` holds levels `8i .. 8i+7`), and the mean and standard deviation of the gray
 level (0..255). Gray is Pillow's ITU-R 601-2 luma, `L = 0.299 R + 0.587 G + 0.114 B`, rounded.
 
-The snapshot sums those with pandas. Per-class numbers (intensity, brightness, contrast)
-pool every split (train + test + incoming, and external when imported): they describe what
-each class looks like, not how the data is split. `counts` lists the layout's splits, then
-any other found in the store (`external`).
+The snapshot sums those with pandas. `counts` gives images per part (`train`, and `test`,
+the held-out part) and label, pooled over the collections; `collections` gives the same per
+collection, with whether it is external (held out whole, never trained on). Per-class numbers
+(intensity, brightness, contrast) pool every collection and part: they describe what each
+class looks like, not where its images are.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def is_current(entry: object) -> bool:
 
 
 def entries_frame(images: Iterable[DatasetImage], entries: Mapping[str, Entry]) -> pd.DataFrame:
-    """One row per dataset image: split, label, sha256 and its statistics (NaN if undecodable).
+    """One row per dataset image: collection, part, label, sha256 and its statistics (NaN if
+    undecodable).
 
     Histograms become columns `gray_0 .. blue_31`, so per-class sums are one groupby.
     """
@@ -84,28 +86,37 @@ def entries_frame(images: Iterable[DatasetImage], entries: Mapping[str, Entry]) 
         histograms = [np.array([entry[channel] for entry in picked], dtype=np.float64) for channel in CHANNELS]
         numeric[usable] = np.hstack([scalars, *histograms])
     frame = pd.DataFrame(numeric, columns=_NUMERIC_COLUMNS)
-    frame.insert(0, "split", [image.split for image in images])
-    frame.insert(1, "label", [image.label for image in images])
-    frame.insert(2, "sha256", [image.sha256 for image in images])
+    frame.insert(0, "collection", [image.collection for image in images])
+    frame.insert(1, "part", [image.part for image in images])
+    frame.insert(2, "label", [image.label for image in images])
+    frame.insert(3, "sha256", [image.sha256 for image in images])
     return frame
 
 
-def summarise(frame: pd.DataFrame, *, computed_at: float, work: Mapping[str, float]) -> dict[str, Any]:
+def summarise(
+    frame: pd.DataFrame, *, external: Iterable[str] = (), computed_at: float, work: Mapping[str, float]
+) -> dict[str, Any]:
     """The snapshot document (docs/insights.md) from an `entries_frame`.
 
-    Every split of the layout and every label appear in `counts` (zeros included), and
+    `external` names the external collections. Every part and every label appear in each
+    `counts` (zeros included), every collection with images in `collections` (by name), and
     every label in the per-class sections; a class without images has zero histograms and
     null brightness and contrast.
     """
     decoded = frame.dropna(subset=["width"])
-    labels = _ordered(layout.LABELS, frame["label"])
+    labels = list(layout.LABELS)
+    external = set(external)
     return {
         "computed_at": computed_at,
         "image_count": len(frame),
-        # Content addressing stores one copy per split/label; the same hash under two
-        # split/label folders is a duplicate (or a label conflict) worth flagging.
+        # Content addressing stores an image once, in whichever collection had it first; the
+        # same hash under two keys is a duplicate (a leak between parts, or a label conflict).
         "duplicate_count": int(frame["sha256"].duplicated(keep=False).sum()),
         "counts": _counts(frame, labels),
+        "collections": {
+            name: {"external": name in external, "counts": _counts(rows, labels)}
+            for name, rows in frame.groupby("collection")  # sorted by name
+        },
         "sizes": _sizes(decoded),
         "intensity": _intensity(decoded, labels),
         "brightness": {label: _mean_std(decoded.loc[decoded["label"] == label, "mean_gray"]) for label in labels},
@@ -114,17 +125,12 @@ def summarise(frame: pd.DataFrame, *, computed_at: float, work: Mapping[str, flo
     }
 
 
-def _ordered(known: Iterable[str], found: pd.Series) -> list[str]:
-    """The layout's names first, in their order, then any unexpected ones found in the store."""
-    names = list(known)
-    return names + sorted(set(found) - set(names))
-
-
 def _counts(frame: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
-    table = pd.crosstab(frame["split"], frame["label"]).reindex(
-        index=_ordered(layout.DATASET_SPLITS, frame["split"]), columns=labels, fill_value=0
+    """{part: {label: images}} for every part and label."""
+    table = pd.crosstab(frame["part"], frame["label"]).reindex(
+        index=list(layout.DATASET_PARTS), columns=labels, fill_value=0
     )
-    return {split: {label: int(table.at[split, label]) for label in labels} for split in table.index}
+    return {part: {label: int(table.at[part, label]) for label in labels} for part in table.index}
 
 
 def _sizes(decoded: pd.DataFrame) -> dict[str, Any]:

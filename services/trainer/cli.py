@@ -52,6 +52,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-from", help="first backbone layer to fine-tune, e.g. block_11_expand")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other TrainingConfig field, e.g. collection_balance=1.0 (repeatable)",
+    )
+    parser.add_argument(
         "--external",
         action="append",
         default=[],
@@ -100,6 +107,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         overrides["finetune_epochs"] = args.epochs
     if args.finetune_from:
         overrides["finetune_from"] = args.finetune_from
+    overrides |= _config_overrides(args.set, TrainingConfig)
     if args.quick:
         config = TrainingConfig.quick(**overrides)
     else:
@@ -166,6 +174,26 @@ def _load_collections(args: argparse.Namespace, settings: Settings, limit: int |
             )
         )
     return collections, "folders " + ", ".join(f"{c.name}" for c in collections)
+
+
+def _config_overrides(assignments: list[str], config_class: Any) -> dict[str, Any]:
+    """`FIELD=VALUE` pairs typed like the config's defaults; an unknown field ends the command."""
+    defaults = config_class().as_dict()
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        if name not in defaults:
+            raise SystemExit(f"--set {name}: not a TrainingConfig field ({', '.join(sorted(defaults))})")
+        default = defaults[name]
+        if isinstance(default, bool):
+            overrides[name] = text.lower() in {"1", "true", "yes"}
+        elif isinstance(default, tuple):
+            overrides[name] = tuple(float(part) for part in text.split(",") if part)
+        elif default is None:
+            overrides[name] = text or None
+        else:
+            overrides[name] = type(default)(text)
+    return overrides
 
 
 def _named(text: str) -> tuple[str, Path] | Path:

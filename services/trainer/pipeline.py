@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from services.trainer.gate import decide
+from services.trainer.progress import ProgressCallback, RunProgress
 from shared.errors import BadInput
 from shared.model import registry
 from shared.model.serving import SERVING_ARTIFACT
@@ -30,8 +31,6 @@ from shared.storage import ObjectStore, layout
 
 log = logging.getLogger(__name__)
 
-# (stage, epoch, epochs, metrics) -> None; called as the run moves on.
-ProgressCallback = Callable[[str, int, int, dict[str, Any]], None]
 EventCallback = Callable[[str, dict[str, Any]], None]
 
 
@@ -65,29 +64,32 @@ def run_training(
 
     started = time.monotonic()
     config = training_config(settings, epochs)
-    on_progress("loading", 0, 0, {})
+    progress = RunProgress(on_progress, views=config.views, epochs=config.head_epochs + config.finetune_epochs)
+    progress.stage("loading")
     collections = load_store_collections(store)
     trained_on = [c.train for c in collections if c.train is not None]
     if not trained_on:
         raise BadInput("the store holds no training images: import or upload a collection first")
     train_data, validation = split_validation(concatenate(trained_on), config.validation_fraction)
+    held_out = sum(len(c.test) for c in collections if c.test is not None)
+    progress.sizes(train_images=len(train_data), evaluated_images=held_out + len(validation))
     parent = registry.production_version(store)
     initial_weights, initialised_from = production_weights(store, parent, config)
     if initial_weights is not None:
         config = dataclasses.replace(config, weights=None)  # the backbone comes from production
     external = [c.test for c in collections if c.external and c.test is not None]
-    on_progress("caching features", 0, config.head_epochs + config.finetune_epochs, {})
+    progress.stage("caching features")
     result = train(
         config,
         train_data,
         validation,
         # Scored after every epoch for the card's history; it chooses nothing.
         external=concatenate(external) if external else None,
-        on_epoch=lambda epoch, total, record: on_progress("training", epoch, total, record),
+        on_epoch=lambda epoch, total, record: progress.epoch(epoch, total, quiet_numbers(record)),
         initial_weights=initial_weights,
     )
 
-    on_progress("evaluating", 0, 0, {})
+    progress.stage("evaluating")
     version = job_id
     candidate = cards.package(
         version,
@@ -114,7 +116,7 @@ def run_training(
     card["gate"] = gate
     card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
-    on_progress("publishing", 0, 0, {})
+    progress.stage("publishing")
     files = {registry.KERAS_FILE: cards.keras_bytes(result.model), candidate.artifact_name: candidate.artifact}
     registry.publish_version(store, version, files, card)
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})

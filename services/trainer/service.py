@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from services.trainer.pipeline import quiet_numbers, run_training
+from services.trainer.pipeline import run_training
 from shared import metrics, training_jobs
 from shared.backoff import Backoff
 from shared.errors import MessageDecodeError, SkinLesionError, StorageUnavailable
@@ -225,7 +225,7 @@ class TrainerService:
                 self.store,
                 primary,
                 epochs,
-                on_progress=lambda stage, epoch, total, record: self._progress(job_ids, stage, epoch, total, record),
+                on_progress=lambda progress: self._progress(job_ids, progress),
                 on_event=self._publish_event,
             )
         except Exception as error:  # a failed run must be recorded whatever raised
@@ -239,9 +239,8 @@ class TrainerService:
         metrics.TRAINING_DURATION.observe(time.time() - started)
         self._publish_event(EVENT_TRAINING_FINISHED, {"jobs": job_ids, "status": outcome["status"]})
 
-    def _progress(self, job_ids: list[str], stage: str, epoch: int, total: int, record: dict[str, Any]) -> None:
-        progress = {"stage": stage, "epoch": epoch, "epochs": total, "metrics": quiet_numbers(record)}
-        status = "evaluating" if stage == "evaluating" else "running"
+    def _progress(self, job_ids: list[str], progress: dict[str, Any]) -> None:
+        status = "evaluating" if progress["stage"] in ("evaluating", "publishing") else "running"
         try:
             for job_id in job_ids:
                 training_jobs.update(self.store, job_id, status=status, progress=progress)

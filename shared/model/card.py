@@ -45,34 +45,38 @@ def operating_point(
     raw: np.ndarray,
     target_sensitivity: float,
     *,
+    sensitivity_floor: float | None = None,
     collections: dict[str, np.ndarray] | None = None,
 ) -> OperatingPoint:
     """Platt calibration fitted on validation, then the thresholds on calibrated scores.
 
-    Each collection with at least MIN_MALIGNANT_CASES malignant validation images gets the
-    threshold that reaches the target on its own validation images (with a margin); a
-    prediction that names the collection is judged by it. The global threshold, for images of
-    any other clinic, is the lowest of these and of the pooled one: a threshold that holds
-    on every population trained on is likelier to hold on the next one than one that holds
-    on the pooled images, which the largest collection dominates. Held-out parts and
-    external collections choose nothing, so their sensitivity at these thresholds is honest.
+    The global threshold, for images of any clinic, is chosen on the pooled validation
+    images: sensitivity reaches the target there, and its lower bound the floor
+    (`evaluation.choose_threshold`). Each collection with at least MIN_MALIGNANT_CASES
+    malignant validation images also gets a threshold chosen the same way on its own
+    validation images; a prediction that names the collection is judged by it, since one
+    score means different things at different clinics. Held-out parts and external
+    collections choose nothing, so their sensitivity at these thresholds is honest.
     """
     calibration = fit_platt(labels, raw)
     calibrated = calibrate(raw, calibration)
-    pooled = choose_threshold(labels, calibrated, target_sensitivity)
+
+    def chosen(members: np.ndarray) -> float:
+        return choose_threshold(labels[members], calibrated[members], target_sensitivity, floor=sensitivity_floor)
+
+    threshold = chosen(np.arange(len(labels)))
     own = {
-        name: choose_threshold(labels[members], calibrated[members], target_sensitivity)
+        name: chosen(members)
         for name, members in (collections or {}).items()
         if name and labels[members].sum() >= MIN_MALIGNANT_CASES
     }
-    threshold = min([pooled, *own.values()])
-    decided = next((f"collection {name}" for name, value in own.items() if value == threshold), "validation")
     rule: dict[str, Any] = {
         "validation_target": target_sensitivity,
-        "validation_threshold": pooled,
+        "sensitivity_floor": sensitivity_floor,
+        "validation_threshold": threshold,
         "collection_thresholds": own,
         "min_malignant_cases": MIN_MALIGNANT_CASES,
-        "chosen_by": "validation" if threshold == pooled else decided,
+        "chosen_by": "validation",
     }
     return OperatingPoint(threshold, calibration, rule, own)
 
@@ -258,6 +262,7 @@ def package(
         validation.labels,
         result.validation_probabilities,
         config.target_sensitivity,
+        sensitivity_floor=config.sensitivity_floor,
         collections=validation.collection_indices(),
     )
     provisional = {

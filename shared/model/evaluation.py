@@ -146,19 +146,30 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_sensitivity: float, *, z: float = 1.0) -> float:
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, target_sensitivity: float, *, floor: float | None = None, z: float = 1.0
+) -> float:
     """Highest threshold whose sensitivity on (`labels`, `scores`) reaches the target with a
-    margin: the Wilson lower bound (z standard errors, one-sided 84% for z=1) must reach it.
+    margin: the Wilson lower bound (z standard errors, one-sided 84% for z=1) must reach the
+    target, or with `floor`, the sensitivity itself must reach the target and its lower bound
+    the floor.
 
     Picking the threshold where validation sensitivity just touches the target would hit the
-    target on new data only about half the time; the margin makes that the usual case.
+    target on new data only about half the time; the margin makes that the usual case. A
+    margin on the target itself costs much specificity on a small validation set (with 50
+    malignant cases it moves the threshold to the third-weakest one); a floor asks for the
+    target on average and the floor almost always.
     """
     if not 0.0 < target_sensitivity < 1.0:
         raise ValueError(f"target_sensitivity must be in (0, 1), received {target_sensitivity}")
     positives = np.sort(np.asarray(scores)[np.asarray(labels).astype(bool)])[::-1]
     n = len(positives)
     for caught in range(1, n + 1):
-        if _wilson_lower(caught, n, z) >= target_sensitivity:
+        if floor is None:
+            reached = _wilson_lower(caught, n, z) >= target_sensitivity
+        else:
+            reached = caught / n >= target_sensitivity and _wilson_lower(caught, n, z) >= floor
+        if reached:
             return float(positives[caught - 1])
     return float(positives[-1])
 

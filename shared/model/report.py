@@ -121,11 +121,12 @@ def _threshold_sentence(card: dict[str, Any]) -> str:
     """How the stored threshold was chosen, from the card's `threshold_rule` when it has one."""
     rule = card.get("threshold_rule") or {}
     in_domain = f"sensitivity >= {card.get('target_sensitivity')} on validation (with a margin)"
-    if rule.get("collection_thresholds"):
+    if "collection_thresholds" in rule:
         own = ", ".join(f"{name} {value:.3f}" for name, value in sorted(rule["collection_thresholds"].items()))
         return (
-            f"global threshold the lowest of the ones reaching {in_domain}, pooled"
-            f" ({rule['validation_threshold']:.3f}) and on each collection's own validation images ({own})"
+            f"global threshold {rule['validation_threshold']:.3f}: sensitivity >= {rule['validation_target']} on the"
+            f" pooled validation images, its lower bound (one standard error) >= {rule['sensitivity_floor']};"
+            f" chosen the same way on their own validation images, collections' own: {own or 'none'}"
         )
     if "external_target" not in rule:
         return f"threshold chosen for {in_domain}"

@@ -102,3 +102,13 @@ def test_platt_scaling_recovers_the_mapping_that_generated_the_labels(a, b):
     fitted = fit_platt(labels, raw)
     assert fitted["a"] == pytest.approx(a, abs=0.1)
     assert fitted["b"] == pytest.approx(b, abs=0.1)
+
+
+def test_with_a_floor_the_target_is_asked_on_average_and_the_floor_with_the_margin():
+    # 50 malignant cases scored 0.02 .. 1.0. The margin on 0.90 itself asks for 48 of 50
+    # (threshold 0.06); 0.90 with a lower bound of 0.85 takes 46 (0.10): 45 would reach 0.90
+    # but its bound only 0.849.
+    labels = np.array([1] * 50 + [0] * 5)
+    scores = np.concatenate([np.linspace(0.02, 1.0, 50), np.full(5, 0.01)])
+    assert choose_threshold(labels, scores, 0.9) == pytest.approx(0.06)
+    assert choose_threshold(labels, scores, 0.9, floor=0.85) == pytest.approx(0.10)

@@ -20,7 +20,7 @@ SUMMARY_KEYS = {"n", "auc", "sensitivity", "specificity", "balanced_accuracy", "
 def trained(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
     arguments = ["train", "--data", str(dataset_root), "--quick", "--out", str(out), "--promote"]
-    assert main([*arguments, "--external", str(dataset_root / "test"), "--external-name", "Other clinic"]) == 0
+    assert main([*arguments, "--external", f"other-clinic={dataset_root / 'test'}"]) == 0
     return out
 
 
@@ -28,7 +28,7 @@ def _last_json_line(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def test_quick_training_writes_a_complete_version_with_card_and_report(trained: Path):
+def test_quick_training_writes_a_complete_version_with_card_and_report(trained: Path, dataset_root: Path):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
     folder = trained / "versions" / version
     names = {path.name for path in folder.iterdir()}
@@ -47,7 +47,8 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     assert card["parity"]["runtime"] == "litert" and card["parity"]["max_abs_diff"] <= 1e-4
     assert card["metrics"]["test"]["n"] == 12 and card["data"]["test"]["n"] == 12
     assert "not for clinical use" in card["note"]
-    assert card["metrics"]["external"]["n"] == 12 and card["data"]["external"]["name"] == "Other clinic"
+    assert card["metrics"]["external"]["n"] == 12 and card["data"]["external"]["name"] == "other-clinic"
+    assert sorted(card["metrics"]["collections"]) == [dataset_root.name, "other-clinic"]
 
 
 def test_the_external_collection_is_scored_every_epoch_but_chooses_nothing(trained: Path):
@@ -100,7 +101,7 @@ def test_train_takes_a_serving_runtime_and_refuses_unknown_ones():
         build_parser().parse_args(["train", "--runtime", "tensorrt"])
 
 
-def test_export_switches_a_version_to_another_runtime_with_parity_and_fresh_metrics(
+def test_export_switches_a_version_to_another_runtime_with_parity_and_the_same_metrics(
     trained: Path, dataset_root: Path, capsys, tmp_path: Path
 ):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
@@ -112,8 +113,7 @@ def test_export_switches_a_version_to_another_runtime_with_parity_and_fresh_metr
     assert card["serving_artifact"] == "model.onnx" and card["parity"]["runtime"] == "onnxruntime"
     assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["images"] == 12
     assert card["threshold"] == before["threshold"] and card["calibration"] == before["calibration"]
-    assert card["metrics"]["test"]["n"] == 12
-    assert card["metrics"]["validation"]["n"] == before["metrics"]["validation"]["n"]
+    assert card["metrics"] == before["metrics"], "parity holds every figure to 1e-4: they carry over"
     served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(), card)
     assert served.predict(load_folder(dataset_root / "test").pixels[:2]).shape == (2,)
 
@@ -122,7 +122,7 @@ def test_runs_that_differ_after_the_lower_backbone_share_its_cached_outputs(data
     from shared.model.data import split_validation
     from shared.model.training import TrainingConfig, train
 
-    train_data, validation = split_validation(load_folder(dataset_root / "train"), 0.25, 1337)
+    train_data, validation = split_validation(load_folder(dataset_root / "train"), 0.25)
     shared: dict = {}
     train(TrainingConfig.quick(), train_data, validation, shared_features=shared)
     (first,) = shared.values()

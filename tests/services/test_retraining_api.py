@@ -167,6 +167,49 @@ def test_the_list_gives_each_version_its_external_metrics_or_null_when_not_measu
     assert whole["metrics"]["external"]["n_malignant"] == 252 and whole["data"]["external"] == collection
 
 
+def test_the_list_gives_each_version_its_collections_or_an_empty_object_for_an_older_card(
+    http: FlaskClient, store: ObjectStore
+) -> None:
+    held_out = {"n": 400, "n_malignant": 80, "auc": 0.9, "auc_ci95": [0.86, 0.93], "sensitivity": 0.92}
+    held_out |= {"specificity": 0.7, "balanced_accuracy": 0.81, "ece": 0.03, "brier": 0.1, "roc_curve": {}}
+    collections = {
+        "ham10000": {**held_out, "threshold": 0.41, "threshold_collection": "ham10000", "external": False},
+        "clinic-north": {**held_out, "n": 40, "n_malignant": 9, "threshold": 0.5, "threshold_collection": None},
+        "derm7pt": {**held_out, "n": 1011, "auc": 0.78, "threshold": 0.5, "threshold_collection": None, "external": True},
+    }
+    card = {
+        **registry.read_card(store, "test-v1"),
+        "version": "test-v2",
+        "collection_thresholds": {"ham10000": 0.41},
+        "metrics": {"validation": None, "test": held_out, "external": None, "collections": collections},
+    }
+    registry.publish_version(store, "test-v2", {"model.onnx": store.get("models/versions/test-v1/model.onnx")}, card)
+
+    newest, shipped = http.get("/api/v1/models").get_json()["versions"]
+    assert newest["collection_thresholds"] == {"ham10000": 0.41}
+    assert set(newest["collections"]) == {"ham10000", "clinic-north", "derm7pt"}
+    assert newest["collections"]["ham10000"] == {
+        "n": 400,
+        "n_malignant": 80,
+        "auc": 0.9,
+        "auc_ci95": [0.86, 0.93],
+        "sensitivity": 0.92,
+        "specificity": 0.7,
+        "balanced_accuracy": 0.81,
+        "ece": 0.03,
+        "threshold": 0.41,
+        "threshold_collection": "ham10000",
+        "external": False,
+    }
+    # A collection line without an `external` key is a trained-on one; plot data stays in the card.
+    assert newest["collections"]["clinic-north"]["external"] is False
+    assert newest["collections"]["clinic-north"]["threshold_collection"] is None
+    assert newest["collections"]["derm7pt"]["external"] is True
+    assert newest["external_metrics"] is None
+    # A card made before collections has neither.
+    assert shipped["collections"] == {} and shipped["collection_thresholds"] == {}
+
+
 @pytest.mark.parametrize("version", ["nope", "..%2F..%2Fetc", "x" * 200])
 def test_unknown_versions_get_4xx(version: str, http: FlaskClient) -> None:
     assert http.get(f"/api/v1/models/{version}").status_code in {400, 404}

@@ -1,8 +1,14 @@
-"""Hand-made model cards, insights snapshots and labelled images for the UI tests."""
+"""Hand-made model cards, insights snapshots and labelled images for the UI tests.
+
+Cards are made as the trainer makes them since collections (`metrics.collections`,
+`collection_thresholds`), unless `legacy=True` asks for one made before (as the cards shipped in
+models/ are); `evaluation` gives the `card.evaluate_collections` shape the gate decides on.
+"""
 
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +16,7 @@ from PIL import Image
 
 from shared import dataset, training_jobs
 from shared.model import registry
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, layout
 from tests.support.onnx_models import brightness_model
 
 
@@ -20,8 +26,10 @@ def test_metrics(auc: float, sensitivity: float, specificity: float) -> dict[str
     tpr = [0.0, 0.45, 0.62, 0.78, 0.88, 0.93, 0.97, 1.0]
     return {
         "n": 200,
+        "n_malignant": 50,
         "auc": auc,
         "auc_ci95": [round(auc - 0.04, 3), round(auc + 0.03, 3)],
+        "threshold": 0.5,
         "sensitivity": sensitivity,
         "specificity": specificity,
         "balanced_accuracy": (sensitivity + specificity) / 2,
@@ -41,6 +49,76 @@ def test_metrics(auc: float, sensitivity: float, specificity: float) -> dict[str
     }
 
 
+def collection_metrics(
+    auc: float,
+    sensitivity: float,
+    specificity: float,
+    *,
+    n: int,
+    n_malignant: int,
+    threshold: float = 0.5,
+    own: bool = False,
+    name: str | None = None,
+    external: bool = False,
+) -> dict[str, Any]:
+    """One collection's held-out metrics as `card.evaluate_collections` gives them: at its own
+    threshold (`own`, which needs its `name`) or the global one."""
+    malignant_found = round(sensitivity * n_malignant)
+    benign = n - n_malignant
+    benign_cleared = round(specificity * benign)
+    return {
+        **test_metrics(auc, sensitivity, specificity),
+        "n": n,
+        "n_malignant": n_malignant,
+        "confusion_matrix": {
+            "tp": malignant_found,
+            "fn": n_malignant - malignant_found,
+            "tn": benign_cleared,
+            "fp": benign - benign_cleared,
+        },
+        "threshold": threshold,
+        "threshold_collection": name if own else None,
+        "external": external,
+    }
+
+
+def evaluation(
+    test: dict[str, Any] | None, collections: dict[str, Any], external: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A model's evaluation on every collection's held-out part (`card.evaluate_collections`)."""
+    return {"collections": collections, "test": test, "external": external}
+
+
+def default_collections(
+    auc: float, sensitivity: float, specificity: float, external: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A card's collections: HAM10000 with its own threshold (0.42), a small clinic judged by the
+    global threshold (0.5) and, given `external` (see `external_evaluation`), that collection."""
+    collections = {
+        "ham10000": collection_metrics(
+            min(auc + 0.01, 0.99),
+            sensitivity,
+            specificity - 0.02,
+            n=1500,
+            n_malignant=300,
+            threshold=0.42,
+            own=True,
+            name="ham10000",
+        ),
+        "clinic-north": collection_metrics(
+            auc - 0.05, sensitivity - 0.08, specificity + 0.01, n=40, n_malignant=9, threshold=0.5
+        ),
+    }
+    if external is not None:
+        collections[external["data"]["name"].lower()] = {
+            **external["metrics"],
+            "threshold": 0.5,
+            "threshold_collection": None,
+            "external": True,
+        }
+    return collections
+
+
 def publish_brightness_version(
     store: ObjectStore,
     version: str,
@@ -50,10 +128,15 @@ def publish_brightness_version(
     specificity: float,
     promote: bool = False,
     external: dict[str, Any] | None = None,
+    collections: dict[str, Any] | None = None,
+    collection_thresholds: dict[str, float] | None = None,
+    legacy: bool = False,
 ) -> None:
-    """A servable version (the brightness model) whose card carries test metrics and, given
-    `external` (see `external_evaluation`), metrics on an external collection."""
-    card = {
+    """A servable version (the brightness model) whose card carries test metrics, given
+    `external` (see `external_evaluation`) metrics on an external collection and, unless
+    `legacy`, each collection's metrics (`collections`, by default `default_collections`) and
+    the collections' own thresholds (by default those the collections were judged at)."""
+    card: dict[str, Any] = {
         "version": version,
         "created_at": "2025-01-02T03:04:05Z",
         "parent_version": None,
@@ -65,6 +148,15 @@ def publish_brightness_version(
     if external is not None:
         card["metrics"]["external"] = external["metrics"]
         card["data"] = {"external": external["data"]}
+    if not legacy:
+        if collections is None:
+            collections = default_collections(auc, sensitivity, specificity, external)
+        if collection_thresholds is None:
+            collection_thresholds = {
+                name: metrics["threshold"] for name, metrics in collections.items() if metrics["threshold_collection"]
+            }
+        card["metrics"]["collections"] = collections
+        card["collection_thresholds"] = collection_thresholds
     registry.publish_version(store, version, {"model.onnx": brightness_model()}, card)
     if promote:
         registry.promote(store, version, reason="set up by a UI test")
@@ -86,6 +178,15 @@ def external_evaluation(name: str, *, auc: float, sensitivity: float, specificit
     }
     data = {"source": f"/data/{name.lower()}", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": name}
     return {"metrics": metrics, "data": data}
+
+
+def save_running_job(store: ObjectStore, job_id: str, progress: dict[str, Any], *, status: str = "running") -> None:
+    """A training job record as the trainer leaves it while it runs: `progress` is
+    `{stage, epoch, epochs, metrics, eta_seconds, elapsed_seconds}`."""
+    record = training_jobs.new_record(job_id, epochs=progress.get("epochs"))
+    record.update(status=status, progress=progress)
+    record["timings"]["started_at"] = time.time() - progress.get("elapsed_seconds", 0.0)
+    training_jobs.save(store, record)
 
 
 def save_finished_job(store: ObjectStore, job_id: str, candidate_version: str, gate: dict[str, Any]) -> None:
@@ -151,19 +252,38 @@ def lesion_jpeg(value: int, seed: int, size: tuple[int, int] = (48, 48)) -> byte
     return buffer.getvalue()
 
 
-def seed_dataset(store: ObjectStore, per_class: int, *, max_bytes: int, max_pixels: int) -> None:
-    """`per_class` benign (dark) and malignant (bright) images in each of train and test."""
+def seed_dataset(
+    store: ObjectStore,
+    per_class: int,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    collection: str = "ham10000",
+    external: bool = False,
+    holdout_fraction: float = 0.2,
+) -> list[dataset.AddOutcome]:
+    """`per_class` benign (dark) and malignant (bright) images in each part (train and test, the
+    held-out one) of `collection`; an external collection gets them all in its held-out part."""
+    target = dataset.open_collection(store, collection, external=external, holdout_fraction=holdout_fraction)
     known = dataset.known_hashes(store)
-    for split_index, split in enumerate(("train", "test")):
-        for label, value in (("benign", 60), ("malignant", 190)):
-            for index in range(per_class):
-                dataset.add_image(
-                    store,
-                    lesion_jpeg(value, seed=split_index * 10_000 + value * 100 + index),
-                    split=split,
-                    label=label,
-                    filename=f"{label}-{index}.jpg",
-                    known=known,
-                    max_bytes=max_bytes,
-                    max_pixels=max_pixels,
-                )
+    outcomes: list[dataset.AddOutcome] = []
+    for part_index, part in enumerate(layout.DATASET_PARTS):
+        files = [
+            dataset.LabelledFile(
+                f"{label}-{index}.jpg",
+                label,
+                lesion_jpeg(value, seed=part_index * 10_000 + value * 100 + index + (50_000 if external else 0)),
+            )
+            for label, value in (("benign", 60), ("malignant", 190))
+            for index in range(per_class)
+        ]
+        outcomes += dataset.add_images(
+            store,
+            target,
+            files,
+            part=dataset.TEST_PART if external else part,
+            known=known,
+            max_bytes=max_bytes,
+            max_pixels=max_pixels,
+        )
+    return outcomes

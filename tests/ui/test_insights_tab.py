@@ -7,14 +7,41 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from shared import dataset
 from shared.errors import ObjectNotFound
 from shared.settings import Settings
-from shared.storage import ObjectStore, get_json
+from shared.storage import ObjectStore, get_json, put_json
 from tests.support.system import RunningSystem
 from tests.ui import data
-from tests.ui.browsing import open_ui, screenshot
+from tests.ui.browsing import has_no_sideways_scroll, open_ui, screenshot
 
 SNAPSHOT_TIMEOUT_S = 60
+PER_CLASS = 4  # ham10000's images of each class in each part
+DERM7PT = {"benign": 3, "malignant": 2}  # the external collection's images, all held out
+
+
+def seed_collections(store: ObjectStore, settings: Settings) -> None:
+    """ham10000 with PER_CLASS dark (benign) and bright (malignant) images in each part, and
+    derm7pt, external, with DERM7PT's."""
+    known = dataset.known_hashes(store)
+    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
+    ham10000 = dataset.open_collection(store, "ham10000", external=False, holdout_fraction=0.2)
+    derm7pt = dataset.open_collection(store, "derm7pt", external=True, holdout_fraction=0.2)
+    values = {"benign": 60, "malignant": 190}
+
+    def files(counts: dict[str, int], seed: int) -> list[dataset.LabelledFile]:
+        made = []
+        for label, count in counts.items():
+            for index in range(count):
+                image = data.lesion_jpeg(values[label], seed=seed + values[label] * 100 + index)
+                made.append(dataset.LabelledFile(f"{label}-{index}.jpg", label, image))
+        return made
+
+    every_class = dict.fromkeys(values, PER_CLASS)
+    outcomes = dataset.add_images(store, ham10000, files(every_class, 0), part="train", known=known, **limits)
+    outcomes += dataset.add_images(store, ham10000, files(every_class, 10_000), part="test", known=known, **limits)
+    outcomes += dataset.add_images(store, derm7pt, files(DERM7PT, 20_000), known=known, **limits)
+    assert {outcome.status for outcome in outcomes} == {"added"}, outcomes
 
 
 def wait_for_snapshot(store: ObjectStore, timeout_s: float) -> dict:
@@ -30,9 +57,7 @@ def wait_for_snapshot(store: ObjectStore, timeout_s: float) -> dict:
 def test_insights_draws_the_snapshot_and_the_production_models_evaluation(
     page: Page, system: RunningSystem, store: ObjectStore, s3_settings: Settings, screenshots: Path
 ) -> None:
-    data.seed_dataset(
-        store, per_class=4, max_bytes=s3_settings.max_upload_bytes, max_pixels=s3_settings.max_image_pixels
-    )
+    seed_collections(store, s3_settings)
     data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
     system.start_service("insights", "services.insights", "insights_metrics_port")
     snapshot = wait_for_snapshot(store, SNAPSHOT_TIMEOUT_S)
@@ -43,11 +68,23 @@ def test_insights_draws_the_snapshot_and_the_production_models_evaluation(
     expect(page.locator("#insights-status")).to_contain_text("Snapshot of")
     images = content.locator(".stat").filter(has=page.get_by_text("Images", exact=True))
     expect(images).to_contain_text(str(snapshot["image_count"]))
-    # Classes per split: a bar per class for each split the snapshot counts.
-    splits = [split for split in ("train", "test", "incoming") if split in snapshot["counts"]]
-    counts = content.locator("figure", has_text="Classes per split")
-    expect(counts.locator("rect.chart__bar")).to_have_count(2 * len(splits))
-    expect(counts.locator("rect.series--malignant").first.locator("title")).to_have_text("train, malignant: 4")
+    # A row per collection, by name: its training and held-out images per class, and its total.
+    table = content.locator("table.collections-table")
+    expect(table.locator("thead th")).to_have_text(
+        ["Collection", "Train", "Held out", "Total", "benign", "malignant", "benign", "malignant"]
+    )
+    expect(table.locator("tbody th")).to_have_text(["derm7pt external", "ham10000"])
+    expect(table.locator('tr[data-collection="derm7pt"] .badge--external')).to_have_text("external")
+    expect(table.locator('tr[data-collection="derm7pt"] td')).to_have_text(["0", "0", "3", "2", "5"])
+    expect(table.locator('tr[data-collection="ham10000"] .badge--external')).to_have_count(0)
+    expect(table.locator('tr[data-collection="ham10000"] td')).to_have_text(["4", "4", "4", "4", "16"])
+    # Classes per part, pooled over the collections: a bar per class for train and held out.
+    assert snapshot["counts"] == {"train": {"benign": 4, "malignant": 4}, "test": {"benign": 7, "malignant": 6}}
+    counts = content.locator("figure", has_text="Classes per part")
+    expect(counts.locator("text.chart__tick--x")).to_have_text(["train", "held out"])
+    expect(counts.locator("rect.chart__bar")).to_have_count(4)
+    malignant = counts.locator("rect.series--malignant title")
+    expect(malignant).to_have_text(["train, malignant: 4", "held out, malignant: 6"])
     # Image sizes: every seeded image is 48 x 48, one dot.
     sizes = content.locator("figure", has_text="Image sizes")
     expect(sizes.locator("circle.chart__point")).to_have_count(len(snapshot["sizes"]["points"]))
@@ -102,3 +139,45 @@ def test_insights_shows_the_production_models_external_evaluation_beside_the_tes
     expect(roc.locator("circle.series--external-operating")).to_have_count(1)
     expect(roc.locator(".legend")).to_contain_text("ROC curve (Derm7pt)")
     screenshot(page, screenshots, "insights-external")
+
+
+def part_counts(train: tuple[int, int], test: tuple[int, int]) -> dict[str, dict[str, int]]:
+    """`counts` of a snapshot from (benign, malignant) of each part."""
+    return {
+        "train": {"benign": train[0], "malignant": train[1]},
+        "test": {"benign": test[0], "malignant": test[1]},
+    }
+
+
+def collections_snapshot() -> dict:
+    """A snapshot of three collections, one external, with a long name and large counts."""
+    collections = {
+        "derm7pt": {"external": True, "counts": part_counts((0, 0), (759, 252))},
+        "ham10000": {"external": False, "counts": part_counts((5046, 938), (1205, 307))},
+        "isic-2020-challenge-training-images": {"external": False, "counts": part_counts((26033, 467), (6509, 117))},
+    }
+    counts = part_counts((31079, 1405), (8473, 676))
+    return {**data.snapshot(), "image_count": 41633, "counts": counts, "collections": collections}
+
+
+def test_insights_lists_every_collection_and_fits_a_narrow_screen(
+    narrow_page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    put_json(store, "insights/snapshots/latest.json", collections_snapshot())
+    system.start_gateway()  # no insights service: the snapshot as it would have written it
+    page = narrow_page
+    open_ui(page, system, "insights")
+
+    table = page.locator("#insights-content table.collections-table")
+    expect(table.locator("tbody tr")).to_have_count(3)
+    expect(table.locator("tbody tr").first).to_have_attribute("data-collection", "derm7pt")
+    expect(table.locator(".badge--external")).to_have_count(1)
+    expect(table.locator('tr[data-collection="derm7pt"] .badge--external')).to_have_text("external")
+    isic = table.locator('tr[data-collection="isic-2020-challenge-training-images"] td')
+    expect(isic).to_have_text(["26,033", "467", "6,509", "117", "33,126"])
+    counts = page.locator("#insights-content figure", has_text="Classes per part")
+    benign = counts.locator("rect.series--benign title")
+    expect(benign).to_have_text(["train, benign: 31,079", "held out, benign: 8,473"])
+    screenshot(page, screenshots, "narrow-insights-collections")
+    # The table scrolls within its box; the page does not scroll sideways.
+    assert has_no_sideways_scroll(page)

@@ -1,4 +1,5 @@
-"""The Models tab: test and external metrics per version; promotion and rollback with the write token."""
+"""The Models tab: test and external metrics per version, a row per collection; promotion and
+rollback with the write token."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from playwright.sync_api import Page, expect
 from shared.storage import ObjectStore
 from tests.support.system import RunningSystem
 from tests.ui import data
-from tests.ui.browsing import open_ui, screenshot
+from tests.ui.browsing import has_no_sideways_scroll, open_ui, screenshot
 from tests.ui.conftest import WRITE_TOKEN
 
 # Version names as the trainer makes them: the longest text in the models table.
@@ -81,11 +82,15 @@ def test_cancelling_the_token_question_changes_nothing(page: Page, system: Runni
     assert production(system) == "test-v1"
 
 
-def test_each_version_shows_its_external_metrics_under_its_test_metrics(
+def test_each_version_shows_its_external_metrics_under_its_test_metrics_then_a_row_per_collection(
     page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
 ) -> None:
-    data.publish_brightness_version(store, SHIPPED, auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
+    # The shipped version's card was made before collections: it has neither external nor collection figures.
+    data.publish_brightness_version(
+        store, SHIPPED, auc=0.86, sensitivity=0.9, specificity=0.74, promote=True, legacy=True
+    )
     external = data.external_evaluation("Derm7pt", auc=0.78, sensitivity=0.79, specificity=0.6)
+    # ham10000 with its own threshold, clinic-north at the global one, derm7pt external.
     data.publish_brightness_version(store, NEWER, auc=0.88, sensitivity=0.91, specificity=0.76, external=external)
     system.start_gateway()
     open_ui(page, system, "models")
@@ -93,22 +98,65 @@ def test_each_version_shows_its_external_metrics_under_its_test_metrics(
     versions = page.locator(".models-table tbody")
     expect(versions).to_have_count(2)
     newest, older = versions.nth(0), versions.nth(1)
-    # The version's name heads both of its rows (a row group), each row named by what it was evaluated on.
+    # The version's name heads all of its rows (a row group), each row named by what it was evaluated on.
     expect(newest.locator('th[scope="rowgroup"]')).to_contain_text(NEWER)
-    expect(newest.locator('th[scope="row"]')).to_have_count(2)
+    expect(newest.locator('th[scope="rowgroup"]')).to_have_attribute("rowspan", "5")
+    expect(newest.locator('th[scope="row"]')).to_have_count(5)
     test_row, external_row = newest.locator("tr.evaluation--test"), newest.locator("tr.evaluation--external")
     expect(test_row.locator('th[scope="row"]')).to_contain_text("Test split")
     expect(test_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.880 (0.84–0.91)")
+    expect(test_row.locator('td[data-label="Threshold"]')).to_have_text("0.500global threshold")
     expect(external_row.locator('th[scope="row"]')).to_contain_text("Derm7pt")
     expect(external_row.locator('th[scope="row"]')).to_contain_text("external")
     expect(external_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.780 (0.74–0.81)")
     expect(external_row.locator('td[data-label="Sensitivity"]')).to_have_text("79.0%")
     expect(external_row.locator('td[data-label="Specificity"]')).to_have_text("60.0%")
     expect(external_row.locator('td[data-label="Images"]')).to_have_text("1011")
-    # A card without an external evaluation says so instead of showing numbers.
+
+    # A row per collection: trained-on ones by name, then external ones, each marked.
+    collections = newest.locator("tr.evaluation--collection")
+    expect(collections.locator(".collection")).to_have_text(["clinic-north", "ham10000", "derm7pt"])
+    expect(collections.locator(".badge--external")).to_have_count(1)
+    ham = newest.locator('tr[data-collection="ham10000"]')
+    expect(ham.locator('th[scope="row"]')).to_contain_text("held-out part")
+    expect(ham.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.890 (0.85–0.92)")
+    expect(ham.locator('td[data-label="Sensitivity"]')).to_have_text("91.0%")
+    expect(ham.locator('td[data-label="Specificity"]')).to_have_text("74.0%")
+    expect(ham.locator('td[data-label="Images"]')).to_have_text("1500300 malignant")
+    expect(ham.locator('td[data-label="Images"] .version__detail')).to_have_text("300 malignant")
+    expect(ham.locator('td[data-label="Threshold"]')).to_have_text("0.420own threshold")
+    clinic = newest.locator('tr[data-collection="clinic-north"]')
+    expect(clinic.locator('td[data-label="Images"]')).to_have_text("409 malignant")
+    expect(clinic.locator('td[data-label="Threshold"]')).to_have_text("0.500global threshold")
+    derm7pt = newest.locator('tr[data-collection="derm7pt"]')
+    expect(derm7pt.locator(".badge--external")).to_have_text("External")
+    expect(derm7pt.locator('th[scope="row"]')).to_contain_text("never trained on")
+    expect(derm7pt.locator('td[data-label="Images"]')).to_have_text("1011252 malignant")
+    expect(derm7pt.locator('td[data-label="Threshold"]')).to_have_text("0.500global threshold")
+
+    # A card from before: what it has, and "not measured" instead of external numbers; no collection rows.
+    expect(older.locator('th[scope="row"]')).to_have_count(2)
+    expect(older.locator("tr.evaluation--collection")).to_have_count(0)
     expect(older.locator("tr.evaluation--external td")).to_have_text("not measured")
     expect(older.locator("tr.evaluation--test td[data-label='Sensitivity']")).to_have_text("90.0%")
+    expect(older.locator("tr.evaluation--test th[scope='row']")).to_contain_text("in-domain")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     table_scroll = page.locator("#models-table")
     assert table_scroll.evaluate("node => node.scrollWidth <= node.clientWidth"), "the table scrolls sideways"
-    screenshot(page, screenshots, "models-external")
+    screenshot(page, screenshots, "models-collections")
+
+
+def test_on_a_narrow_screen_each_collection_is_a_block_of_the_versions_card(
+    narrow_page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    external = data.external_evaluation("Derm7pt", auc=0.78, sensitivity=0.79, specificity=0.6)
+    data.publish_brightness_version(
+        store, NEWER, auc=0.88, sensitivity=0.91, specificity=0.76, external=external, promote=True
+    )
+    system.start_gateway()
+    open_ui(narrow_page, system, "models")
+    ham = narrow_page.locator('tr[data-collection="ham10000"]')
+    expect(ham).to_be_visible()
+    expect(ham.locator('td[data-label="Threshold"]')).to_be_visible()
+    screenshot(narrow_page, screenshots, "models-collections-narrow")
+    assert has_no_sideways_scroll(narrow_page), "the models tab scrolls sideways at 375 px"

@@ -1,4 +1,5 @@
-"""The Predict tab against a real gateway and worker (the brightness test model)."""
+"""The Predict tab against a real gateway and worker (the brightness test model); with a
+collection named, its own threshold decides when the model has one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from shared.storage import ObjectStore
 from tests.support.images import encode, solid_jpeg
 from tests.support.system import RunningSystem
+from tests.ui import data
 from tests.ui.browsing import open_ui, screenshot, upload
 
 
@@ -44,6 +47,8 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
     assert float(fill.rstrip("%")) == pytest.approx(99.2, abs=0.1)
     assert marker == "50%"
     expect(bright.locator(".meta")).to_contain_text("test-v1")
+    # No collection named: the global threshold decided.
+    expect(bright.locator(".meta__threshold dd")).to_have_text("global threshold (50.0%)")
     # "41 ms", or "1.2 s" on a loaded machine: the time is shown, in a unit.
     expect(bright.locator(".meta")).to_contain_text(re.compile(r"\d+(\.\d)? (ms|s)$"))
     expect(bright.locator("img")).to_have_attribute("alt", "Preview of bright lesion.jpg")
@@ -53,6 +58,51 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
 
     page.click("#predict-clear")
     expect(page.locator(".result")).to_have_count(0)
+
+
+def test_a_named_collection_is_sent_and_the_answer_says_which_threshold_decided(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    # clinic-north has a threshold of its own, far above the global 0.5.
+    data.publish_brightness_version(
+        store,
+        "test-v2",
+        auc=0.88,
+        sensitivity=0.91,
+        specificity=0.76,
+        promote=True,
+        collection_thresholds={"clinic-north": 0.995},
+    )
+    system.start_worker()
+    system.start_gateway()
+    open_ui(page, system)
+    field = page.locator("#panel-predict").get_by_label("Collection")
+    expect(page.locator("#predict-collection-hint")).to_contain_text("Your clinic's collection name")
+
+    # A name the API would refuse is caught in the page: nothing is sent.
+    field.fill("Clinic North")
+    page.set_input_files("#predict-files", [upload("refused.jpg", solid_jpeg(230))])
+    expect(page.locator("#predict-status")).to_contain_text("The collection must be 1 to 40 characters")
+    expect(page.locator(".result")).to_have_count(0)
+
+    # The same bright image: malignant at the global threshold, benign at clinic-north's own.
+    field.fill("clinic-north")
+    page.set_input_files("#predict-files", [upload("north.jpg", solid_jpeg(230))])
+    north = page.locator(".result", has_text="north.jpg")
+    expect(north).to_have_attribute("data-label", "benign")
+    expect(north.locator(".meta__threshold dd")).to_have_text("threshold of collection clinic-north (99.5%)")
+    expect(north.locator(".probability__bar")).to_have_attribute(
+        "aria-label", "Probability of malignant 99.2%; threshold 99.5%"
+    )
+    expect(page.locator("#predict-status")).to_have_text("")
+
+    # A collection without its own threshold gets the global one, and says so.
+    field.fill("clinic-south")
+    page.set_input_files("#predict-files", [upload("south.jpg", solid_jpeg(230))])
+    south = page.locator(".result", has_text="south.jpg")
+    expect(south).to_have_attribute("data-label", "malignant")
+    expect(south.locator(".meta__threshold dd")).to_have_text("global threshold (50.0%)")
+    screenshot(page, screenshots, "predict-collection")
 
 
 def test_a_dropped_image_is_predicted(page: Page, predicting: RunningSystem) -> None:

@@ -101,14 +101,14 @@ def test_an_event_after_start_up_refreshes_once_with_the_new_images(
     consumer = start_consumer(s3_settings, builder)
     wait_until(lambda: consumer.connected.is_set() and builder.refreshes == 1)
     assert get_json(store, layout.INSIGHTS_SNAPSHOT)["image_count"] == 0
-    put_images(store, [distinct_png(index) for index in range(3)], split="incoming")
+    put_images(store, [distinct_png(index) for index in range(3)], "clinic-a")
     dataset_changed(s3_settings)
     dataset_changed(s3_settings)
     wait_until(lambda: builder.refreshes >= 2)
     time.sleep(1.0)
     assert builder.refreshes == 2, "two events in one burst give one refresh"
     snapshot = get_json(store, layout.INSIGHTS_SNAPSHOT)
-    assert snapshot["counts"]["incoming"]["benign"] == 3
+    assert snapshot["collections"]["clinic-a"]["counts"]["train"]["benign"] == 3
     assert snapshot["work"]["computed"] == 3
 
 

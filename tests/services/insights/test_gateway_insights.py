@@ -59,7 +59,13 @@ def test_an_empty_store_gives_null_snapshot_and_null_model(client: FlaskClient) 
 
 
 def test_the_snapshot_is_returned_as_written(client: FlaskClient, store: ObjectStore) -> None:
-    snapshot = {"computed_at": 12.5, "image_count": 3, "counts": {"train": {"benign": 3, "malignant": 0}}}
+    counts = {"train": {"benign": 3, "malignant": 0}, "test": {"benign": 0, "malignant": 1}}
+    snapshot = {
+        "computed_at": 12.5,
+        "image_count": 4,
+        "counts": counts,
+        "collections": {"ham10000": {"external": False, "counts": counts}},
+    }
     put_json(store, layout.INSIGHTS_SNAPSHOT, snapshot)
     assert client.get("/api/v1/insights").get_json()["snapshot"] == snapshot
 

@@ -68,7 +68,7 @@ def test_the_service_snapshots_at_start_and_again_after_a_dataset_changed_event(
     first = wait_for_snapshot(store, 2)
     assert first["work"]["computed"] == 2
 
-    put_images(store, [distinct_png(index) for index in range(10, 13)], split="incoming", label="malignant")
+    put_images(store, [distinct_png(index) for index in range(10, 13)], "clinic-a", label="malignant")
     event = Event(name=EVENT_DATASET_CHANGED, event_id=uuid.uuid4().hex, occurred_at=time.time(), data={"added": 3})
     publish_event(
         s3_settings.amqp_url,
@@ -77,7 +77,7 @@ def test_the_service_snapshots_at_start_and_again_after_a_dataset_changed_event(
         routing_key=EVENT_DATASET_CHANGED,
     )
     second = wait_for_snapshot(store, 5)
-    assert second["counts"]["incoming"] == {"benign": 0, "malignant": 3}
+    assert second["collections"]["clinic-a"]["counts"]["train"] == {"benign": 0, "malignant": 3}
     assert second["work"] == {"computed": 3, "cached": 2, "seconds": second["work"]["seconds"]}
 
     base = f"http://127.0.0.1:{service.port}"

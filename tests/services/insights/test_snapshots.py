@@ -9,19 +9,21 @@ import pytest
 
 from services.insights.snapshots import RefreshCancelled, SnapshotBuilder
 from shared import metrics
+from shared.dataset import DatasetImage
 from shared.storage import ObjectStore, get_json, layout
 from tests.services.insights.support import LIMITS, distinct_png, put_images
 
 
 class CountingStore:
-    """A real store that counts reads of dataset images (the expensive part of the work)."""
+    """A real store that counts reads of dataset images (the expensive part of the work; not
+    collection records)."""
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.image_reads = 0
 
     def get(self, key: str) -> bytes:
-        if key.startswith("datasets/"):
+        if DatasetImage.from_key(key) is not None:
             self.image_reads += 1
         return self.inner.get(key)
 
@@ -67,12 +69,34 @@ def test_adding_three_images_computes_only_those_three(counting: CountingStore) 
     running = builder(counting)
     running.refresh()
     reads_before = counting.image_reads
-    put_images(counting, [distinct_png(index) for index in range(100, 103)], split="incoming", label="malignant")
+    put_images(counting, [distinct_png(index) for index in range(100, 103)], "clinic-a", label="malignant")
     snapshot = running.refresh()
     assert snapshot["work"]["computed"] == 3 and snapshot["work"]["cached"] == 6
     assert counting.image_reads - reads_before == 3
     assert snapshot["image_count"] == 9
-    assert snapshot["counts"]["incoming"]["malignant"] == 3
+    assert snapshot["collections"]["clinic-a"]["counts"]["train"]["malignant"] == 3
+
+
+def test_a_snapshot_counts_each_collection_separately_and_knows_the_external_one(counting: CountingStore) -> None:
+    put_images(counting, [distinct_png(index) for index in range(3)], "ham10000", "train", "benign")
+    put_images(counting, [distinct_png(index) for index in range(10, 12)], "ham10000", "test", "malignant")
+    # An external collection: held out whole, so its images are all in `test`.
+    put_images(counting, [distinct_png(index) for index in range(20, 24)], "derm7pt", None, "malignant", external=True)
+    put_images(counting, [distinct_png(30)], "derm7pt", None, "benign", external=True)
+    snapshot = builder(counting).refresh()
+    assert snapshot["collections"] == {
+        "derm7pt": {
+            "external": True,
+            "counts": {"train": {"benign": 0, "malignant": 0}, "test": {"benign": 1, "malignant": 4}},
+        },
+        "ham10000": {
+            "external": False,
+            "counts": {"train": {"benign": 3, "malignant": 0}, "test": {"benign": 0, "malignant": 2}},
+        },
+    }
+    assert snapshot["counts"] == {"train": {"benign": 3, "malignant": 0}, "test": {"benign": 1, "malignant": 6}}
+    assert snapshot["image_count"] == 10
+    assert get_json(counting, layout.INSIGHTS_SNAPSHOT)["collections"] == snapshot["collections"]
 
 
 def test_a_restarted_builder_reads_the_store_cache_instead_of_the_images(counting: CountingStore) -> None:

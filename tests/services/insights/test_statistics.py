@@ -23,25 +23,30 @@ def one_hot(bins: dict[int, float]) -> list[float]:
     return [bins.get(index, 0.0) for index in range(BINS)]
 
 
-def dataset(*items: tuple[str, str, bytes]) -> tuple[list[DatasetImage], dict[str, dict[str, Any]]]:
+Item = tuple[str, str, str, bytes]  # collection, part, label, the image
+
+
+def dataset(*items: Item) -> tuple[list[DatasetImage], dict[str, dict[str, Any]]]:
     images, entries = [], {}
-    for split, label, data in items:
+    for collection, part, label, data in items:
         sha256 = hashlib.sha256(data).hexdigest()
-        images.append(DatasetImage(f"datasets/{split}/{label}/{sha256}.png", split, label, sha256))
+        key = f"datasets/{collection}/{part}/{label}/{sha256}.png"
+        images.append(DatasetImage(key, collection, part, label, sha256))
         entries[sha256] = image_statistics(data, **LIMITS)
     return images, entries
 
 
-def snapshot_of(*items: tuple[str, str, bytes]) -> dict[str, Any]:
+def snapshot_of(*items: Item, external: tuple[str, ...] = ()) -> dict[str, Any]:
     images, entries = dataset(*items)
-    return summarise(entries_frame(images, entries), computed_at=1.5, work={"computed": len(images), "cached": 0})
+    frame = entries_frame(images, entries)
+    return summarise(frame, external=external, computed_at=1.5, work={"computed": len(images), "cached": 0})
 
 
 HAND_MADE = (
-    ("train", "benign", FLAT_8),
-    ("train", "benign", HALF_BLACK_HALF_WHITE),
-    ("test", "malignant", RED_ISH),
-    ("incoming", "malignant", FLAT_200),
+    ("ham10000", "train", "benign", FLAT_8),
+    ("ham10000", "train", "benign", HALF_BLACK_HALF_WHITE),
+    ("ham10000", "test", "malignant", RED_ISH),
+    ("clinic-a", "train", "malignant", FLAT_200),
 )
 
 
@@ -77,16 +82,35 @@ def test_an_unreadable_image_gets_an_error_entry_instead_of_statistics() -> None
     assert "error" in entry and "width" not in entry
 
 
-def test_counts_list_every_split_and_label_with_zeros_included() -> None:
+def test_counts_pool_the_collections_per_part_with_every_part_and_label_zeros_included() -> None:
     snapshot = snapshot_of(*HAND_MADE)
     json.dumps(snapshot, allow_nan=False)  # plain JSON: no numpy types, no NaN
     assert snapshot["image_count"] == 4
     assert snapshot["duplicate_count"] == 0
     assert snapshot["counts"] == {
-        "train": {"benign": 2, "malignant": 0},
+        "train": {"benign": 2, "malignant": 1},
         "test": {"benign": 0, "malignant": 1},
-        "incoming": {"benign": 0, "malignant": 1},
     }
+
+
+def test_each_collection_is_counted_on_its_own_by_name_and_says_whether_it_is_external() -> None:
+    snapshot = snapshot_of(*HAND_MADE, ("derm7pt", "test", "benign", RED_ISH), external=("derm7pt",))
+    assert list(snapshot["collections"]) == ["clinic-a", "derm7pt", "ham10000"]
+    assert snapshot["collections"] == {
+        "clinic-a": {
+            "external": False,
+            "counts": {"train": {"benign": 0, "malignant": 1}, "test": {"benign": 0, "malignant": 0}},
+        },
+        "derm7pt": {
+            "external": True,
+            "counts": {"train": {"benign": 0, "malignant": 0}, "test": {"benign": 1, "malignant": 0}},
+        },
+        "ham10000": {
+            "external": False,
+            "counts": {"train": {"benign": 2, "malignant": 0}, "test": {"benign": 0, "malignant": 1}},
+        },
+    }
+    assert snapshot["counts"]["test"] == {"benign": 1, "malignant": 1}
 
 
 def test_sizes_give_points_and_width_and_height_histograms() -> None:
@@ -97,13 +121,13 @@ def test_sizes_give_points_and_width_and_height_histograms() -> None:
     assert sizes["height"] == {"edges": [2.0, 3.0], "counts": [4]}
 
 
-def test_class_histograms_are_pooled_pixel_counts_over_total_pixels_across_splits() -> None:
+def test_class_histograms_are_pooled_pixel_counts_over_total_pixels_across_collections_and_parts() -> None:
     intensity = snapshot_of(*HAND_MADE)["intensity"]
     assert intensity["bins"] == BINS
     # benign: 4 pixels at 8, 2 at 0, 2 at 255 (8 pixels)
     assert intensity["benign"]["gray"] == pytest.approx(one_hot({0: 0.25, 1: 0.5, 31: 0.25}))
     assert intensity["benign"]["blue"] == pytest.approx(one_hot({0: 0.25, 1: 0.5, 31: 0.25}))
-    # malignant: 8 red-ish pixels (test split) and 8 at 200 (incoming split)
+    # malignant: 8 red-ish pixels (ham10000's test part) and 8 at 200 (clinic-a's train part)
     assert intensity["malignant"]["gray"] == pytest.approx(one_hot({9: 0.5, 25: 0.5}))
     assert intensity["malignant"]["red"] == pytest.approx(one_hot({31: 0.5, 25: 0.5}))
     assert intensity["malignant"]["green"] == pytest.approx(one_hot({0: 0.5, 25: 0.5}))
@@ -119,14 +143,20 @@ def test_brightness_and_contrast_are_mean_and_std_over_images_of_each_class() ->
     assert snapshot["contrast"]["malignant"] == pytest.approx({"mean": 0.0, "std": 0.0})
 
 
-def test_the_same_content_under_two_splits_counts_both_keys_as_duplicates() -> None:
-    snapshot = snapshot_of(("train", "benign", FLAT_8), ("incoming", "malignant", FLAT_8), ("test", "benign", FLAT_200))
+def test_the_same_content_under_two_keys_counts_both_as_duplicates() -> None:
+    snapshot = snapshot_of(
+        ("ham10000", "train", "benign", FLAT_8),
+        ("clinic-a", "test", "malignant", FLAT_8),
+        ("ham10000", "test", "benign", FLAT_200),
+    )
     assert snapshot["duplicate_count"] == 2
     assert snapshot["image_count"] == 3
 
 
 def test_an_unreadable_image_is_counted_but_left_out_of_pixel_statistics() -> None:
-    snapshot = snapshot_of(("train", "benign", FLAT_8), ("train", "benign", b"\x89PNG\r\n\x1a\n broken"))
+    snapshot = snapshot_of(
+        ("ham10000", "train", "benign", FLAT_8), ("ham10000", "train", "benign", b"\x89PNG\r\n\x1a\n broken")
+    )
     assert snapshot["counts"]["train"]["benign"] == 2
     assert snapshot["sizes"]["points"] == [[2, 2, 1]]
     assert snapshot["brightness"]["benign"] == {"mean": 8.0, "std": 0.0}
@@ -135,7 +165,8 @@ def test_an_unreadable_image_is_counted_but_left_out_of_pixel_statistics() -> No
 def test_an_empty_dataset_gives_zero_counts_empty_sizes_and_null_class_statistics() -> None:
     snapshot = summarise(entries_frame([], {}), computed_at=1.0, work={"computed": 0, "cached": 0})
     assert snapshot["image_count"] == 0
-    assert snapshot["counts"]["incoming"] == {"benign": 0, "malignant": 0}
+    assert snapshot["counts"] == {"train": {"benign": 0, "malignant": 0}, "test": {"benign": 0, "malignant": 0}}
+    assert snapshot["collections"] == {}
     assert snapshot["sizes"] == {
         "points": [],
         "width": {"edges": [], "counts": []},

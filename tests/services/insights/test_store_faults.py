@@ -83,7 +83,7 @@ def test_insights_outlives_a_store_outage_and_catches_up_on_the_change_it_heard_
     wait_until(lambda: image_count(store) == 2, "the start-up snapshot")
 
     # Images land, then the store goes away before insights hears of them.
-    put_images(store, [distinct_png(index) for index in range(10, 13)], split="incoming", label="malignant")
+    put_images(store, [distinct_png(index) for index in range(10, 13)], "clinic-a", label="malignant")
     own_s3.kill()
     announce_change(settings)
     wait_until(lambda: "refresh failed" in service.log_path.read_text(), "a refresh attempted without the store")

@@ -1,5 +1,6 @@
-// The gate decision of a training job: passed or not, why, and candidate vs production metrics
-// on the test split and, when the store has one, on the external collection.
+// The gate decision of a training job: passed or not, why, candidate vs production metrics on
+// the test split and, when the store has one, on the external collection, and (jobs since
+// collections) each collection's AUC: judged, or reported but not judged when it is too small.
 
 import { el, fixed, percent } from "./dom.js";
 
@@ -60,6 +61,62 @@ function group(modifier, title, detail, rows) {
   return el("tbody", { class: `gate__group gate__group--${modifier}` }, el("tr", {}, heading), rows);
 }
 
+/** Candidate vs production AUC on each collection's held-out part, and the gate's verdict on it. */
+function collectionsTable(gate, candidateVersion) {
+  const entries = Object.entries(gate.collections).sort(
+    ([nameA, a], [nameB, b]) => Number(Boolean(a.external)) - Number(Boolean(b.external)) || nameA.localeCompare(nameB),
+  );
+  const auc = (v) => fixed(v, 3);
+  const rows = entries.map(([name, entry]) => {
+    const candidate = entry.candidate || {};
+    const production = entry.production;
+    const title = el("th", { scope: "row" }, el("span", { class: "collection", text: name }));
+    if (entry.external) title.append(" ", el("span", { class: "badge badge--external", text: "External" }));
+    if (typeof candidate.n === "number") {
+      const malignant = typeof candidate.n_malignant === "number" ? `, ${candidate.n_malignant.toLocaleString()} malignant` : "";
+      title.append(el("span", { class: "version__detail", text: `${candidate.n.toLocaleString()} images${malignant}` }));
+    }
+    const verdict = !entry.judged ? "reported" : entry.passed ? "passed" : "failed";
+    const verdictText = { reported: "Reported, not judged", passed: "Judged: passed", failed: "Judged: not passed" }[verdict];
+    return el(
+      "tr",
+      { class: `gate__collection gate__collection--${verdict}`, "data-collection": name },
+      title,
+      el("td", { text: auc(candidate.auc) }),
+      el("td", { text: production ? auc(production.auc) : "–" }),
+      // Only a judged collection's change is coloured: a small one's AUC moves by chance.
+      change(candidate.auc, production?.auc, auc, entry.judged ? "higher" : "shown"),
+      el("td", { class: `verdict verdict--${verdict}`, text: verdictText }),
+    );
+  });
+  const minimum = gate.min_malignant ? ` with at least ${gate.min_malignant} malignant cases` : "";
+  return el(
+    "div",
+    { class: "table-scroll" },
+    el(
+      "table",
+      { class: "data-table gate__table gate__collections" },
+      el("caption", {
+        text: `AUC on each collection's held-out part, candidate and production on the same images: collections${minimum} are judged, smaller ones reported, not judged`,
+      }),
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          el("th", { scope: "col", text: "Collection" }),
+          el("th", { scope: "col", text: `Candidate AUC${candidateVersion ? ` (${candidateVersion})` : ""}` }),
+          el("th", { scope: "col", text: `Production AUC${gate.production_version ? ` (${gate.production_version})` : ""}` }),
+          el("th", { scope: "col", text: "Change" }),
+          el("th", { scope: "col", text: "Gate" }),
+        ),
+      ),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
 export function gateDecision(gate, candidateVersion) {
   const title = gate.passed
     ? `Gate passed: ${candidateVersion || "the candidate"} is now in production`
@@ -67,9 +124,11 @@ export function gateDecision(gate, candidateVersion) {
   const testRows = metricRows(TEST_ROWS, gate.candidate, gate.production);
   // Jobs from before the external split (or without one imported) keep the single test table.
   const hasExternal = Boolean(gate.external_candidate);
+  // Jobs since collections: the test split is every trained-on collection's held-out part pooled.
+  const byCollection = gate.collections && Object.keys(gate.collections).length ? gate.collections : null;
   const body = hasExternal
     ? [
-        group("test", "Test split", "in-domain", testRows),
+        group("test", "Test split", byCollection ? "held-out parts pooled, global threshold" : "in-domain", testRows),
         group(
           "external",
           "External collection",
@@ -109,5 +168,6 @@ export function gateDecision(gate, candidateVersion) {
         body,
       ),
     ),
+    byCollection ? collectionsTable(gate, candidateVersion) : null,
   );
 }

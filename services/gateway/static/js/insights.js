@@ -1,15 +1,21 @@
-// Insights tab: the dataset snapshot (class counts, sizes, intensities) and the production
-// model's test evaluation (ROC curve, confusion matrix, calibration) beside its evaluation on
-// an external collection (another clinic's images), when it has one.
+// Insights tab: the dataset snapshot (images per collection and part, class counts, sizes,
+// intensities) and the production model's test evaluation (ROC curve, confusion matrix,
+// calibration) beside its evaluation on an external collection (another clinic's images), when
+// it has one.
 
 import { getJson } from "./api.js";
 import { barChart, legend, lineChart, scatterChart } from "./charts.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
 
 const CLASSES = ["benign", "malignant"];
-const SPLITS = ["train", "test", "incoming"];
+// A collection's parts; `test` is its held-out part, never trained on.
+const PARTS = [
+  { name: "train", text: "train" },
+  { name: "test", text: "held out" },
+];
 const CHANNELS = ["gray", "red", "green", "blue"];
-const CLASS_LEGEND = legend(CLASSES.map((name) => ({ name, text: name[0].toUpperCase() + name.slice(1) })));
+const capitalised = (text) => text[0].toUpperCase() + text.slice(1);
+const CLASS_LEGEND = legend(CLASSES.map((name) => ({ name, text: capitalised(name) })));
 
 export async function showInsights() {
   const status = byId("insights-status");
@@ -59,6 +65,7 @@ function datasetSection(snapshot) {
     el(
       "div",
       { class: "figure-grid" },
+      collectionCounts(snapshot.collections),
       classCounts(snapshot.counts || {}),
       imageSizes(snapshot.sizes),
       intensities(snapshot.intensity),
@@ -67,12 +74,53 @@ function datasetSection(snapshot) {
   );
 }
 
+/** One row per collection: its training and held-out images per class, and its total. */
+function collectionCounts(collections) {
+  const names = Object.keys(collections || {});
+  if (!names.length) return null;
+  const count = (counts, part, label) => counts?.[part]?.[label] ?? 0;
+  const cells = (counts) => PARTS.flatMap((part) => CLASSES.map((label) => count(counts, part.name, label)));
+  const number = (value) => el("td", { class: "num", text: value.toLocaleString() });
+  const row = (name) => {
+    const { external, counts } = collections[name];
+    const values = cells(counts);
+    const title = el("th", { scope: "row" }, name);
+    if (external) title.append(" ", el("span", { class: "badge badge--external", text: "external" }));
+    return el("tr", { "data-collection": name }, title, values.map(number), number(values.reduce((a, b) => a + b, 0)));
+  };
+  const table = el(
+    "table",
+    { class: "data-table collections-table" },
+    el("colgroup", { span: 1 }),
+    PARTS.map(() => el("colgroup", { span: CLASSES.length })),
+    el("colgroup", { span: 1 }),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", { scope: "col", rowspan: 2, text: "Collection" }),
+        PARTS.map((part) => el("th", { scope: "colgroup", colspan: CLASSES.length, text: capitalised(part.text) })),
+        el("th", { scope: "col", rowspan: 2, class: "num", text: "Total" }),
+      ),
+      el("tr", {}, PARTS.flatMap(() => CLASSES.map((label) => el("th", { scope: "col", class: "num", text: label })))),
+    ),
+    el("tbody", {}, names.map(row)),
+  );
+  const note = "Held out: never trained on; the model's test metrics come from it. An external collection (another clinic's images) is held out whole.";
+  const wide = figure("Images per collection", el("div", { class: "table-scroll" }, table), el("p", { class: "hint", text: note }));
+  wide.classList.add("figure--wide");
+  return wide;
+}
+
+/** Images per class in the training and held-out parts, pooled over the collections. */
 function classCounts(counts) {
-  const splits = [...SPLITS.filter((split) => split in counts), ...Object.keys(counts).filter((s) => !SPLITS.includes(s))];
-  const series = CLASSES.map((name) => ({ name, values: splits.map((split) => counts[split]?.[name] ?? 0) }));
-  const summary = splits.map((split) => `${split}: ${series.map((s) => `${s.values[splits.indexOf(split)]} ${s.name}`).join(", ")}`);
-  const chart = barChart({ label: `Images per class and split. ${summary.join("; ")}`, categories: splits, series, yLabel: "images" });
-  return figure("Classes per split", chart, CLASS_LEGEND.cloneNode(true));
+  const categories = PARTS.map((part) => part.text);
+  const series = CLASSES.map((name) => ({ name, values: PARTS.map((part) => counts[part.name]?.[name] ?? 0) }));
+  const summary = PARTS.map((part, i) => `${part.text}: ${series.map((s) => `${s.values[i]} ${s.name}`).join(", ")}`);
+  const chart = barChart({ label: `Images per class and part, all collections. ${summary.join("; ")}`, categories, series, yLabel: "images" });
+  return figure("Classes per part (all collections)", chart, CLASS_LEGEND.cloneNode(true));
 }
 
 function imageSizes(sizes) {

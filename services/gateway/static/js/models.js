@@ -1,5 +1,7 @@
-// Models tab: every version with its test metrics and, under them, its metrics on an
-// external collection (another clinic's images); promote one, or roll back to an older one.
+// Models tab: every version with its test metrics, under them its metrics on an external
+// collection (another clinic's images), then a row per collection it was evaluated on (each
+// collection's held-out part, at the threshold a prediction naming it gets); promote one, or
+// roll back to an older one.
 
 import { getJson, write } from "./api.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
@@ -29,17 +31,29 @@ function render({ production, versions }) {
     el(
       "table",
       { class: "data-table models-table" },
-      el("caption", { class: "visually-hidden", text: "Model versions, newest first: test split, then external collection" }),
+      el("caption", {
+        class: "visually-hidden",
+        text: "Model versions, newest first: test split, external collection, then each collection's held-out part",
+      }),
       el("thead", {}, el("tr", {}, HEADER.map((text) => el("th", { scope: "col", text })))),
-      // One row group per version: its test row, then its external row.
+      // One row group per version: its test row, its external row, then a row per collection.
       versions.map((version, index) => versionRows(version, productionIndex >= 0 && index > productionIndex)),
     ),
   );
 }
 
+/** The version's collections: trained-on ones first, then external ones, each by name. */
+function collectionsOf(version) {
+  return Object.entries(version.collections || {}).sort(
+    ([nameA, a], [nameB, b]) => Number(Boolean(a.external)) - Number(Boolean(b.external)) || nameA.localeCompare(nameB),
+  );
+}
+
 /** One version's row group; `older` (than production) makes its button a rollback. */
 function versionRows(version, older) {
-  const name = el("th", { scope: "rowgroup", rowspan: 2 }, el("span", { class: "version", text: version.version }));
+  const collections = collectionsOf(version);
+  const rows = 2 + collections.length;
+  const name = el("th", { scope: "rowgroup", rowspan: rows }, el("span", { class: "version", text: version.version }));
   if (version.is_production) name.append(" ", el("span", { class: "badge badge--production", text: "Production" }));
   name.append(el("span", { class: "version__detail", text: `created ${dateTime(version.created_at)}` }));
   if (version.parent_version) name.append(el("span", { class: "version__detail", text: `trained from ${version.parent_version}` }));
@@ -52,14 +66,15 @@ function versionRows(version, older) {
         text: older ? "Roll back" : "Promote",
         onclick: (event) => promote(version.version, older, event.target),
       });
+  // Cards from before collections: the test split of the one dataset they were trained on.
   const test = el(
     "tr",
     { class: "evaluation evaluation--test" },
     name,
-    evaluationName("Test split", "in-domain"),
+    evaluationName("Test split", collections.length ? "held-out parts pooled" : "in-domain"),
     metricCells(version.metrics || {}),
-    el("td", { "data-label": "Threshold", rowspan: 2, text: fixed(version.threshold, 3) }),
-    el("td", { "data-label": "Action", rowspan: 2 }, action),
+    thresholdCell(version.threshold, null),
+    el("td", { "data-label": "Action", rowspan: rows }, action),
   );
   const measured = version.external_metrics;
   const external = el(
@@ -67,10 +82,37 @@ function versionRows(version, older) {
     { class: "evaluation evaluation--external" },
     measured ? evaluationName(version.external_name || "External", "external") : evaluationName("External"),
     measured
-      ? metricCells(measured)
-      : el("td", { class: "empty", colspan: METRIC_COLUMNS.length, "data-label": "External metrics", text: "not measured" }),
+      ? [...metricCells(measured), thresholdCell(version.threshold, null)]
+      : el("td", { class: "empty", colspan: METRIC_COLUMNS.length + 1, "data-label": "External metrics", text: "not measured" }),
   );
-  return el("tbody", { class: version.is_production ? "is-production" : "" }, test, external);
+  return el(
+    "tbody",
+    { class: version.is_production ? "is-production" : "" },
+    test,
+    external,
+    collections.map(([collectionName, metrics]) => collectionRow(collectionName, metrics)),
+  );
+}
+
+/** A collection's held-out part (or the whole of an external one), at the threshold it was judged by. */
+function collectionRow(name, m) {
+  const title = el("th", { scope: "row", class: "evaluation__name" }, el("span", { class: "collection", text: name }));
+  if (m.external) title.append(" ", el("span", { class: "badge badge--external", text: "External" }));
+  title.append(
+    el("span", { class: "version__detail", text: m.external ? "never trained on" : "held-out part" }),
+  );
+  return el(
+    "tr",
+    { class: `evaluation evaluation--collection${m.external ? " evaluation--collection-external" : ""}`, "data-collection": name },
+    title,
+    metricCells(m),
+    thresholdCell(m.threshold, m.threshold_collection),
+  );
+}
+
+/** The threshold a row's figures were taken at: the collection's own, or the global one. */
+function thresholdCell(threshold, ownedBy) {
+  return el("td", { "data-label": "Threshold" }, withDetail(fixed(threshold, 3), ownedBy ? "own threshold" : "global threshold"));
 }
 
 function evaluationName(title, detail) {
@@ -89,7 +131,15 @@ function metricCells(m) {
     m.n ?? "–",
   ];
   // data-label: the column name, shown beside each value when the table becomes cards.
-  return values.map((text, i) => el("td", { "data-label": METRIC_COLUMNS[i], text }));
+  const cells = values.map((text, i) => el("td", { "data-label": METRIC_COLUMNS[i], text }));
+  // Images: how many of them are malignant, where the summary says (collections do).
+  if (typeof m.n_malignant === "number") replace(cells.at(-1), withDetail(String(values.at(-1)), `${m.n_malignant} malignant`));
+  return cells;
+}
+
+/** A value with a muted line under it, as one node (one flex item when the table becomes cards). */
+function withDetail(value, detail) {
+  return el("span", { class: "cell-value" }, value, el("span", { class: "version__detail", text: detail }));
 }
 
 async function promote(version, rollback, button) {

@@ -1,7 +1,9 @@
 // Predict tab: choose or drop images, one request per file (in parallel), one card per file.
+// An optional collection (the clinic's name) is sent with each: its own threshold, when the
+// model has one, decides the label, and each answer says which threshold was used.
 
 import { ApiError, config, getJson, post } from "./api.js";
-import { byId, duration, el, percent, replace } from "./dom.js";
+import { byId, duration, el, percent, replace, setStatus } from "./dom.js";
 
 const previews = new Set();
 
@@ -41,8 +43,22 @@ async function showRetention() {
 
 function predictAll(files) {
   if (!files.length) return;
+  const status = byId("predict-status");
+  const input = byId("predict-collection");
+  input.value = input.value.trim();
+  if (!input.checkValidity()) {
+    input.focus();
+    setStatus(
+      status,
+      "The collection must be 1 to 40 characters of a-z, 0-9, “_” and “-”, starting with a letter or digit; or leave it empty.",
+      "error",
+    );
+    return;
+  }
+  setStatus(status, "");
   byId("predict-clear").hidden = false;
-  files.forEach(predictOne);
+  const collection = input.value || null;
+  files.forEach((file) => predictOne(file, collection));
 }
 
 function clearResults() {
@@ -53,10 +69,11 @@ function clearResults() {
   byId("predict-files").focus();
 }
 
-async function predictOne(file) {
+async function predictOne(file, collection) {
   const card = resultCard(file);
   byId("predict-results").append(card.root);
   const form = new FormData();
+  if (collection) form.append("collection", collection);
   form.append("file", file, file.name);
   try {
     let answer;
@@ -113,6 +130,7 @@ function showAnswer(card, answer) {
       "dl",
       { class: "meta" },
       el("div", {}, el("dt", { text: "Model" }), el("dd", { text: answer.model_version })),
+      el("div", { class: "meta__threshold" }, el("dt", { text: "Decided by" }), el("dd", { text: thresholdUsed(answer) })),
       el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
     ),
   );
@@ -121,6 +139,14 @@ function showAnswer(card, answer) {
     note.textContent = answer.note;
     note.hidden = false;
   }
+}
+
+/** Which threshold decided the label: the named collection's own, or the global one. */
+function thresholdUsed(answer) {
+  const value = percent(answer.threshold);
+  return answer.threshold_collection
+    ? `threshold of collection ${answer.threshold_collection} (${value})`
+    : `global threshold (${value})`;
 }
 
 function showError(card, error) {

@@ -1,4 +1,5 @@
-// Retrain tab: add labelled images to the dataset, start a training job, follow it to the gate.
+// Retrain tab: add labelled images to a collection of the dataset, start a training job, follow
+// it (stage, epoch, time left) to the gate.
 
 import { config, getJson, write } from "./api.js";
 import { byId, el, replace, setStatus } from "./dom.js";
@@ -59,8 +60,26 @@ async function uploadLabelled() {
   const status = byId("upload-status");
   const label = byId("upload-form").querySelector('input[name="label"]:checked')?.value;
   const files = [...byId("upload-files").files];
+  const collectionInput = byId("upload-collection");
+  const patientInput = byId("upload-patient");
+  const collection = collectionInput.value.trim() || collectionInput.defaultValue;
+  const patient = patientInput.value.trim();
   if (!label) return setStatus(status, "Choose a label: benign or malignant.", "error");
   if (!files.length) return setStatus(status, "Choose one or more images to add.", "error");
+  collectionInput.value = collection;
+  patientInput.value = patient;
+  if (!collectionInput.checkValidity()) {
+    collectionInput.focus();
+    return setStatus(
+      status,
+      "The collection must be 1 to 40 characters of a-z, 0-9, “_” and “-”, starting with a letter or digit.",
+      "error",
+    );
+  }
+  if (!patientInput.checkValidity()) {
+    patientInput.focus();
+    return setStatus(status, "The patient must be 1 to 64 characters of letters, digits, “_”, “.”, “:” and “-”.", "error");
+  }
 
   const settings = await config();
   const maxFiles = settings.max_dataset_files_per_request || 200;
@@ -68,20 +87,29 @@ async function uploadLabelled() {
   const submit = byId("upload-submit");
   submit.disabled = true;
   setStatus(status, `Uploading ${files.length} image${files.length === 1 ? "" : "s"}…`);
-  const totals = { added: 0, duplicates: 0, rejected: 0, files: [] };
+  const totals = { added: 0, heldOut: 0, duplicates: 0, rejected: 0, files: [], collection, external: false };
   try {
     for (const batch of batches(files, maxFiles, maxBytes)) {
       const form = new FormData();
       form.append("label", label);
+      form.append("collection", collection);
+      if (patient) form.append("patient", patient);
       batch.forEach((file) => form.append("file", file, file.name));
       const answer = await write("POST", "/datasets/uploads", form);
       totals.added += answer.added;
+      totals.heldOut += answer.held_out ?? 0;
       totals.duplicates += answer.duplicates;
       totals.rejected += answer.rejected;
       totals.files.push(...answer.files);
+      totals.collection = answer.collection ?? collection;
+      totals.external = Boolean(answer.external);
     }
-    const { added, duplicates, rejected } = totals;
-    const summary = `${added} added as ${label}, ${duplicates} already in the dataset, ${rejected} rejected`;
+    const { added, heldOut, duplicates, rejected } = totals;
+    // The held-out part is never trained on: it is where the collection's own metrics come from.
+    const held = totals.external
+      ? "an external collection: all held out, never trained on"
+      : `${heldOut} of them held out for testing`;
+    const summary = `${added} added to ${totals.collection} as ${label} (${held}), ${duplicates} already in the dataset, ${rejected} rejected`;
     setStatus(status, `Done: ${summary}.`, rejected ? "info" : "success");
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, "error");
@@ -94,6 +122,7 @@ async function uploadLabelled() {
 function showUploadTotals(totals) {
   byId("upload-stats").hidden = false;
   byId("upload-added").textContent = totals.added;
+  byId("upload-held-out").textContent = totals.heldOut;
   byId("upload-duplicates").textContent = totals.duplicates;
   byId("upload-rejected").textContent = totals.rejected;
   const notAdded = totals.files.filter((file) => file.status !== "added");
@@ -154,7 +183,7 @@ async function follow(job) {
 const STATUS_TEXT = {
   queued: "Queued: waiting for the trainer…",
   running: "Training…",
-  evaluating: "Evaluating the candidate on the test split…",
+  evaluating: "Evaluating the candidate on every collection's held-out part…",
   promoted: "Finished: the candidate passed the gate and is now in production.",
   rejected: "Finished: the candidate did not pass the gate; production is unchanged.",
   failed: "Training failed.",
@@ -174,30 +203,59 @@ function renderJob(job) {
   else bar.value = Math.round(fraction * 100);
   byId("train-progress-label").textContent = `Progress${fraction === null ? "" : `: ${Math.round(fraction * 100)}%`}`;
   byId("train-progress-detail").textContent = progressDetail(job);
+  const eta = byId("train-eta");
+  eta.hidden = finished || job.status === "queued";
+  eta.textContent = `Time left: ${timeLeft(job.progress?.eta_seconds)}`;
 
   if (job.gate) replace(byId("train-gate"), gateDecision(job.gate, job.candidate_version));
 }
 
-/** 0..1, or null when the trainer has not said how far it is. Evaluation is the last tenth. */
+const isNumber = (value) => typeof value === "number" && Number.isFinite(value);
+
+/**
+ * 0..1, or null when the trainer has not said how far it is. From the time spent and the
+ * trainer's estimate of the time left when it gives one, else from the epochs, with
+ * evaluation as the last tenth.
+ */
 function progressFraction(job) {
   if (FINISHED.has(job.status)) return 1;
   if (job.status === "queued") return 0;
+  const { epoch, epochs, eta_seconds: eta, elapsed_seconds: elapsed } = job.progress || {};
+  if (isNumber(eta) && isNumber(elapsed) && elapsed + eta > 0) return Math.min(elapsed / (elapsed + eta), 0.99);
   if (job.status === "evaluating") return 0.95;
-  const { epoch, epochs } = job.progress || {};
   if (!epochs) return null;
   return Math.min(epoch / epochs, 1) * 0.9;
+}
+
+// The trainer's stages, as the progress line names them.
+const STAGE_TEXT = {
+  loading: "Loading the images",
+  "caching features": "Caching features",
+  training: "Training",
+  evaluating: "Evaluating the candidate",
+  publishing: "Publishing the candidate",
+};
+
+/** The trainer's estimate in minutes; "estimating…" until it has one. */
+function timeLeft(seconds) {
+  if (!isNumber(seconds)) return "estimating…";
+  if (seconds < 60) return "under a minute";
+  const minutes = Math.round(seconds / 60);
+  return `about ${minutes} minute${minutes === 1 ? "" : "s"}`;
 }
 
 function progressDetail(job) {
   const parts = [];
   const progress = job.progress || {};
   const running = !FINISHED.has(job.status);
-  if (progress.epochs) parts.push(`epoch ${progress.epoch} of ${progress.epochs}`);
-  if (progress.stage && running) parts.push(progress.stage);
+  if (progress.stage && running) parts.push(STAGE_TEXT[progress.stage] || progress.stage);
+  // Epoch 0 is the stages before training (loading, caching): no epoch has run yet.
+  if (progress.epochs && progress.epoch) parts.push(`epoch ${progress.epoch} of ${progress.epochs}`);
   const metrics = progress.metrics || {};
   if (metrics.val_auc !== undefined && metrics.val_auc !== null) parts.push(`validation AUC ${Number(metrics.val_auc).toFixed(3)}`);
   if (metrics.loss !== undefined && metrics.loss !== null) parts.push(`loss ${Number(metrics.loss).toFixed(3)}`);
   const { started_at: started, finished_at: finished } = job.timings || {};
-  if (started) parts.push(`${Math.round((finished || Date.now() / 1000) - started)} s ${running ? "elapsed" : "in all"}`);
+  const elapsed = started ? (finished || Date.now() / 1000) - started : running ? progress.elapsed_seconds : undefined;
+  if (isNumber(elapsed)) parts.push(`${Math.round(elapsed)} s ${running ? "elapsed" : "in all"}`);
   return parts.join(" · ");
 }
