@@ -40,7 +40,7 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
     expect(dark.locator(".result__label")).to_have_text("Benign")
     expect(bright.locator(".probability__value")).to_have_text("99.2%")
     expect(bright.locator(".probability__bar")).to_have_attribute(
-        "aria-label", "Probability of malignant 99.2%; threshold 50.0%"
+        "aria-label", "Probability of malignant 99.2%; global threshold 50.0%"
     )
     fill = bright.locator(".probability__fill").evaluate("node => node.style.width")
     marker = bright.locator(".probability__threshold").evaluate("node => node.style.left")
@@ -48,7 +48,7 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
     assert marker == "50%"
     expect(bright.locator(".meta")).to_contain_text("test-v1")
     # No collection named: the global threshold decided.
-    expect(bright.locator(".meta__threshold dd")).to_have_text("global threshold (50.0%)")
+    expect(bright.locator(".probability__threshold-used")).to_have_text("global threshold 50.0%")
     # "41 ms", or "1.2 s" on a loaded machine: the time is shown, in a unit.
     expect(bright.locator(".meta")).to_contain_text(re.compile(r"\d+(\.\d)? (ms|s)$"))
     expect(bright.locator("img")).to_have_attribute("alt", "Preview of bright lesion.jpg")
@@ -90,9 +90,9 @@ def test_a_named_collection_is_sent_and_the_answer_says_which_threshold_decided(
     page.set_input_files("#predict-files", [upload("north.jpg", solid_jpeg(230))])
     north = page.locator(".result", has_text="north.jpg")
     expect(north).to_have_attribute("data-label", "benign")
-    expect(north.locator(".meta__threshold dd")).to_have_text("threshold of collection clinic-north (99.5%)")
+    expect(north.locator(".probability__threshold-used")).to_have_text("threshold of collection clinic-north 99.5%")
     expect(north.locator(".probability__bar")).to_have_attribute(
-        "aria-label", "Probability of malignant 99.2%; threshold 99.5%"
+        "aria-label", "Probability of malignant 99.2%; threshold of collection clinic-north 99.5%"
     )
     expect(page.locator("#predict-status")).to_have_text("")
 
@@ -101,7 +101,7 @@ def test_a_named_collection_is_sent_and_the_answer_says_which_threshold_decided(
     page.set_input_files("#predict-files", [upload("south.jpg", solid_jpeg(230))])
     south = page.locator(".result", has_text="south.jpg")
     expect(south).to_have_attribute("data-label", "malignant")
-    expect(south.locator(".meta__threshold dd")).to_have_text("global threshold (50.0%)")
+    expect(south.locator(".probability__threshold-used")).to_have_text("global threshold 50.0%")
     screenshot(page, screenshots, "predict-collection")
 
 

@@ -125,12 +125,11 @@ function showAnswer(card, answer) {
   card.root.dataset.label = label;
   card.status.replaceWith(
     el("p", { class: `result__label badge badge--${label}` }, label === "malignant" ? "Malignant" : "Benign"),
-    probabilityBar(answer.probability_malignant, answer.threshold),
+    probabilityBar(answer.probability_malignant, answer.threshold, answer.threshold_collection),
     el(
       "dl",
       { class: "meta" },
       el("div", {}, el("dt", { text: "Model" }), el("dd", { text: answer.model_version })),
-      el("div", { class: "meta__threshold" }, el("dt", { text: "Decided by" }), el("dd", { text: thresholdUsed(answer) })),
       el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
     ),
   );
@@ -139,14 +138,6 @@ function showAnswer(card, answer) {
     note.textContent = answer.note;
     note.hidden = false;
   }
-}
-
-/** Which threshold decided the label: the named collection's own, or the global one. */
-function thresholdUsed(answer) {
-  const value = percent(answer.threshold);
-  return answer.threshold_collection
-    ? `threshold of collection ${answer.threshold_collection} (${value})`
-    : `global threshold (${value})`;
 }
 
 function showError(card, error) {
@@ -158,8 +149,12 @@ function showError(card, error) {
   );
 }
 
-/** The probability of malignant as a bar, with the model's threshold marked on it. */
-export function probabilityBar(probability, threshold) {
+/**
+ * The probability of malignant as a bar, with the threshold that decided marked on it: the
+ * global one, or the own threshold of `collection` (the answer's `threshold_collection`).
+ */
+export function probabilityBar(probability, threshold, collection = null) {
+  const which = collection ? `threshold of collection ${collection}` : "global threshold";
   const fill = el("div", { class: "probability__fill" });
   fill.style.width = `${Math.min(Math.max(probability, 0), 1) * 100}%`;
   const marker = el("div", { class: "probability__threshold" });
@@ -179,11 +174,16 @@ export function probabilityBar(probability, threshold) {
       {
         class: `probability__bar${above ? " probability__bar--above" : ""}`,
         role: "img",
-        "aria-label": `Probability of malignant ${percent(probability)}; threshold ${percent(threshold)}`,
+        "aria-label": `Probability of malignant ${percent(probability)}; ${which} ${percent(threshold)}`,
       },
       fill,
       marker,
     ),
-    el("p", { class: "probability__legend" }, el("span", { class: "probability__key", "aria-hidden": "true" }), `threshold ${percent(threshold)}`),
+    el(
+      "p",
+      { class: "probability__legend" },
+      el("span", { class: "probability__key", "aria-hidden": "true" }),
+      el("span", { class: "probability__threshold-used", text: `${which} ${percent(threshold)}` }),
+    ),
   );
 }
