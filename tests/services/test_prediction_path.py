@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -154,3 +155,39 @@ def test_a_worker_stops_cleanly_on_sigterm(system: RunningSystem) -> None:
     system.start_gateway()
     assert predict(system.gateway_url, solid_jpeg(20)).status_code == 200
     assert worker.stop() == 0
+
+
+def test_a_prediction_naming_its_collection_is_judged_by_that_collections_threshold(
+    s3_settings: Settings, tmp_path: Path, output_dir: Path
+) -> None:
+    models = write_models_dir(tmp_path / "models", {"clinics-v1": brightness_model()}, "clinics-v1")
+    card_path = models / "versions" / "clinics-v1" / "card.json"
+    card_path.write_text(
+        json.dumps({**json.loads(card_path.read_text()), "collection_thresholds": {"clinic-north": 0.3}})
+    )
+    log_dir = output_dir / "logs" / "collection-threshold"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = RunningSystem(system_env(s3_settings, models), log_dir)
+    try:
+        running.start_worker()
+        running.start_gateway()
+        image = solid_jpeg(115)  # the brightness model gives it about 0.36
+
+        def ask(**form: str) -> requests.Response:
+            files = {"file": ("lesion.jpg", image, "image/jpeg")}
+            return requests.post(f"{running.gateway_url}/api/v1/predictions", data=form, files=files, timeout=60)
+
+        own = ask(collection="clinic-north").json()
+        assert (own["label"], own["threshold"], own["threshold_collection"]) == ("malignant", 0.3, "clinic-north")
+        assert own["probability_malignant"] == pytest.approx(0.36, abs=0.03)
+        for form in ({}, {"collection": "elsewhere"}):
+            answer = ask(**form).json()
+            assert (answer["label"], answer["threshold"], answer["threshold_collection"]) == ("benign", 0.5, None)
+        polled = requests.get(f"{running.gateway_url}/api/v1/predictions/{own['id']}", timeout=10).json()
+        assert polled["threshold_collection"] == "clinic-north"
+
+        refused = ask(collection="Clinic North/../x")
+        assert refused.status_code == 400 and "collection must be" in refused.json()["error"]["message"]
+        assert len(list(create_store(s3_settings).list("uploads/predictions/"))) == 3, "the refused one stored nothing"
+    finally:
+        running.stop()

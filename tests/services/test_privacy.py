@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from services.gateway.app import create_app
+from shared.dataset import iter_images
 from shared.messaging.schemas import PredictionResult
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout, put_json
@@ -104,10 +105,11 @@ def test_a_labelled_upload_is_stored_stripped_under_the_hash_of_what_is_stored(
         data={"label": "benign", "file": (io.BytesIO(original), "with-gps.jpg")},
     )
     assert response.status_code == 200 and response.get_json()["added"] == 1
-    [key] = store.list("datasets/")
+    [image] = iter_images(store)
+    key, part = image.key, response.get_json()["files"][0]["part"]
     kept = store.get(key)
     assert b"PhoneMaker" not in kept and dict(Image.open(io.BytesIO(kept)).getexif()) == {}
-    assert key == layout.dataset_image("incoming", "benign", hashlib.sha256(kept).hexdigest(), "jpg")
+    assert key == layout.dataset_image("uploads", part, "benign", hashlib.sha256(kept).hexdigest(), "jpg")
     # The same file again, and the same picture without its EXIF: both duplicates of what is stored.
     files = [(io.BytesIO(original), "again.jpg"), (io.BytesIO(kept), "stripped.jpg")]
     again = http.post(
@@ -117,7 +119,7 @@ def test_a_labelled_upload_is_stored_stripped_under_the_hash_of_what_is_stored(
         data={"label": "benign", "file": files},
     ).get_json()
     assert (again["added"], again["duplicates"]) == (0, 2)
-    assert list(store.list("datasets/")) == [key]
+    assert [image.key for image in iter_images(store)] == [key]
 
 
 def test_deleting_a_prediction_removes_its_image_and_result_and_is_idempotent(

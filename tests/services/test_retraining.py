@@ -14,6 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
+from shared.dataset import iter_images
 from shared.model import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import create_store
@@ -60,7 +61,8 @@ def write_external(root: Path, per_class: int, seed: int = 50_000) -> Path:
 def run_system(settings: Settings, models_dir: Path, output_dir: Path, name: str, **extra: object) -> RunningSystem:
     log_dir = output_dir / "logs" / name
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = system_env(settings, models_dir, write_token=TOKEN, training_profile="quick", **extra)
+    # The test collections have 5-8 malignant held-out images: judge them all.
+    env = system_env(settings, models_dir, write_token=TOKEN, training_profile="quick", gate_min_malignant=5, **extra)
     return RunningSystem(env, log_dir)
 
 
@@ -131,7 +133,7 @@ def trained_system(
     output_dir: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[RunningSystem]:
-    # The trainer imports EXTERNAL_DATA_DIR into the `external` split when it starts.
+    # The trainer imports EXTERNAL_DATA_DIR as an external collection when it starts.
     system = run_system(s3_settings, weak_production, output_dir, request.node.name, external_data_dir=external_dir)
     try:
         system.start_worker()
@@ -142,43 +144,62 @@ def trained_system(
         system.stop()
 
 
-def test_through_the_api_a_user_adds_images_retrains_sees_the_gate_and_rolls_back(
+def test_through_the_api_a_clinic_adds_images_retrains_sees_the_gate_per_collection_and_rolls_back(
     trained_system: RunningSystem, dataset_dir: Path, external_dir: Path, s3_settings: Settings
 ) -> None:
     url = trained_system.gateway_url
-    assert len(list(create_store(s3_settings).list("datasets/external/"))) == 10
+    store = create_store(s3_settings)
+    # The trainer imported EXTERNAL_DATA_DIR as an external collection named after its folder.
+    assert {(image.collection, image.part) for image in iter_images(store)} == {("external", "test")}
     assert '"added": 48' in import_dataset(trained_system, dataset_dir)
     assert '"added": 0' in import_dataset(trained_system, dataset_dir), "a second import adds nothing"
-    uploaded = requests.post(
-        f"{url}/api/v1/datasets/uploads",
-        data={"label": "malignant"},
-        files=[("file", (f"new{i}.png", lesion_like(1000 + i, True), "image/png")) for i in range(4)],
-        headers=AUTH,
-        timeout=30,
-    ).json()
-    assert uploaded["added"] == 4
+    uploads = [
+        requests.post(
+            f"{url}/api/v1/datasets/uploads",
+            data={"label": label, "collection": "clinic-a", "patient": f"P{patient}"},
+            files=[
+                (
+                    "file",
+                    (f"p{patient}-{i}.png", lesion_like(2000 + patient * 10 + i, label == "malignant"), "image/png"),
+                )
+                for i in range(2)
+            ],
+            headers=AUTH,
+            timeout=30,
+        ).json()
+        for patient, label in enumerate(["benign", "malignant"] * 10)
+    ]
+    assert sum(upload["added"] for upload in uploads) == 40
+    held_out = sum(upload["held_out"] for upload in uploads)
+    assert {image.part for image in iter_images(store, "clinic-a")} == {"train", "test"}
+    assert held_out == sum(1 for image in iter_images(store, "clinic-a") if image.part == "test")
 
     job = wait_for_job(url, start_training(url))
     assert job["status"] == "promoted", job
-    assert job["gate"]["passed"] is True
-    assert job["gate"]["production"]["auc"] == 0.0
-    assert job["gate"]["candidate"]["n"] == 16
-    # The external split is gated on too; the backwards production model fails it as well.
-    assert job["gate"]["external_candidate"]["n"] == 10
-    assert job["gate"]["external_production"]["auc"] == 0.0
-    assert [reason.split(" ", 1)[0] for reason in job["gate"]["reasons"]] == ["test"] * 2 + ["external"] * 2
-    assert job["progress"]["stage"] == "evaluating" or job["progress"]["epochs"] >= 2
+    gate = job["gate"]
+    assert gate["passed"] is True and sorted(gate["collections"]) == ["clinic-a", "data", "external"]
+    # The backwards production model fails every collection; the candidate is judged on each.
+    assert gate["collections"]["external"]["production"]["auc"] == 0.0
+    assert gate["collections"]["data"]["candidate"]["n"] == 16 and gate["collections"]["data"]["judged"]
+    assert gate["collections"]["external"]["external"] is True
+    assert gate["production"]["auc"] == 0.0 and gate["candidate"]["n"] == 16 + held_out
+    reasons = [reason.split(":", 1)[0] for reason in gate["reasons"]]
+    assert reasons == ["clinic-a", "data", "external", "held-out parts pooled"]
+    assert job["progress"]["stage"] in ("evaluating", "publishing") or job["progress"]["epochs"] >= 2
+    assert job["progress"]["elapsed_seconds"] > 0
     version = job["candidate_version"]
     models = requests.get(f"{url}/api/v1/models", timeout=10).json()
     assert models["production"] == version
     card = requests.get(f"{url}/api/v1/models/{version}", timeout=10).json()
     assert card["parent_version"] == "weak-v1" and card["gate"]["passed"]
-    # train + incoming only: the external images are never trained on.
-    assert card["data"]["train"]["n"] + card["data"]["validation"]["n"] == 36
-    assert card["data"]["external"]["n"] == 10 and card["data"]["external"]["source"] == "store:datasets/external"
-    assert card["metrics"]["external"]["n"] == 10
-    assert card["data"]["external"]["name"] == external_dir.name, "named after the folder it was imported from"
-    assert card["gate"]["external_candidate"]["auc"] == card["metrics"]["external"]["auc"]
+    # The training parts only: held-out parts and the external collection are never trained on.
+    assert card["data"]["train"]["n"] + card["data"]["validation"]["n"] == 32 + 40 - held_out
+    assert card["data"]["collections"]["external"]["train"] is None
+    assert card["metrics"]["collections"]["external"]["n"] == 10
+    assert card["data"]["external"]["name"] == "external", "named after the folder it was imported from"
+    assert (
+        card["gate"]["collections"]["external"]["candidate"]["auc"] == card["metrics"]["collections"]["external"]["auc"]
+    )
 
     wait_for_version(url, version)
     rollback = requests.post(f"{url}/api/v1/models/weak-v1/promote", headers=AUTH, timeout=10)
@@ -223,7 +244,7 @@ def test_a_trainer_killed_mid_run_finishes_the_job_after_restart_with_one_versio
     try:
         system.start_gateway()
         trainer = system.start_service("trainer", "services.trainer", "trainer_metrics_port", "serve")
-        assert len(list(create_store(s3_settings).list("datasets/"))) == 48
+        assert len(list(iter_images(create_store(s3_settings)))) == 48
         job_id = start_training(system.gateway_url, epochs=3)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while (

@@ -175,7 +175,14 @@ def test_the_list_gives_each_version_its_collections_or_an_empty_object_for_an_o
     collections = {
         "ham10000": {**held_out, "threshold": 0.41, "threshold_collection": "ham10000", "external": False},
         "clinic-north": {**held_out, "n": 40, "n_malignant": 9, "threshold": 0.5, "threshold_collection": None},
-        "derm7pt": {**held_out, "n": 1011, "auc": 0.78, "threshold": 0.5, "threshold_collection": None, "external": True},
+        "derm7pt": {
+            **held_out,
+            "n": 1011,
+            "auc": 0.78,
+            "threshold": 0.5,
+            "threshold_collection": None,
+            "external": True,
+        },
     }
     card = {
         **registry.read_card(store, "test-v1"),

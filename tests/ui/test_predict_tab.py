@@ -76,8 +76,8 @@ def test_a_named_collection_is_sent_and_the_answer_says_which_threshold_decided(
     system.start_worker()
     system.start_gateway()
     open_ui(page, system)
-    field = page.locator("#panel-predict").get_by_label("Collection")
-    expect(page.locator("#predict-collection-hint")).to_contain_text("Your clinic's collection name")
+    field = page.get_by_role("textbox", name="Collection (optional)")
+    expect(page.locator("#predict-collection-hint")).to_contain_text("Your clinic's name")
 
     # A name the API would refuse is caught in the page: nothing is sent.
     field.fill("Clinic North")

@@ -48,7 +48,9 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     # The collection field defaults to the API's: "uploads".
     expect(page.locator("#panel-retrain").get_by_label("Collection")).to_have_value("uploads")
     expect(page.locator("#upload-status")).to_have_text(
-        re.compile(r"^Done: 2 added to uploads as benign \([0-2] of them held out for testing\), 0 already in the dataset, 1 rejected\.$")
+        re.compile(
+            r"^Done: 2 added to uploads as benign \([0-2] of them held out for testing\), 0 already in the dataset, 1 rejected\.$"
+        )
     )
     expect(page.locator("#upload-added")).to_have_text("2")
     held_out = int(page.locator("#upload-held-out").inner_text())
@@ -170,7 +172,9 @@ def test_a_running_job_shows_its_stage_epoch_and_time_left(
     data.save_running_job(store, job_id, evaluating, status="evaluating")
     expect(detail).to_contain_text("Evaluating the candidate · epoch 10 of 10")
     expect(page.locator("#train-eta")).to_have_text("Time left: under a minute")
-    expect(page.locator("#train-status")).to_contain_text("Evaluating the candidate on every collection's held-out part")
+    expect(page.locator("#train-status")).to_contain_text(
+        "Evaluating the candidate on every collection's held-out part"
+    )
 
 
 def collection(auc: float, *, n_malignant: int, external: bool = False, name: str | None = None) -> dict[str, Any]:

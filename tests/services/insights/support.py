@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from shared.dataset import Collection, LabelledFile, add_images, known_hashes, open_collection, read_collection
-from shared.storage import ObjectStore, layout
+from shared.dataset import LabelledFile, add_images, known_hashes, open_collection
+from shared.storage import ObjectStore
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 10_000_000}
 
@@ -39,15 +39,7 @@ def put_images(
 ) -> None:
     """Add images to a collection the way the gateway and the import command do: to `part`, or
     to the part each is assigned (`part=None`; an external collection's is always `test`)."""
-    record = _collection(store, collection, external)
+    record = open_collection(store, collection, external=external, holdout_fraction=0.2)
     files = [LabelledFile(f"{number}.png", label, data) for number, data in enumerate(images)]
     outcomes = add_images(store, record, files, part=part, known=known_hashes(store), **LIMITS)
     assert [outcome.status for outcome in outcomes] == ["added"] * len(images), outcomes
-
-
-def _collection(store: ObjectStore, name: str, external: bool) -> Collection:
-    # TODO: open_collection alone once it can reopen a stored record: today it raises TypeError
-    # on the record's `created_at` (shared/dataset.py), so an existing collection is read instead.
-    if store.exists(layout.collection_record(name)):
-        return read_collection(store, name)
-    return open_collection(store, name, external=external, holdout_fraction=0.2)
