@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from shared import training_jobs
+from shared.dataset import iter_images
 from shared.errors import NotFound, StorageUnavailable
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
@@ -125,4 +126,4 @@ def test_a_trainer_started_without_the_store_waits_for_it_instead_of_exiting(
     assert "cannot seed the model registry" in log, "the trainer did not meet the store away"
     assert probe(trainer, "/readyz").json()["checks"] == {"broker": "ok", "storage": "ok", "training": "idle"}
     assert probe(trainer, "/healthz").json() == {"status": "ok", "checks": {"trainer-loop": "alive"}}
-    wait_until(lambda: len(list(create_store(settings).list("datasets/"))) == 48, "the dataset imported", 60)
+    wait_until(lambda: len(list(iter_images(create_store(settings)))) == 48, "the dataset imported", 60)
