@@ -193,18 +193,18 @@ def add_images(
     assigned by `assign_part`. `known` (from `known_hashes`) is updated, so duplicates within
     one call are caught too. Patients are recorded before the images of each batch are stored.
     """
-    outcomes: list[AddOutcome] = []
-    batch: list[tuple[LabelledFile, str, str, bytes, str]] = []
+    outcomes: list[AddOutcome | None] = []  # in the order sent; None until the batch is stored
+    batch: list[tuple[int, tuple]] = []
     for file in files:
         outcome, ready = _prepare(file, collection, part, known, max_bytes, max_pixels)
-        if ready is None:
-            outcomes.append(outcome)
-            continue
-        batch.append(ready)
+        outcomes.append(outcome)
+        if ready is not None:
+            batch.append((len(outcomes) - 1, ready))
         if len(batch) >= _BATCH:
-            outcomes += _store_batch(store, collection, batch)
+            _store_batch(store, collection, batch, outcomes)
             batch = []
-    return outcomes + _store_batch(store, collection, batch)
+    _store_batch(store, collection, batch, outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _prepare(file, collection, part, known, max_bytes, max_pixels):
@@ -226,16 +226,16 @@ def _prepare(file, collection, part, known, max_bytes, max_pixels):
     return None, (file, chosen, sha256, stored, image)
 
 
-def _store_batch(store: ObjectStore, collection: Collection, batch: list) -> list[AddOutcome]:
-    patients = {sha256: file.patient for file, _, sha256, _, _ in batch if file.patient}
+def _store_batch(
+    store: ObjectStore, collection: Collection, batch: list[tuple[int, tuple]], outcomes: list[AddOutcome | None]
+) -> None:
+    patients = {sha256: file.patient for _, (file, _, sha256, _, _) in batch if file.patient}
     if patients:
         put_json(store, layout.patient_record(collection.name, f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"), patients)
-    outcomes = []
-    for file, part, sha256, stored, image in batch:
+    for index, (file, part, sha256, stored, image) in batch:
         key = layout.dataset_image(collection.name, part, file.label, sha256, image.extension)
         store.put(key, stored, image.content_type)
-        outcomes.append(AddOutcome(file.filename, "added", sha256, part=part))
-    return outcomes
+        outcomes[index] = AddOutcome(file.filename, "added", sha256, part=part)
 
 
 def iter_folder(root: Path) -> Iterator[tuple[str | None, str, Path]]:

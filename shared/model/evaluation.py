@@ -114,19 +114,21 @@ def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[
 def metrics(
     labels: np.ndarray, scores: np.ndarray, threshold: float, *, bootstrap_rounds: int = 2000
 ) -> dict[str, Any]:
-    """Every number of a model card, for calibrated `scores` at `threshold`."""
+    """Every number of a model card, for calibrated `scores` at `threshold`; AUC, its interval
+    and the ROC curve are None when `labels` hold one class only."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)
     c = confusion(labels, scores, threshold)
     sensitivity = _ratio(c["tp"], c["tp"] + c["fn"])
     specificity = _ratio(c["tn"], c["tn"] + c["fp"])
     precision = _ratio(c["tp"], c["tp"] + c["fp"])
-    low, high = bootstrap_auc_interval(labels, scores, rounds=bootstrap_rounds)
+    # A small collection's held-out part may hold one class only: no AUC, the rest still counts.
+    both = 0 < labels.sum() < len(labels)
     return {
         "n": len(labels),
         "n_malignant": int(labels.sum()),
-        "auc": roc_auc(labels, scores),
-        "auc_ci95": [low, high],
+        "auc": roc_auc(labels, scores) if both else None,
+        "auc_ci95": list(bootstrap_auc_interval(labels, scores, rounds=bootstrap_rounds)) if both else None,
         "threshold": float(threshold),
         "sensitivity": sensitivity,
         "specificity": specificity,
@@ -138,7 +140,7 @@ def metrics(
         "brier": float(np.mean((scores - labels) ** 2)),
         "ece": expected_calibration_error(labels, scores),
         "reliability": reliability(labels, scores),
-        "roc_curve": roc_curve(labels, scores),
+        "roc_curve": roc_curve(labels, scores) if both else None,
     }
 
 

@@ -97,11 +97,15 @@ def _collections_section(card: dict[str, Any]) -> list[str]:
         return []
     rows = []
     for name, result in sorted(collections.items()):
-        low, high = result["auc_ci95"]
+        auc = (
+            "- (one class)"
+            if result["auc"] is None
+            else "{:.3f} ({:.3f}-{:.3f})".format(result["auc"], *result["auc_ci95"])
+        )
         kind = "external" if result.get("external") else "held-out part"
         own = "its own" if result.get("threshold_collection") else "global"
         rows.append(
-            f"| {name} | {kind} | {result['n']} ({result['n_malignant']}) | {result['auc']:.3f} ({low:.3f}-{high:.3f})"
+            f"| {name} | {kind} | {result['n']} ({result['n_malignant']}) | {auc}"
             f" | {result['threshold']:.3f} ({own}) | {result['sensitivity']:.3f} | {result['specificity']:.3f} |"
         )
     return [

@@ -13,7 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.gateway.app import create_app
-from shared import training_jobs
+from shared import dataset, training_jobs
+from shared.dataset import iter_images
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.settings import Settings
@@ -42,8 +43,10 @@ def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
         yield create_app(settings, store=store, prediction_client=client).test_client()
 
 
-def upload(http: FlaskClient, files: list[tuple[bytes, str]], label: str = "benign", headers: dict | None = None):
-    form = {"label": label, "file": [(io.BytesIO(data), name) for data, name in files]}
+def upload(
+    http: FlaskClient, files: list[tuple[bytes, str]], label: str = "benign", headers: dict | None = None, **fields: str
+):
+    form = {"label": label, **fields, "file": [(io.BytesIO(data), name) for data, name in files]}
     return http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=headers or AUTH)
 
 
@@ -81,7 +84,25 @@ def test_uploads_report_added_duplicate_and_rejected_files(http: FlaskClient, st
     body = second.get_json()
     assert (body["added"], body["duplicates"], body["rejected"]) == (1, 2, 0)
     assert [entry["status"] for entry in body["files"]] == ["duplicate", "added", "duplicate"]
-    assert len(list(store.list("datasets/incoming/benign/"))) == 3
+    assert body["collection"] == "uploads" and body["external"] is False
+    images = list(iter_images(store))
+    assert len(images) == 3 and {(image.collection, image.label) for image in images} == {("uploads", "benign")}
+    assert body["held_out"] == sum(entry["part"] == "test" for entry in body["files"])
+
+
+def test_a_clinics_upload_goes_to_its_collection_and_holds_a_patients_images_out_together(
+    http: FlaskClient, store: ObjectStore
+) -> None:
+    parts = set()
+    for patient in range(12):
+        files = [(noise_png(100 + patient * 3 + i), f"p{patient}-{i}.png") for i in range(3)]
+        body = upload(http, files, label="malignant", collection="clinic-north", patient=f"P{patient}").get_json()
+        assert body["added"] == 3 and body["collection"] == "clinic-north"
+        assert len({entry["part"] for entry in body["files"]}) == 1, "a patient's images stay together"
+        parts.add(body["files"][0]["part"])
+    assert parts == {"train", "test"}
+    patients = dataset.read_patients(store, "clinic-north")
+    assert len(patients) == 36 and set(patients.values()) == {f"P{i}" for i in range(12)}
 
 
 def test_a_non_image_in_a_training_upload_is_rejected_and_not_stored(http: FlaskClient, store: ObjectStore) -> None:
@@ -90,14 +111,29 @@ def test_a_non_image_in_a_training_upload_is_rejected_and_not_stored(http: Flask
     assert (body["added"], body["rejected"]) == (1, 1)
     rejected = body["files"][0]
     assert rejected["status"] == "rejected" and "JPEG or PNG" in rejected["reason"]
-    assert len(list(store.list("datasets/"))) == 1
+    assert len(list(iter_images(store))) == 1
 
 
-@pytest.mark.parametrize("label", ["", "Benign", "melanoma", "../train"])
-def test_a_wrong_label_gets_400_and_stores_nothing(label: str, http: FlaskClient, store: ObjectStore) -> None:
-    response = upload(http, [(noise_png(5), "x.png")], label=label)
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"label": ""}, "label"),
+        ({"label": "Benign"}, "label"),
+        ({"label": "melanoma"}, "label"),
+        ({"label": "../train"}, "label"),
+        ({"collection": "Clinic North"}, "collection must be"),
+        ({"collection": "../models"}, "collection must be"),
+        ({"collection": "a" * 41}, "collection must be"),
+        ({"patient": "P1/../../x"}, "patient must be"),
+        ({"patient": "p" * 65}, "patient must be"),
+    ],
+)
+def test_a_wrong_label_collection_or_patient_gets_400_and_stores_nothing(
+    fields: dict[str, str], message: str, http: FlaskClient, store: ObjectStore
+) -> None:
+    response = upload(http, [(noise_png(5), "x.png")], **{"label": "benign", **fields})
     assert response.status_code == 400
-    assert "label" in response.get_json()["error"]["message"]
+    assert message in response.get_json()["error"]["message"]
     assert list(store.list("datasets/")) == []
 
 

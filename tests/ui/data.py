@@ -204,7 +204,8 @@ def save_finished_job(store: ObjectStore, job_id: str, candidate_version: str, g
 
 
 def snapshot() -> dict[str, Any]:
-    """An insights snapshot in the schema the insights service writes."""
+    """An insights snapshot in the schema the insights service writes: counts per part pooled,
+    and per collection."""
     ramp = np.linspace(0, 1, 32)
     dark = np.exp(-((ramp - 0.35) ** 2) / 0.02)
     bright = np.exp(-((ramp - 0.6) ** 2) / 0.03)
@@ -222,14 +223,22 @@ def snapshot() -> dict[str, Any]:
             for channel, shift in (("gray", 0), ("red", 2), ("green", -2), ("blue", -3))
         },
     }
+
+    def parts(train: tuple[int, int], test: tuple[int, int]) -> dict[str, dict[str, int]]:
+        return {
+            "train": {"benign": train[0], "malignant": train[1]},
+            "test": {"benign": test[0], "malignant": test[1]},
+        }
+
     return {
         "computed_at": 1_735_787_045.0,
         "image_count": 1330,
         "duplicate_count": 3,
-        "counts": {
-            "train": {"benign": 800, "malignant": 200},
-            "test": {"benign": 160, "malignant": 40},
-            "incoming": {"benign": 90, "malignant": 40},
+        "counts": parts((860, 220), (195, 55)),
+        "collections": {
+            "ham10000": {"external": False, "counts": parts((800, 200), (160, 40))},
+            "clinic-north": {"external": False, "counts": parts((60, 20), (15, 5))},
+            "derm7pt": {"external": True, "counts": parts((0, 0), (20, 10))},
         },
         "sizes": {
             "points": [[600, 450, 1200], [640, 480, 80], [1024, 768, 40], [300, 300, 10]],

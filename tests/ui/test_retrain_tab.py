@@ -37,24 +37,28 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     system.start_gateway()
     open_ui(page, system, "retrain")
 
-    # Upload: two new dark images as benign, and one file that is not an image.
+    # Upload: two new dark images as benign into the seeded collection, and one file that is not an image.
+    # (Not into a collection of their own: one of them is held out, and a held-out part with a single
+    # class has no AUC.)
     new_images = [upload(f"new-{index}.jpg", data.lesion_jpeg(50, seed=900 + index)) for index in range(2)]
     page.get_by_label("Benign").check()
+    collection = page.locator("#panel-retrain").get_by_label("Collection")
+    expect(collection).to_have_value("uploads")  # the API's default
+    collection.fill("ham10000")
     page.set_input_files("#upload-files", [*new_images, upload("readme.jpg", b"not an image at all")])
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#token-dialog")).to_be_visible()
     page.get_by_label("Write token", exact=True).fill(WRITE_TOKEN)
     page.keyboard.press("Enter")
-    # The collection field defaults to the API's: "uploads".
-    expect(page.locator("#panel-retrain").get_by_label("Collection")).to_have_value("uploads")
     expect(page.locator("#upload-status")).to_have_text(
         re.compile(
-            r"^Done: 2 added to uploads as benign \([0-2] of them held out for testing\), 0 already in the dataset, 1 rejected\.$"
+            r"^Done: 2 added to ham10000 as benign \([0-2] of them held out for testing\),"
+            r" 0 already in the dataset, 1 rejected\.$"
         )
     )
     expect(page.locator("#upload-added")).to_have_text("2")
     held_out = int(page.locator("#upload-held-out").inner_text())
-    assert held_out == sum(1 for image in dataset.iter_images(store, "uploads") if image.part == "test")
+    assert held_out == sum(image.part == "test" for image in dataset.iter_images(store, "ham10000")) - 24
     expect(page.locator("#upload-duplicates")).to_have_text("0")
     expect(page.locator("#upload-rejected")).to_have_text("1")
     expect(page.locator(".file-outcome--rejected")).to_contain_text("readme.jpg — rejected: ")
@@ -75,16 +79,16 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     expect(gate).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
     expect(page.locator("#train-status")).to_contain_text("Finished")
     expect(page.locator("#train-progress")).to_have_attribute("value", "100")
-    table = gate.locator("table")
+    table = gate.locator("table").first
     expect(table.locator("thead")).to_contain_text("Candidate")
     expect(table.locator("thead")).to_contain_text("Production (test-v1)")
     expect(table.locator("tbody tr")).to_have_count(7)
     # The test split: every trained-on collection's held-out part, the seeded 24 and the uploads held out.
     expect(table.locator("tbody tr", has_text="Test images")).to_contain_text(str(24 + held_out))
-    # The seeded collection is too small to be judged (12 malignant): reported, not judged.
+    # Then each collection: the seeded one is too small to be judged (12 malignant), so reported, not judged.
     seeded = gate.locator('.gate__collections tr[data-collection="ham10000"]')
     expect(seeded.locator(".verdict")).to_have_text("Reported, not judged")
-    expect(seeded.locator("th")).to_contain_text("24 images, 12 malignant")
+    expect(seeded.locator("th")).to_contain_text(f"{24 + held_out} images, 12 malignant")
     expect(page.locator("#train-eta")).to_be_hidden()
     expect(page.get_by_role("button", name="Start retraining")).to_be_enabled()
     screenshot(page, screenshots, "retrain-gate")

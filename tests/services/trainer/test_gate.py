@@ -105,3 +105,18 @@ def test_without_production_the_first_candidate_passes_with_its_figures_recorded
     assert decision["production"] is None and decision["candidate"]["sensitivity"] == 0.9
     assert decision["collections"]["home"]["candidate"]["auc"] == 0.6
     assert "first" in decision["reasons"][0]
+
+
+def test_when_no_collection_is_large_enough_the_pooled_held_out_parts_are_still_judged() -> None:
+    small = {"home": scores(0.95, 0.9, n_malignant=8)}
+    worse = {**evaluated(small), "test": scores(0.5, 0.9)}
+    decision = gate(worse, {**evaluated({"home": scores(1.0, 0.9, n_malignant=8)}), "test": scores(1.0, 0.9)})
+    assert decision["passed"] is False and not decision["collections"]["home"]["judged"]
+    assert "held-out parts pooled: AUC 0.5000 < production 1.0000" in decision["reasons"][1]
+
+
+def test_a_collection_with_too_few_benign_cases_is_not_judged_either() -> None:
+    lopsided = {**scores(0.4, 0.9, n_malignant=290)}
+    decision = gate(evaluated({"home": lopsided}), evaluated({"home": scores(0.9, 0.9, n_malignant=290)}))
+    assert decision["collections"]["home"]["judged"] is False
+    assert "home: reported, not judged (10 benign < 30)" in decision["reasons"]
