@@ -243,7 +243,7 @@ def test_a_job_rejected_on_one_collection_shows_each_collection_judged_or_report
     expect(pooled.locator(".gate__group--test th[scope='rowgroup']")).to_contain_text("held-out parts pooled")
 
     table = decision.locator("table.gate__collections")
-    expect(table.locator("caption")).to_contain_text("with at least 30 malignant cases are judged")
+    expect(table.locator("caption")).to_contain_text("with at least 30 cases of each class are judged")
     expect(table.locator("thead th")).to_have_text(
         ["Collection", "Candidate AUC (test-v2)", "Production AUC (test-v1)", "Change", "Gate"]
     )

@@ -89,7 +89,7 @@ function collectionsTable(gate, candidateVersion) {
       el("td", { class: `verdict verdict--${verdict}`, text: verdictText }),
     );
   });
-  const minimum = gate.min_malignant ? ` with at least ${gate.min_malignant} malignant cases` : "";
+  const minimum = gate.min_malignant ? ` with at least ${gate.min_malignant} cases of each class` : "";
   return el(
     "div",
     { class: "table-scroll" },
