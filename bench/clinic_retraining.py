@@ -93,13 +93,18 @@ def main() -> None:
     parser.add_argument("--token", default="", help="the WRITE_TOKEN, when one is set")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job")
     parser.add_argument("--out", type=Path, help="also write the job and the upload counts here as JSON")
+    parser.add_argument("--steps", choices=("upload", "train", "both"), default="both", help="what to do")
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
 
-    started = time.monotonic()
-    counts = upload(args.url, args.data, args.collection, headers)
-    uploaded_s = time.monotonic() - started
-    print(f"uploaded in {uploaded_s:.0f} s: {counts}", flush=True)
+    counts, uploaded_s = {}, 0.0
+    if args.steps in ("upload", "both"):
+        started = time.monotonic()
+        counts = upload(args.url, args.data, args.collection, headers)
+        uploaded_s = time.monotonic() - started
+        print(f"uploaded in {uploaded_s:.0f} s: {counts}", flush=True)
+    if args.steps == "upload":
+        return
     job = retrain(args.url, headers, args.timeout)
     seconds = job.get("timings", {}).get("finished_at", 0) - job.get("timings", {}).get("started_at", 0)
     print(f"job {job['id']}: {job['status']} in {seconds / 60:.1f} min (queued to finished)")
