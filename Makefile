@@ -17,7 +17,8 @@ WEIGHTS ?= ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0
 # make train MODEL_OUT=models ships the new version (and points the production alias at it).
 MODEL_OUT ?= var/models
 # make evaluate DATA=<dir with benign/ and malignant/, or a dataset root: its test/>;
-# MODEL_DIR=<version folder> picks a version (default: the shipped production one).
+# MODEL_DIR=<version folder> picks a version (default: the shipped production one);
+# COLLECTION=<name> judges at that collection's own threshold, as a prediction naming it is.
 MODEL_DIR ?=
 PRODUCTION_DIR = models/versions/$(shell sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' models/aliases/production.json)
 BENCH_ARGS ?=
@@ -72,7 +73,8 @@ ablations: $(VENV)/.runtime  ## training recipes scored on HAM10000 validation a
 	$(PYTHON) -m bench.recipe_ablations --data $(DATA) --external $(EXTERNAL) --weights $(WEIGHTS) $(ABLATION_ARGS)
 
 evaluate: $(VENV)/.runtime  ## score the shipped production model on DATA; last line is JSON
-	$(PYTHON) -m services.trainer evaluate --data $(DATA) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
+	$(PYTHON) -m services.trainer evaluate --data $(DATA) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) \
+		$(if $(COLLECTION),--collection $(COLLECTION))
 
 bench: $(VENV)/.dev  ## end-to-end and raw model throughput (needs RabbitMQ); prints ratios
 	$(PYTHON) -m bench.end_to_end $(BENCH_ARGS)

@@ -81,6 +81,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with benign/ and malignant/ (or a dataset root: its test/ is used)",
     )
     parser.add_argument("--model-dir", type=Path, help="a version folder (default: the shipped production one)")
+    parser.add_argument(
+        "--collection",
+        help="judge at this collection's own threshold, as a prediction naming it is (default: the global one)",
+    )
     parser.add_argument("--report", type=Path, help="also write report.md and plots here")
 
 
@@ -214,7 +218,10 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if not (args.data / "benign").is_dir() and (args.data / "test").is_dir():
         args.data = args.data / "test"  # a dataset root: its test split is what evaluation means
     data = load_folder(args.data)
-    result = evaluate_artifact(artifact, card, data)
+    own_thresholds = card.get("collection_thresholds") or {}
+    own = args.collection if args.collection in own_thresholds else None
+    threshold = own_thresholds[own] if own else card["threshold"]
+    result = {**evaluate_artifact(artifact, {**card, "threshold": threshold}, data), "threshold_collection": own}
     if args.report:
         write_report(args.report, {**card, "metrics": {"evaluated": result}}, split="evaluated")
     low, high = result["auc_ci95"]

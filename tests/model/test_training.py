@@ -94,6 +94,21 @@ def test_evaluate_prints_one_json_summary_as_its_last_line(trained: Path, datase
     assert (tmp_path / "report.md").is_file()
 
 
+def test_evaluate_judges_at_a_named_collections_own_threshold(trained: Path, dataset_root: Path, capsys, tmp_path):
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    model_dir = shutil.copytree(trained / "versions" / version, tmp_path / version)
+    card = json.loads((model_dir / "card.json").read_text())
+    (model_dir / "card.json").write_text(json.dumps({**card, "collection_thresholds": {"clinic": 0.0}}))
+    arguments = ["evaluate", "--data", str(dataset_root / "test"), "--model-dir", str(model_dir)]
+
+    assert main([*arguments, "--collection", "clinic"]) == 0
+    own = _last_json_line(capsys.readouterr().out)
+    assert (own["threshold"], own["threshold_collection"], own["sensitivity"]) == (0.0, "clinic", 1.0)
+    assert main([*arguments, "--collection", "elsewhere"]) == 0
+    other = _last_json_line(capsys.readouterr().out)
+    assert (other["threshold"], other["threshold_collection"]) == (card["threshold"], None)
+
+
 def test_train_takes_a_serving_runtime_and_refuses_unknown_ones():
     assert build_parser().parse_args(["train", "--runtime", "litert"]).runtime == "litert"
     assert build_parser().parse_args(["train"]).runtime is None  # then the SERVING_RUNTIME setting decides
