@@ -82,7 +82,7 @@ def test_cancelling_the_token_question_changes_nothing(page: Page, system: Runni
     assert production(system) == "test-v1"
 
 
-def test_each_version_shows_its_external_metrics_under_its_test_metrics_then_a_row_per_collection(
+def test_each_version_shows_its_test_metrics_then_a_row_per_collection_external_ones_marked(
     page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
 ) -> None:
     # The shipped version's card was made before collections: it has neither external nor collection figures.
@@ -100,18 +100,14 @@ def test_each_version_shows_its_external_metrics_under_its_test_metrics_then_a_r
     newest, older = versions.nth(0), versions.nth(1)
     # The version's name heads all of its rows (a row group), each row named by what it was evaluated on.
     expect(newest.locator('th[scope="rowgroup"]')).to_contain_text(NEWER)
-    expect(newest.locator('th[scope="rowgroup"]')).to_have_attribute("rowspan", "5")
-    expect(newest.locator('th[scope="row"]')).to_have_count(5)
-    test_row, external_row = newest.locator("tr.evaluation--test"), newest.locator("tr.evaluation--external")
+    expect(newest.locator('th[scope="rowgroup"]')).to_have_attribute("rowspan", "4")
+    expect(newest.locator('th[scope="row"]')).to_have_count(4)
+    test_row = newest.locator("tr.evaluation--test")
     expect(test_row.locator('th[scope="row"]')).to_contain_text("Test split")
     expect(test_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.880 (0.84–0.91)")
     expect(test_row.locator('td[data-label="Threshold"]')).to_have_text("0.500global threshold")
-    expect(external_row.locator('th[scope="row"]')).to_contain_text("Derm7pt")
-    expect(external_row.locator('th[scope="row"]')).to_contain_text("external")
-    expect(external_row.locator('td[data-label="AUC (95% CI)"]')).to_have_text("0.780 (0.74–0.81)")
-    expect(external_row.locator('td[data-label="Sensitivity"]')).to_have_text("79.0%")
-    expect(external_row.locator('td[data-label="Specificity"]')).to_have_text("60.0%")
-    expect(external_row.locator('td[data-label="Images"]')).to_have_text("1011")
+    # The external collection has its own collection row: no pooled external row repeats it.
+    expect(newest.locator("tr.evaluation--external")).to_have_count(0)
 
     # A row per collection: trained-on ones by name, then external ones, each marked.
     collections = newest.locator("tr.evaluation--collection")

@@ -1,7 +1,7 @@
-// Models tab: every version with its test metrics, under them its metrics on an external
-// collection (another clinic's images), then a row per collection it was evaluated on (each
-// collection's held-out part, at the threshold a prediction naming it gets); promote one, or
-// roll back to an older one.
+// Models tab: every version with its test metrics, then a row per collection it was evaluated
+// on (each collection's held-out part, at the threshold a prediction naming it gets; external
+// ones marked); cards from before collections show their external collection's metrics
+// instead. Promote one, or roll back to an older one.
 
 import { getJson, write } from "./api.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
@@ -36,7 +36,7 @@ function render({ production, versions }) {
         text: "Model versions, newest first: test split, external collection, then each collection's held-out part",
       }),
       el("thead", {}, el("tr", {}, HEADER.map((text) => el("th", { scope: "col", text })))),
-      // One row group per version: its test row, its external row, then a row per collection.
+      // One row group per version: its test row, then a row per collection (older cards: an external row).
       versions.map((version, index) => versionRows(version, productionIndex >= 0 && index > productionIndex)),
     ),
   );
@@ -52,7 +52,9 @@ function collectionsOf(version) {
 /** One version's row group; `older` (than production) makes its button a rollback. */
 function versionRows(version, older) {
   const collections = collectionsOf(version);
-  const rows = 2 + collections.length;
+  // A card with collections gives each external one a row of its own below: no pooled row.
+  const pooledExternal = collections.length === 0;
+  const rows = 1 + Number(pooledExternal) + collections.length;
   const name = el("th", { scope: "rowgroup", rowspan: rows }, el("span", { class: "version", text: version.version }));
   if (version.is_production) name.append(" ", el("span", { class: "badge badge--production", text: "Production" }));
   name.append(el("span", { class: "version__detail", text: `created ${dateTime(version.created_at)}` }));
@@ -89,7 +91,7 @@ function versionRows(version, older) {
     "tbody",
     { class: version.is_production ? "is-production" : "" },
     test,
-    external,
+    pooledExternal && external,
     collections.map(([collectionName, metrics]) => collectionRow(collectionName, metrics)),
   );
 }
