@@ -63,6 +63,13 @@ class Unauthorized(BadInput):
     http_status = 401
 
 
+class CrossSiteWrite(BadInput):
+    """Raised when a write comes from another site's page and no write token is set."""
+
+    code = "cross_site_write"
+    http_status = 403
+
+
 class NotFound(SkinLesionError):
     """Raised when a job, object or model version does not exist."""
 

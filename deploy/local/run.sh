@@ -19,6 +19,10 @@ services+=(--service "trainer=$python -m services.trainer serve")
 services+=(--service "insights=$python -m services.insights")
 services+=(--service "gateway=$python -m services.gateway")
 
+if [ -z "${WRITE_TOKEN:-}" ]; then
+  echo "No WRITE_TOKEN: writes are accepted from the gateway's own pages and from non-browser clients only (set WRITE_TOKEN to require a token)."
+fi
+
 # exec: SIGTERM and Ctrl-C go straight to the supervisor, which stops the services in turn.
 exec "$PYTHON" deploy/local/supervise.py --log-dir var/log --pid-dir var/run \
   --ready-url "http://${HTTP_HOST:-127.0.0.1}:${HTTP_PORT:-8000}" "${services[@]}"

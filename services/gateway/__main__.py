@@ -77,6 +77,12 @@ def main() -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="slc-gateway-metrics-"))
     _limit_malloc_arenas(GATEWAY_MALLOC_ARENAS)
     print(f"Skin Lesion Classifier gateway on http://{settings.http_host}:{settings.http_port}/", flush=True)
+    if not settings.write_token:
+        print(
+            "No WRITE_TOKEN: writes (uploads, training, promotion, deletion) are accepted from this"
+            " gateway's own pages and from clients that are not browsers; other sites' pages get 403.",
+            flush=True,
+        )
     GatewayServer(settings).run()
     return 0
 
