@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shared.errors import BadInput, ObjectNotFound
-from shared.images import EXTENSIONS, decode_upload, strip_metadata
+from shared.images import CONTENT_TYPES, EXTENSIONS, decode_upload, strip_metadata
 from shared.storage import ObjectStore, get_json, layout, put_json
 
 TRAIN_PART, TEST_PART = layout.DATASET_PARTS
@@ -37,6 +37,7 @@ TRAIN_PART, TEST_PART = layout.DATASET_PARTS
 DEFAULT_UPLOAD_COLLECTION = "uploads"
 _COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _PATIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_CONTENT_TYPE_OF_EXTENSION = {EXTENSIONS[kind]: CONTENT_TYPES[kind] for kind in EXTENSIONS}
 # Images whose records are written together, so a crash loses no patient of a stored image.
 _BATCH = 200
 
@@ -128,20 +129,23 @@ def assign_part(collection: Collection, sha256: str, patient: str | None) -> str
     return TRAIN_PART
 
 
-def open_collection(store: ObjectStore, name: str, *, external: bool, holdout_fraction: float) -> Collection:
+def open_collection(
+    store: ObjectStore, name: str, *, external: bool | None = None, holdout_fraction: float
+) -> Collection:
     """The stored collection `name`, created with these settings when it is new.
 
     An existing collection keeps the held-out share it was created with, so a changed setting
     never moves an image; asking for an external collection by a trained-on name (or the other
     way round) is refused, since images would then be trained on and judged on at once.
+    `external=None` takes the collection as it is stored (a new one is trained on).
     """
     check_collection_name(name)
     if not store.exists(layout.collection_record(name)):
-        created = Collection(name, external, holdout_fraction)
+        created = Collection(name, bool(external), holdout_fraction)
         put_json(store, layout.collection_record(name), {**asdict(created), "created_at": time.time()})
         return created
     stored = read_collection(store, name)
-    if stored.external != external:
+    if external is not None and stored.external != external:
         kind = "external (never trained on)" if stored.external else "trained on"
         raise BadInput(f"collection {name!r} is {kind}; images cannot be added to it as the other kind")
     return stored
@@ -278,29 +282,31 @@ def migrate_legacy_layout(
     `incoming` (API uploads) becomes the `uploads` collection, assigned like a new upload;
     `external` becomes `external_collection`, held out whole.
     """
+    records: dict[tuple[str, bool], Collection] = {}
+
+    def target(name: str, external: bool) -> Collection:  # one record read per collection
+        if (name, external) not in records:
+            records[name, external] = open_collection(store, name, external=external, holdout_fraction=holdout_fraction)
+        return records[name, external]
+
     moved = 0
     for key in store.list(layout.DATASETS_PREFIX):
         parts = key.split("/")
         if len(parts) != 4 or parts[1] not in (*layout.DATASET_PARTS, "incoming", "external"):
             continue
         _, split, label, filename = parts
-        sha256 = filename.split(".")[0]
+        sha256, extension = filename.split(".")[0], filename.rsplit(".", 1)[-1]
         if split == "external":
             if external_collection is None:
                 continue  # kept where it is until EXTERNAL_DATA_DIR names its collection
-            target = open_collection(store, external_collection, external=True, holdout_fraction=holdout_fraction)
-            part = TEST_PART
+            collection, part = target(external_collection, True), TEST_PART
         elif split == "incoming":
-            target = open_collection(
-                store, DEFAULT_UPLOAD_COLLECTION, external=False, holdout_fraction=holdout_fraction
-            )
-            part = assign_part(target, sha256, None)
+            collection = target(DEFAULT_UPLOAD_COLLECTION, False)
+            part = assign_part(collection, sha256, None)
         else:
-            target = open_collection(store, data_collection, external=False, holdout_fraction=holdout_fraction)
-            part = split
-        extension = filename.rsplit(".", 1)[-1]
-        content_type = "image/png" if extension == "png" else "image/jpeg"
-        store.put(layout.dataset_image(target.name, part, label, sha256, extension), store.get(key), content_type)
+            collection, part = target(data_collection, False), split
+        key_to = layout.dataset_image(collection.name, part, label, sha256, extension)
+        store.put(key_to, store.get(key), _CONTENT_TYPE_OF_EXTENSION.get(extension, "application/octet-stream"))
         store.delete(key)
         moved += 1
     return moved

@@ -32,9 +32,7 @@ def upload() -> Response:
         dataset.check_patient(patient)
     files = context.uploaded_files(settings.max_dataset_files_per_request, settings.max_upload_bytes)
     store = context.store()
-    collection = dataset.open_collection(
-        store, name, external=dataset.read_collection(store, name).external, holdout_fraction=settings.holdout_fraction
-    )
+    collection = dataset.open_collection(store, name, holdout_fraction=settings.holdout_fraction)
     outcomes = dataset.add_images(
         store,
         collection,

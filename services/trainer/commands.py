@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -111,10 +112,15 @@ def migrate(settings: Settings, store: ObjectStore) -> int:
     external = settings.external_data_dir
     return dataset.migrate_legacy_layout(
         store,
-        data_collection=settings.data_collection or collection_name_for(settings.data_dir),
-        external_collection=(settings.external_data_collection or collection_name_for(external)) if external else None,
+        data_collection=_configured_name(settings.data_collection, settings.data_dir),
+        external_collection=_configured_name(settings.external_data_collection, external) if external else None,
         holdout_fraction=settings.holdout_fraction,
     )
+
+
+def _configured_name(configured: str, folder: Path) -> str:
+    """DATA_COLLECTION (or EXTERNAL_DATA_COLLECTION) when set, else the folder's name; checked."""
+    return dataset.check_collection_name(configured or collection_name_for(folder))
 
 
 def collection_name_for(folder: Path) -> str:
@@ -126,13 +132,11 @@ def startup_folders(settings: Settings) -> list[tuple[Path, str, bool]]:
     """(folder, collection, external) to import at start: DATA_DIR, and EXTERNAL_DATA_DIR held out whole."""
     folders: list[tuple[Path, str, bool]] = []
     if settings.data_dir.is_dir():
-        name = dataset.check_collection_name(settings.data_collection or collection_name_for(settings.data_dir))
-        folders.append((settings.data_dir, name, False))
+        folders.append((settings.data_dir, _configured_name(settings.data_collection, settings.data_dir), False))
     external = settings.external_data_dir
     if external is not None:
         if external.is_dir():
-            name = settings.external_data_collection or collection_name_for(external)
-            folders.append((external, dataset.check_collection_name(name), True))
+            folders.append((external, _configured_name(settings.external_data_collection, external), True))
         else:
             log.warning("EXTERNAL_DATA_DIR=%s is not a folder; no external collection is imported", external)
     return folders
@@ -210,19 +214,12 @@ def add_folder(
     record = dataset.open_collection(store, collection, external=external, holdout_fraction=settings.holdout_fraction)
     known = dataset.known_hashes(store)
     counts = {"added": 0, "duplicate": 0, "rejected": 0}
-    folder_parts: dict[str | None, list[dataset.LabelledFile]] = {}
-    for part, label, path in dataset.iter_folder(root):
-        patient = patients.get(path.relative_to(root).as_posix())
-        folder_parts.setdefault(part, []).append(dataset.LabelledFile(path.name, label, path.read_bytes(), patient))
-        if sum(len(files) for files in folder_parts.values()) >= 500:
-            _add_parts(settings, store, record, folder_parts, known, counts)
-            folder_parts = {}
-    _add_parts(settings, store, record, folder_parts, known, counts)
-    return counts
-
-
-def _add_parts(settings, store, record, folder_parts, known, counts) -> None:
-    for part, files in folder_parts.items():
+    # iter_folder yields part by part; each part's files are read lazily, as add_images stores them.
+    for part, images in itertools.groupby(dataset.iter_folder(root), key=lambda image: image[0]):
+        files = (
+            dataset.LabelledFile(path.name, label, path.read_bytes(), patients.get(path.relative_to(root).as_posix()))
+            for _, label, path in images
+        )
         outcomes = dataset.add_images(
             store,
             record,
@@ -236,6 +233,7 @@ def _add_parts(settings, store, record, folder_parts, known, counts) -> None:
             counts[outcome.status] += 1
             if outcome.status == "rejected":
                 log.warning("rejected %s: %s", outcome.filename, outcome.reason)
+    return counts
 
 
 def announce_import(settings: Settings, collection: str, added: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from shared.model.data import CollectionImages, LabelledImages, concatenate
+from shared.model.data import CollectionImages, LabelledImages, combined_content_hash, concatenate
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
 from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
 from shared.model.registry import CARD_FILE, KERAS_FILE
@@ -125,6 +125,16 @@ def describe(data: LabelledImages, source: str) -> dict[str, Any]:
     return {"source": source, "n": len(data), "n_malignant": int(data.labels.sum()), "content_hash": data.content_hash}
 
 
+def describe_parts(parts: list[LabelledImages], source: str) -> dict[str, Any]:
+    """`describe(concatenate(parts))`, without copying their pixels."""
+    return {
+        "source": source,
+        "n": sum(len(part) for part in parts),
+        "n_malignant": sum(int(part.labels.sum()) for part in parts),
+        "content_hash": combined_content_hash(parts),
+    }
+
+
 def write_version(folder: Path, files: dict[str, bytes], card: dict[str, Any]) -> None:
     """Write the files, then the card last (like `registry.publish_version`)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -217,16 +227,24 @@ def describe_collections(
     train_data: LabelledImages, validation: LabelledImages, collections: list[CollectionImages]
 ) -> dict[str, Any]:
     """Each collection's images: trained on, validated on, held out."""
+    trained, validated = train_data.collection_indices(), validation.collection_indices()
 
-    def part(images: LabelledImages, name: str) -> dict[str, Any] | None:
-        members = images.collection_indices().get(name)
-        return None if members is None or not len(members) else describe(images.subset(members), name)
+    def part(images: LabelledImages, members: np.ndarray | None, name: str) -> dict[str, Any] | None:
+        if members is None or not len(members):
+            return None
+        n_malignant = int(images.labels[members].sum())
+        return {
+            "source": name,
+            "n": len(members),
+            "n_malignant": n_malignant,
+            "content_hash": images.content_hash_of(members),
+        }
 
     return {
         c.name: {
             "external": c.external,
-            "train": part(train_data, c.name),
-            "validation": part(validation, c.name),
+            "train": part(train_data, trained.get(c.name), c.name),
+            "validation": part(validation, validated.get(c.name), c.name),
             "test": describe(c.test, c.name) if c.test is not None else None,
         }
         for c in collections
@@ -280,13 +298,12 @@ def package(
         "validation": describe(validation, f"{source}: drawn from the training parts by patient or image hash"),
         "collections": describe_collections(train_data, validation, collections),
     }
-    if evaluated["test"] is not None:
-        data["test"] = describe(
-            concatenate([c.test for c in collections if c.test is not None and not c.external]), source
-        )
+    trained_on_held_out = [c.test for c in collections if c.test is not None and not c.external]
+    if trained_on_held_out:
+        data["test"] = describe_parts(trained_on_held_out, source)
     if external:
         data["external"] = {
-            **describe(concatenate([c.test for c in external]), source),
+            **describe_parts([c.test for c in external], source),
             "name": ", ".join(c.name for c in external),
         }
     card = make_card(

@@ -51,19 +51,23 @@ class LabelledImages:
     def has_diagnoses(self) -> bool:
         return bool(len(self.diagnoses)) and bool(np.all(self.diagnoses >= 0))
 
-    def subset(self, indices: np.ndarray) -> LabelledImages:
-        names = tuple(self.names[i] for i in indices)
-        digests = tuple(self.digests[i] for i in indices) if self.digests else ()
-        labels = self.labels[indices]
+    def content_hash_of(self, indices: np.ndarray) -> str:
+        """The content hash of the images at `indices`, without copying their pixels."""
         # Content-addressed when the file hashes are known; by file name otherwise.
-        keys = [f"{LABELS[label]}/{digest}" for label, digest in zip(labels, digests, strict=True)] or names
+        if self.digests:
+            keys = [f"{LABELS[self.labels[i]]}/{self.digests[i]}" for i in indices]
+        else:
+            keys = [self.names[i] for i in indices]
+        return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+    def subset(self, indices: np.ndarray) -> LabelledImages:
         return LabelledImages(
             self.pixels[indices],
-            labels,
+            self.labels[indices],
             self.diagnoses[indices],
-            names,
-            hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest(),
-            digests,
+            tuple(self.names[i] for i in indices),
+            self.content_hash_of(indices),
+            tuple(self.digests[i] for i in indices) if self.digests else (),
             tuple(self.collections[i] for i in indices) if self.collections else (),
             tuple(self.groups[i] for i in indices) if self.groups else (),
         )
@@ -114,9 +118,18 @@ def load_folder(
 
 
 def load_store(
-    store: ObjectStore, collection: str, part: str, *, limit: int | None = None, workers: int = 8
+    store: ObjectStore,
+    collection: str,
+    part: str,
+    *,
+    patients: dict[str, str] | None = None,
+    limit: int | None = None,
+    workers: int = 8,
 ) -> LabelledImages:
-    """Load `datasets/{collection}/{part}/{benign,malignant}/*` from the object store."""
+    """Load `datasets/{collection}/{part}/{benign,malignant}/*` from the object store.
+
+    `patients` (sha256 -> patient, `dataset.read_patients`) is read from the store when not given.
+    """
     entries: list[tuple[str, int, str]] = []
     prefix = layout.dataset_prefix(collection, part)
     for label_index, label in enumerate(LABELS):
@@ -124,11 +137,11 @@ def load_store(
         entries += [(f"{label}/{key.rsplit('/', 1)[-1]}", label_index, key) for key in keys[:limit]]
     if not entries:
         raise FileNotFoundError(f"no images under {prefix}")
-    patients = dataset.read_patients(store, collection)  # keyed by sha256, the file name's stem
+    if patients is None:
+        patients = dataset.read_patients(store, collection)
+    filenames = [name.split("/")[1] for name, _, _ in entries]  # "{sha256}.{ext}"
     by_name = {
-        filename: patients[filename.split(".")[0]]
-        for filename in (name.split("/")[1] for name, _, _ in entries)
-        if filename.split(".")[0] in patients
+        filename: patients[filename.split(".")[0]] for filename in filenames if filename.split(".")[0] in patients
     }
     return _decode_all(entries, store.get, {}, by_name, collection, workers)
 
@@ -139,10 +152,11 @@ def load_store_collections(store: ObjectStore, *, limit: int | None = None) -> l
     collections = []
     for name in names:
         record = dataset.read_collection(store, name)
+        patients = dataset.read_patients(store, name)
         parts = {}
         for part in layout.DATASET_PARTS:
             try:
-                parts[part] = load_store(store, name, part, limit=limit)
+                parts[part] = load_store(store, name, part, patients=patients, limit=limit)
             except FileNotFoundError:
                 parts[part] = None
         train = None if record.external else parts[dataset.TRAIN_PART]
@@ -355,6 +369,13 @@ def augmented_views(
     return views.prefetch(tf.data.AUTOTUNE)
 
 
+def combined_content_hash(parts: list[LabelledImages]) -> str:
+    """The content hash `concatenate(parts)` has, without copying any pixels."""
+    if len(parts) == 1:
+        return parts[0].content_hash
+    return hashlib.sha256("\n".join(sorted(part.content_hash for part in parts)).encode()).hexdigest()
+
+
 def concatenate(parts: list[LabelledImages]) -> LabelledImages:
     """One LabelledImages of several (e.g. the store's train and incoming splits)."""
     if len(parts) == 1:
@@ -365,7 +386,7 @@ def concatenate(parts: list[LabelledImages]) -> LabelledImages:
         labels=np.concatenate([part.labels for part in parts]),
         diagnoses=np.concatenate([part.diagnoses for part in parts]),
         names=names,
-        content_hash=hashlib.sha256("\n".join(sorted(part.content_hash for part in parts)).encode()).hexdigest(),
+        content_hash=combined_content_hash(parts),
         digests=tuple(digest for part in parts for digest in part.digests) if all(p.digests for p in parts) else (),
         collections=tuple(c for part in parts for c in part.collections) if all(p.collections for p in parts) else (),
         groups=tuple(g for part in parts for g in part.groups) if all(p.groups for p in parts) else (),
