@@ -29,7 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shared.errors import BadInput, ObjectNotFound
-from shared.images import CONTENT_TYPES, EXTENSIONS, decode_upload, strip_metadata
+from shared.images import (
+    CONTENT_TYPES,
+    EXTENSIONS,
+    MODEL_INPUT_SIZE,
+    UNLIMITED_DECODE_BUDGET,
+    DecodeBudget,
+    decode_upload,
+    decoded_upload,
+    strip_metadata,
+)
 from shared.storage import ObjectStore, get_json, layout, put_json
 
 TRAIN_PART, TEST_PART = layout.DATASET_PARTS
@@ -38,8 +47,10 @@ DEFAULT_UPLOAD_COLLECTION = "uploads"
 _COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _PATIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CONTENT_TYPE_OF_EXTENSION = {EXTENSIONS[kind]: CONTENT_TYPES[kind] for kind in EXTENSIONS}
-# Images whose records are written together, so a crash loses no patient of a stored image.
+# Images whose records are written together, so a crash loses no patient of a stored image;
+# a batch is also stored once it holds this many bytes, so a large upload is not all in memory.
 _BATCH = 200
+_BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -190,56 +201,99 @@ def add_images(
     known: set[str],
     max_bytes: int,
     max_pixels: int,
+    budget: DecodeBudget = UNLIMITED_DECODE_BUDGET,
+    budget_wait_s: float = 10.0,
 ) -> list[AddOutcome]:
     """Check and store each labelled file unless its content is already in the dataset.
 
     `part` forces the part (a folder with its own train/ and test/); otherwise each image is
     assigned by `assign_part`. `known` (from `known_hashes`) is updated, so duplicates within
     one call are caught too. Patients are recorded before the images of each batch are stored.
+    Files are read from `files` one at a time, and each is decoded within `budget`.
     """
     outcomes: list[AddOutcome | None] = []  # in the order sent; None until the batch is stored
-    batch: list[tuple[int, tuple]] = []
+    batch: list[tuple[int, _Ready]] = []
+    batch_bytes = 0
     for file in files:
-        outcome, ready = _prepare(file, collection, part, known, max_bytes, max_pixels)
+        outcome, ready = _prepare(file, collection, part, known, _Limits(max_bytes, max_pixels, budget, budget_wait_s))
         outcomes.append(outcome)
         if ready is not None:
             batch.append((len(outcomes) - 1, ready))
-        if len(batch) >= _BATCH:
+            batch_bytes += len(ready.stored)
+        if len(batch) >= _BATCH or batch_bytes >= _BATCH_BYTES:
             _store_batch(store, collection, batch, outcomes)
-            batch = []
+            batch, batch_bytes = [], 0
     _store_batch(store, collection, batch, outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _prepare(file, collection, part, known, max_bytes, max_pixels):
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    max_pixels: int
+    budget: DecodeBudget
+    budget_wait_s: float
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A checked file waiting for its batch to be stored: its bytes without metadata, and where they go."""
+
+    file: LabelledFile
+    part: str
+    sha256: str
+    stored: bytes
+    extension: str
+    content_type: str
+
+
+def _prepare(
+    file: LabelledFile, collection: Collection, part: str | None, known: set[str], limits: _Limits
+) -> tuple[AddOutcome | None, _Ready | None]:
     """(outcome, None) for a duplicate or rejected file; (None, what to store) otherwise."""
     check_label(file.label)
     sent_sha256 = hashlib.sha256(file.data).hexdigest()
     if sent_sha256 in known:
         return AddOutcome(file.filename, "duplicate", sent_sha256), None
     try:
-        image = decode_upload(file.data, max_bytes=max_bytes, max_pixels=max_pixels)
+        stored, image_format = _checked_and_stripped(file.data, limits)
     except BadInput as error:
         return AddOutcome(file.filename, "rejected", reason=str(error)), None
-    stored = strip_metadata(file.data, image)
     sha256 = hashlib.sha256(stored).hexdigest()
     if sha256 in known:
         return AddOutcome(file.filename, "duplicate", sha256), None
     known.add(sha256)
     chosen = part or assign_part(collection, sha256, file.patient)
-    return None, (file, chosen, sha256, stored, image)
+    return None, _Ready(file, chosen, sha256, stored, EXTENSIONS[image_format], CONTENT_TYPES[image_format])
+
+
+def _checked_and_stripped(data: bytes, limits: _Limits) -> tuple[bytes, str]:
+    """The bytes to store and the image's format; the pixels are dropped before this returns.
+
+    Decoded at the model's scale: only checked, never kept (what is stored is the file's own
+    bytes without metadata, or, for an image its orientation tag turns, its full-size pixels).
+    """
+    with decoded_upload(
+        data,
+        max_bytes=limits.max_bytes,
+        max_pixels=limits.max_pixels,
+        budget=limits.budget,
+        wait_s=limits.budget_wait_s,
+        reduce_to=MODEL_INPUT_SIZE,
+    ) as image:
+        return strip_metadata(data, image), image.format
 
 
 def _store_batch(
-    store: ObjectStore, collection: Collection, batch: list[tuple[int, tuple]], outcomes: list[AddOutcome | None]
+    store: ObjectStore, collection: Collection, batch: list[tuple[int, _Ready]], outcomes: list[AddOutcome | None]
 ) -> None:
-    patients = {sha256: file.patient for _, (file, _, sha256, _, _) in batch if file.patient}
+    patients = {ready.sha256: ready.file.patient for _, ready in batch if ready.file.patient}
     if patients:
         put_json(store, layout.patient_record(collection.name, f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"), patients)
-    for index, (file, part, sha256, stored, image) in batch:
-        key = layout.dataset_image(collection.name, part, file.label, sha256, image.extension)
-        store.put(key, stored, image.content_type)
-        outcomes[index] = AddOutcome(file.filename, "added", sha256, part=part)
+    for index, ready in batch:
+        key = layout.dataset_image(collection.name, ready.part, ready.file.label, ready.sha256, ready.extension)
+        store.put(key, ready.stored, ready.content_type)
+        outcomes[index] = AddOutcome(ready.file.filename, "added", ready.sha256, part=ready.part)
 
 
 def iter_folder(root: Path) -> Iterator[tuple[str | None, str, Path]]:

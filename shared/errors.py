@@ -70,6 +70,13 @@ class CrossSiteWrite(BadInput):
     http_status = 403
 
 
+class QuotaExceeded(BadInput):
+    """Raised when a client already has as many jobs queued as one client may (429, retry later)."""
+
+    code = "quota_exceeded"
+    http_status = 429
+
+
 class NotFound(SkinLesionError):
     """Raised when a job, object or model version does not exist."""
 

@@ -18,14 +18,18 @@ so the worker reads 150 KB of pixels instead of decoding the upload a second tim
 from __future__ import annotations
 
 import io
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from shared import image_metadata
-from shared.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedImageFormat
+from shared.errors import ImageTooLarge, InvalidImage, Overloaded, PayloadTooLarge, UnsupportedImageFormat
 
 MODEL_INPUT_SIZE = (224, 224)
 MODEL_INPUT_SHAPE = (*MODEL_INPUT_SIZE[::-1], 3)
@@ -106,20 +110,35 @@ def sniff_format(data: bytes) -> str:
     raise InvalidImage("the file is not a JPEG or PNG image")
 
 
-def decode_upload(
-    data: bytes, *, max_bytes: int, max_pixels: int, reduce_to: tuple[int, int] | None = None
-) -> DecodedImage:
-    """Check an uploaded file completely and return it as upright RGB pixels.
+@dataclass(frozen=True)
+class OpenedUpload:
+    """An upload whose header passed the checks, its pixels not yet decoded."""
 
-    Raises PayloadTooLarge over `max_bytes`, ImageTooLarge over `max_pixels` (checked from
-    the header, before the pixels are decoded), UnsupportedImageFormat or InvalidImage.
-    With `reduce_to`, a JPEG is decoded at the smallest DCT scale that still covers that size
-    (every byte is still decoded, so damage is caught the same), unless its orientation turns
-    it: then the full-size upright pixels are needed to store it without the tag.
+    format: str
+    image: Image.Image
+    width: int  # the file's own size (a reduced decode gives fewer pixels)
+    height: int
+    orientation: int
+    reduced: bool
+    decode_bytes: int
+
+
+def open_upload(
+    data: bytes, *, max_bytes: int, max_pixels: int, reduce_to: tuple[int, int] | None = None
+) -> OpenedUpload:
+    """Check an upload's bytes, structure and header, and say what decoding it will cost.
+
+    Cheap: nothing is decompressed. Raises PayloadTooLarge over `max_bytes`, ImageTooLarge over
+    `max_pixels`, UnsupportedImageFormat, or InvalidImage (also for a file whose segments, chunks
+    or fill bytes would cost more to walk than any real image's).
     """
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the file has {len(data)} bytes; the limit is {max_bytes}")
     image_format = sniff_format(data)
+    try:
+        image_metadata.check_structure(data, image_format)
+    except image_metadata.ExcessiveStructure as error:
+        raise InvalidImage(f"{error}; refused before decoding") from error
     try:
         with warnings.catch_warnings():
             # Pillow warns (rather than raises) between 1x and 2x its own pixel limit; our
@@ -130,18 +149,124 @@ def decode_upload(
             if width * height > max_pixels:
                 raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels")
             orientation = _orientation(image)
-            reduced = _draft(image, reduce_to) if orientation not in TURNING_ORIENTATIONS else False
-            # The whole file to the decoder in one call (Pillow's default is 64 KiB per call): each
-            # call gives up and takes back the GIL, which a busy gateway's threads hold in turn.
-            image.decodermaxblock = max(image.decodermaxblock, len(data))
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(upright)
+            turned = orientation in TURNING_ORIENTATIONS
+            reduced = _draft(image, reduce_to) if not turned else False
     except (ImageTooLarge, InvalidImage):
         raise
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(f"the image has too many pixels: {error}") from error
     except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as error:
+        raise InvalidImage(f"the {image_format.upper()} file is damaged or truncated: {error}") from error
+    return OpenedUpload(
+        image_format, image, width, height, orientation, reduced, decode_bytes(image.mode, image.size, turned)
+    )
+
+
+# Bytes per pixel as Pillow holds a decoded image: 1 for 1-bit, grey and palette, 2 for 16-bit
+# grey, 4 for everything else (RGB is stored as 4 bytes a pixel too).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# Converting to RGB holds an RGB copy beside the decoded pixels; 16-bit grey passes through
+# 32-bit integers and 8-bit grey on the way (_to_rgb).
+_RGB_COPY_BYTES = 4
+_WIDE_GREY_EXTRA_BYTES = 5
+
+
+def decode_bytes(mode: str, size: tuple[int, int], turned: bool) -> int:
+    """Peak bytes of pixels held while an image of this mode and size is decoded to RGB."""
+    per_pixel = _BYTES_PER_PIXEL.get(mode, 4)
+    if mode != "RGB":
+        per_pixel += _RGB_COPY_BYTES
+    if mode.startswith("I"):
+        per_pixel += _WIDE_GREY_EXTRA_BYTES
+    if turned:  # exif_transpose makes a turned copy of the decoded pixels
+        per_pixel *= 2
+    return size[0] * size[1] * per_pixel
+
+
+class DecodeBudget:
+    """The bytes of decoded pixels one process may hold at once, shared by its threads.
+
+    Each decode reserves its cost (`decode_bytes`, known from the header) before decompressing
+    and gives it back when its pixels are dropped: a few bomb PNGs of 120 KB that each decode
+    to 160 MB wait for one another instead of growing the process by a gigabyte.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._reserved = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, cost: int, wait_s: float) -> Iterator[None]:
+        """Hold `cost` bytes for the block. ImageTooLarge if it can never fit; Overloaded after `wait_s`."""
+        if cost > self.capacity_bytes:
+            limit = _megabytes(self.capacity_bytes)
+            raise ImageTooLarge(f"the image decodes to {_megabytes(cost)} MB of pixels; the limit is {limit} MB")
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._reserved + cost <= self.capacity_bytes, timeout=wait_s):
+                raise Overloaded("other large images are being decoded; retry shortly")
+            self._reserved += cost
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._reserved -= cost
+                self._changed.notify_all()
+
+
+# For callers whose decodes need no bound (the trainer reading its own dataset, tests).
+UNLIMITED_DECODE_BUDGET = DecodeBudget(sys.maxsize)
+
+
+def _megabytes(size: int) -> int:
+    return round(size / 1_000_000)
+
+
+def decode_upload(
+    data: bytes, *, max_bytes: int, max_pixels: int, reduce_to: tuple[int, int] | None = None
+) -> DecodedImage:
+    """Check an uploaded file completely and return it as upright RGB pixels.
+
+    Raises what `open_upload` raises, and InvalidImage for pixels that do not decode.
+    With `reduce_to`, a JPEG is decoded at the smallest DCT scale that still covers that size
+    (every byte is still decoded, so damage is caught the same), unless its orientation turns
+    it: then the full-size upright pixels are needed to store it without the tag.
+    """
+    return _decode(open_upload(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce_to=reduce_to), len(data))
+
+
+@contextmanager
+def decoded_upload(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    budget: DecodeBudget,
+    wait_s: float,
+    reduce_to: tuple[int, int] | None = None,
+) -> Iterator[DecodedImage]:
+    """`decode_upload` within `budget`: the pixels count against it until the block ends.
+
+    Keep nothing of the image beyond the block but what is small (the model input, the bytes to store).
+    """
+    opened = open_upload(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce_to=reduce_to)
+    with budget.reserve(opened.decode_bytes, wait_s):
+        yield _decode(opened, len(data))
+
+
+def _decode(opened: OpenedUpload, size: int) -> DecodedImage:
+    image, image_format, orientation = opened.image, opened.format, opened.orientation
+    width, height = opened.width, opened.height
+    try:
+        # The whole file to the decoder in one call (Pillow's default is 64 KiB per call): each
+        # call gives up and takes back the GIL, which a busy gateway's threads hold in turn.
+        image.decodermaxblock = max(image.decodermaxblock, size)
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(upright)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"the image has too many pixels: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImage(f"the {image_format.upper()} file is damaged or truncated: {error}") from error
     if orientation in {5, 6, 7, 8}:  # these turn by a quarter: the upright file is the other way round
         width, height = height, width
@@ -151,8 +276,8 @@ def decode_upload(
         height=height,
         rgb=rgb,
         orientation=orientation,
-        upright=None if reduced else upright,
-        reduced=reduced,
+        upright=None if opened.reduced else upright,
+        reduced=opened.reduced,
     )
 
 

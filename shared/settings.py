@@ -7,6 +7,7 @@ Every default works on one machine: the local RabbitMQ, and a filesystem store u
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,31 @@ from shared.errors import ConfigurationError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Values of SERVING_RUNTIME (shared.model.serving.RUNTIME_ARTIFACTS maps each to its artifact).
 SERVING_RUNTIMES = ("onnxruntime", "litert")
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
+    """The CPUs this process may use: its container's CPU quota when it has one, else its cores.
+
+    `os.cpu_count()` is the host's: a gateway limited to one CPU on a 32-core node would size
+    its pools for 32. Reads cgroup v2 `cpu.max`, then v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`.
+    """
+    cores = float(len(os.sched_getaffinity(0)))
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return min(cores, quota) if quota is not None else cores
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+        period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        return None if int(limit) <= 0 else int(limit) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def _parse_bool(text: str) -> bool:
@@ -66,6 +92,19 @@ class Settings:
     max_files_per_request: int = 32
     write_token: str = ""
     max_dataset_files_per_request: int = 200
+    # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed
+    # (compose and Kubernetes: 1, the proxy); 0 trusts none, so a client cannot forge its address.
+    proxy_hops: int = 0
+    # Requests of one gateway process that check and store uploads at once; 0: twice the CPUs
+    # the process may use (its container's CPU quota, not the host's core count).
+    upload_slots: int = 0
+    # Decoded pixels (width x height x bytes per pixel as held in memory) one request may cost,
+    # and all requests of a gateway process at once: a few KB of PNG can decode to 160 MB.
+    max_decoded_bytes_per_request: int = 512 * 1024 * 1024
+    max_decoded_bytes_per_process: int = 256 * 1024 * 1024
+    # Prediction jobs one client (address) may have waiting in one gateway process: a few
+    # anonymous clients cannot fill the queue (PREDICT_QUEUE_MAX_LENGTH) for everyone.
+    max_queued_jobs_per_client: int = 200
     # Training requests may ask for fewer epochs than this, never more.
     max_training_epochs: int = 30
     # Worker
@@ -139,6 +178,11 @@ class Settings:
     @property
     def uses_s3(self) -> bool:
         return bool(self.s3_endpoint)
+
+    @property
+    def upload_slot_count(self) -> int:
+        """UPLOAD_SLOTS, or twice the CPUs this process may use (the checks are CPU-bound)."""
+        return self.upload_slots or max(1, math.ceil(2 * available_cpus()))
 
 
 _CONVERTERS = {

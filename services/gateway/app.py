@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import datasets, errors, insights, models, openapi, operations, predictions, training, ui
 from services.gateway.json_provider import FiniteJSONProvider
+from services.gateway.quotas import QueuedJobs
 from services.gateway.request_body import UploadRequest
 from services.gateway.rpc import PredictionClient
 from shared import metrics
 from shared.errors import TransientError
+from shared.images import DecodeBudget
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.retention import RetentionPolicy, apply_store_expiry
@@ -34,7 +38,12 @@ def create_app(
     app.request_class = UploadRequest
     app.config["SETTINGS"] = settings
     # Whole-request bound: every file at its own limit, plus room for the form's framing.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes(settings)
+    if settings.proxy_hops:
+        # The client's address (quotas) and the scheme and host it used (the same-origin check)
+        # come from the proxy's X-Forwarded-* headers, believed from that many proxies only.
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
     app.json = FiniteJSONProvider(app)
 
     store = store if store is not None else create_store(settings)
@@ -55,6 +64,11 @@ def create_app(
         prediction_client.start()
     app.extensions["store"] = store
     app.extensions["prediction_client"] = prediction_client
+    app.extensions["decode_budget"] = DecodeBudget(settings.max_decoded_bytes_per_process)
+    app.extensions["upload_slots"] = threading.BoundedSemaphore(settings.upload_slot_count)
+    queued_jobs = QueuedJobs(settings.max_queued_jobs_per_client)
+    prediction_client.add_answer_listener(queued_jobs.release)
+    app.extensions["queued_jobs"] = queued_jobs
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
@@ -63,6 +77,11 @@ def create_app(
         app.register_blueprint(module.blueprint)
     _instrument(app)
     return app
+
+
+def max_request_bytes(settings: Settings) -> int:
+    """Whole-request bound: every file at its own limit, plus room for the form's framing."""
+    return settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
 
 
 def _instrument(app: Flask) -> None:

@@ -1,14 +1,19 @@
-"""Reading the parts of a request every blueprint needs: settings, store, broker, files."""
+"""Reading the parts of a request every blueprint needs: settings, store, broker, files, budgets."""
 
 from __future__ import annotations
 
-import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
 
 from flask import current_app, request
-from werkzeug.datastructures import FileStorage
 
+from services.gateway.quotas import QueuedJobs
 from services.gateway.rpc import PredictionClient
-from shared.errors import BadInput
+from shared.errors import BadInput, ImageTooLarge, Overloaded
+from shared.images import DecodeBudget, open_upload
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -32,11 +37,51 @@ def broker() -> PredictionClient:
     return current_app.extensions["prediction_client"]
 
 
-def uploaded_files(max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
-    """The request's `file` parts as (client file name, bytes), checked for shape and count.
+def decode_budget() -> DecodeBudget:
+    """The decoded pixels this gateway process may hold at once (MAX_DECODED_BYTES_PER_PROCESS)."""
+    return current_app.extensions["decode_budget"]
 
-    A file over `max_bytes` is returned with at least one byte too many: enough to know it is too large.
+
+def queued_jobs() -> QueuedJobs:
+    return current_app.extensions["queued_jobs"]
+
+
+def client_address() -> str:
+    """Who sent the request: the peer, or the address the trusted proxy saw (PROXY_HOPS)."""
+    return request.remote_addr or "unknown"
+
+
+@contextmanager
+def upload_slot() -> Iterator[None]:
+    """One of the process's UPLOAD_SLOTS while files are checked and stored (503 after the timeout).
+
+    Taken once the whole body has arrived (the server hands over only whole requests), so a
+    slow client never holds one. The work is CPU-bound: more at once would not be faster.
     """
+    slots: threading.BoundedSemaphore = current_app.extensions["upload_slots"]
+    if not slots.acquire(timeout=settings().predict_timeout_s):
+        raise Overloaded("the gateway is busy checking other uploads; retry shortly")
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """One `file` part of the form: the client's file name and its (spooled) bytes."""
+
+    filename: str
+    stream: IO[bytes]
+
+    def read(self) -> bytes:
+        """The whole part (at most MAX_UPLOAD_BYTES: the parser stopped a larger one)."""
+        self.stream.seek(0)
+        return self.stream.read()
+
+
+def uploaded_files(max_files: int) -> list[UploadedFile]:
+    """The request's `file` parts, checked for shape and count; their bytes are read one at a time."""
     if request.mimetype != "multipart/form-data":
         raise UnsupportedRequest(
             f"send images as multipart/form-data in a 'file' field, not {request.mimetype or 'no content type'}"
@@ -46,14 +91,39 @@ def uploaded_files(max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
         raise BadInput("no 'file' field in the form; send one or more images as 'file'")
     if len(files) > max_files:
         raise BadInput(f"{len(files)} files sent; at most {max_files} per request")
-    return [(upload.filename or "", _file_bytes(upload, max_bytes)) for upload in files]
+    return [UploadedFile(upload.filename or "", upload.stream) for upload in files]
 
 
-def _file_bytes(upload: FileStorage, max_bytes: int) -> bytes:
-    """An in-memory part's buffer as it is (UploadRequest keeps parts in memory); else read to the limit.
+def check_request_pixels(files: list[UploadedFile], *, reduce_to: tuple[int, int] | None, skip_bad: bool) -> None:
+    """413 if the request's images together decode to more than MAX_DECODED_BYTES_PER_REQUEST.
 
-    `getvalue` hands over the buffer without copying it, so a 10 MiB file is held once, not twice.
+    From each file's header alone, before any pixel is decoded: eight 40 MP PNGs of 120 KB each
+    are refused for the 1.3 GB they would decode to. A file that is not a valid image raises
+    (naming it) unless `skip_bad`, where a later check reports it file by file.
     """
-    if isinstance(upload.stream, io.BytesIO):
-        return upload.stream.getvalue()
-    return upload.stream.read(max_bytes + 1)
+    config = settings()
+    total = 0
+    for index, file in enumerate(files):
+        try:
+            opened = open_upload(
+                file.read(), max_bytes=config.max_upload_bytes, max_pixels=config.max_image_pixels, reduce_to=reduce_to
+            )
+        except BadInput as error:
+            if skip_bad:
+                continue
+            raise name_file(error, index, file.filename) from None
+        total += opened.decode_bytes
+    if total > config.max_decoded_bytes_per_request:
+        raise ImageTooLarge(
+            f"the {len(files)} images of this request decode to {total // 1_000_000} MB of pixels; at most"
+            f" {config.max_decoded_bytes_per_request // 1_000_000} MB per request: send them in several requests"
+        )
+
+
+def name_file(error: BadInput, index: int, filename: str) -> BadInput:
+    """The error with the file it is about: its place in the form and (shortened) client name.
+
+    The name is only echoed, never used as a path.
+    """
+    error.args = (f"file {index + 1} ({filename[:100]!r}): {error}",)
+    return error

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from services.gateway import context
 from services.gateway.auth import require_write_token
 from shared import dataset
+from shared.images import MODEL_INPUT_SIZE
 from shared.messaging.topology import EVENT_DATASET_CHANGED
 
 blueprint = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
@@ -30,17 +31,23 @@ def upload() -> Response:
     patient = request.form.get("patient") or None
     if patient is not None:
         dataset.check_patient(patient)
-    files = context.uploaded_files(settings.max_dataset_files_per_request, settings.max_upload_bytes)
+    files = context.uploaded_files(settings.max_dataset_files_per_request)
     store = context.store()
-    collection = dataset.open_collection(store, name, holdout_fraction=settings.holdout_fraction)
-    outcomes = dataset.add_images(
-        store,
-        collection,
-        [dataset.LabelledFile(filename[:200], label, data, patient) for filename, data in files],
-        known=dataset.known_hashes(store),
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_image_pixels,
-    )
+    with context.upload_slot():
+        # Invalid files are reported one by one below; the request's pixels are bounded first.
+        context.check_request_pixels(files, reduce_to=MODEL_INPUT_SIZE, skip_bad=True)
+        collection = dataset.open_collection(store, name, holdout_fraction=settings.holdout_fraction)
+        outcomes = dataset.add_images(
+            store,
+            collection,
+            # Read one at a time, as add_images reaches each file.
+            (dataset.LabelledFile(file.filename[:200], label, file.read(), patient) for file in files),
+            known=dataset.known_hashes(store),
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            budget=context.decode_budget(),
+            budget_wait_s=settings.predict_timeout_s,
+        )
     added = [outcome for outcome in outcomes if outcome.status == "added"]
     if added:
         context.broker().publish_event(EVENT_DATASET_CHANGED, {"collection": name, "added": len(added)})

@@ -17,7 +17,7 @@ RETRY_AFTER_S = 2
 def error_response(status: int, code: str, message: str, **extra: object) -> Response:
     response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
-    if status == 503:
+    if status in {429, 503}:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 

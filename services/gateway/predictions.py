@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import IO
 
 from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
 from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
+from services.gateway.request_body import SPOOL_ABOVE_BYTES
 from services.gateway.rpc import PendingReply
 from shared.dataset import check_collection_name
-from shared.errors import BadInput, NotFound, Overloaded, SkinLesionError
+from shared.errors import BadInput, NotFound, SkinLesionError
 from shared.images import (
     EXTENSIONS,
     MODEL_INPUT_EXTENSION,
     MODEL_INPUT_SIZE,
-    DecodedImage,
-    decode_upload,
+    decoded_upload,
     encode_model_input,
     strip_metadata,
     to_model_input,
@@ -41,12 +42,6 @@ NOT_A_DIAGNOSIS = "Research and teaching tool only; not a diagnosis. See a derma
 # fullmatch and [0-9], not match and \d: "$" also matches before a trailing newline, and \d takes
 # any script's digits; either would let an id through that only the store then chokes on.
 _JOB_ID = re.compile(r"(?P<date>[0-9]{8})-[0-9a-f]{32}")
-# Reading, checking and storing uploads holds each file's bytes and pixels (a 10 MiB, 12 MP PNG:
-# about 70 MB while it is checked). At most this many requests of a gateway process do it at
-# once, so 50 clients sending 10 MiB each do not grow the gateway with every client; the others
-# wait with their bodies unread. The work is CPU-bound: more at once would not be faster.
-UPLOAD_SLOTS = 2 * (os.cpu_count() or 1)
-_upload_slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
 
 
 def new_job_id(now: datetime) -> str:
@@ -65,46 +60,79 @@ def _parse_job_id(job_id: str) -> datetime:
     raise BadInput(f"{job_id[:80]!r} is not a prediction id")
 
 
-def _check_all(uploads: list[tuple[str, bytes]], settings: Settings) -> list[DecodedImage]:
-    """Decode every file before anything is stored: one bad file refuses the whole request.
+@dataclass(frozen=True)
+class CheckedUpload:
+    """What is kept of a file once checked: the bytes to store and, for a large one, its model input."""
 
-    JPEGs are decoded at the scale the model needs (shared/images.py): the check reads every
-    byte of the file, but computes only the pixels the model input is made from.
+    extension: str
+    content_type: str
+    stored: IO[bytes]
+    model_input: bytes | None
+
+
+def _check_all(files: list[context.UploadedFile], settings: Settings) -> list[CheckedUpload]:
+    """Check every file before anything is stored: one bad file refuses the whole request.
+
+    The request's pixels are bounded from the headers first; then each file is decoded alone,
+    within the process's decode budget, and only what is stored and the model input are kept.
+    JPEGs are decoded at the scale the model needs (shared/images.py): every byte of the file
+    is read, but only the pixels the model input is made from are computed.
     """
+    context.check_request_pixels(files, reduce_to=MODEL_INPUT_SIZE, skip_bad=False)
     checked = []
-    for index, (filename, data) in enumerate(uploads):
+    for index, file in enumerate(files):
         try:
-            checked.append(
-                decode_upload(
-                    data,
-                    max_bytes=settings.max_upload_bytes,
-                    max_pixels=settings.max_image_pixels,
-                    reduce_to=MODEL_INPUT_SIZE,
-                )
-            )
+            checked.append(_check_one(file.read(), settings))
         except BadInput as error:
-            # The client's file name is echoed (shortened) so they know which file; it is
-            # never used as a path.
-            error.args = (f"file {index + 1} ({filename[:100]!r}): {error}",)
-            raise
+            raise context.name_file(error, index, file.filename) from None
     return checked
+
+
+def _check_one(data: bytes, settings: Settings) -> CheckedUpload:
+    with decoded_upload(
+        data,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        budget=context.decode_budget(),
+        wait_s=settings.predict_timeout_s,
+        reduce_to=MODEL_INPUT_SIZE,
+    ) as image:
+        # What is stored has no EXIF, XMP, ICC or text: a phone photo's GPS position never lands.
+        # Kept on disk above a megabyte until every file is checked; _store_uploads closes it.
+        stored = tempfile.SpooledTemporaryFile(max_size=SPOOL_ABOVE_BYTES)  # noqa: SIM115
+        stored.write(strip_metadata(data, image))
+        # A large upload's model input is stored beside it: the worker then reads 150 KB of
+        # pixels instead of decoding the upload a second time.
+        model_input = encode_model_input(to_model_input(image.rgb)) if wants_model_copy(image) else None
+        return CheckedUpload(image.extension, image.content_type, stored, model_input)
 
 
 @blueprint.post("")
 def create_predictions() -> Response | tuple[Response, int]:
     started = time.monotonic()
     settings = context.settings()
-    if not _upload_slots.acquire(timeout=settings.predict_timeout_s):
-        raise Overloaded("the gateway is busy reading other uploads; retry shortly")
-    try:
-        jobs, stored_keys = _accept_uploads(settings)
-    finally:
-        _upload_slots.release()
+    files = context.uploaded_files(settings.max_files_per_request)
+    # A collection with its own threshold (the card's) is judged by it; any other, by the global one.
+    collection = request.form.get("collection") or None
+    if collection is not None:
+        check_collection_name(collection)
+    now = datetime.now(UTC)
+    job_ids = [new_job_id(now) for _ in files]
+    queued = context.queued_jobs()
+    queued.admit(context.client_address(), job_ids)
     wait = request.args.get("wait", "true").lower() not in {"false", "0", "no"}
     try:
-        pending = context.broker().submit(jobs, want_replies=wait)
-    except SkinLesionError:
-        _withdraw_uploads(stored_keys)
+        with context.upload_slot():
+            checked = _check_all(files, settings)
+        jobs, stored_keys = _store_uploads(job_ids, checked, collection, now)
+        try:
+            pending = context.broker().submit(jobs, want_replies=wait)
+        except SkinLesionError:
+            _withdraw_uploads(stored_keys)
+            raise
+    except Exception:
+        for job_id in job_ids:
+            queued.release(job_id)
         raise
     if not wait:
         body = [{"id": job.job_id, "status": "pending", "url": f"/api/v1/predictions/{job.job_id}"} for job in jobs]
@@ -112,47 +140,27 @@ def create_predictions() -> Response | tuple[Response, int]:
     return _await_answers(pending, started, settings.predict_timeout_s)
 
 
-def _accept_uploads(settings: Settings) -> tuple[list[PredictionJob], list[str]]:
-    """Read and check every file, then store each (stripped) with its job: (jobs, stored keys)."""
-    uploads = context.uploaded_files(settings.max_files_per_request, settings.max_upload_bytes)
-    # A collection with its own threshold (the card's) is judged by it; any other, by the global one.
-    collection = request.form.get("collection") or None
-    if collection is not None:
-        check_collection_name(collection)
-    images = _check_all(uploads, settings)
-    now = datetime.now(UTC)
+def _store_uploads(
+    job_ids: list[str], checked: list[CheckedUpload], collection: str | None, now: datetime
+) -> tuple[list[PredictionJob], list[str]]:
+    """Store each checked upload (and its model input) under its job id: (jobs, stored keys)."""
+    store = context.store()
     jobs = []
     stored_keys: list[str] = []
-    for (_, data), image in zip(uploads, images, strict=True):
-        job_id = new_job_id(now)
-        key = layout.prediction_upload(job_id, image.extension, now)
-        # What is stored has no EXIF, XMP, ICC or text: a phone photo's GPS position never lands.
-        context.store().put(key, strip_metadata(data, image), image.content_type)
+    for job_id, upload in zip(job_ids, checked, strict=True):
+        key = layout.prediction_upload(job_id, upload.extension, now)
+        upload.stored.seek(0)
+        store.put(key, upload.stored.read(), upload.content_type)
+        upload.stored.close()
         stored_keys.append(key)
-        jobs.append(
-            PredictionJob(
-                job_id=job_id,
-                image_key=_model_copy(job_id, image, now) or key,
-                submitted_at=time.time(),
-                collection=collection,
-            )
-        )
-        if jobs[-1].image_key != key:
-            stored_keys.append(jobs[-1].image_key)
+        image_key = key
+        if upload.model_input is not None:
+            # Pixels only; retention and DELETE remove it with the upload.
+            image_key = layout.prediction_upload(job_id, MODEL_INPUT_EXTENSION, now)
+            store.put(image_key, upload.model_input, "application/octet-stream")
+            stored_keys.append(image_key)
+        jobs.append(PredictionJob(job_id=job_id, image_key=image_key, submitted_at=time.time(), collection=collection))
     return jobs, stored_keys
-
-
-def _model_copy(job_id: str, image: DecodedImage, now: datetime) -> str | None:
-    """Store a large upload's model input beside it; the job points the worker there.
-
-    The worker then reads 150 KB of pixels instead of decoding the upload a second time. The
-    copy has no metadata (pixels only), and retention and DELETE remove it with the upload.
-    """
-    if not wants_model_copy(image):
-        return None
-    key = layout.prediction_upload(job_id, MODEL_INPUT_EXTENSION, now)
-    context.store().put(key, encode_model_input(to_model_input(image.rgb)), "application/octet-stream")
-    return key
 
 
 def _withdraw_uploads(keys: list[str]) -> None:

@@ -65,6 +65,7 @@ class PredictionClient:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._stopping = threading.Event()
+        self._answer_listeners: list[Callable[[str], None]] = []
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broker-connection", daemon=True)
 
@@ -84,16 +85,22 @@ class PredictionClient:
                 connection.add_callback_threadsafe(lambda: None)  # wake the loop up
         self._thread.join(timeout_s)
 
+    def add_answer_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(job_id)` on the connection thread for every answer that arrives, awaited or not."""
+        self._answer_listeners.append(listener)
+
     def submit(self, jobs: list[PredictionJob], *, want_replies: bool) -> list[PendingReply]:
         """Publish `jobs` with confirms; return their pending replies (empty if not wanted).
 
-        Raises Overloaded when the queue is full, BrokerUnavailable when the broker is gone.
+        Every job asks for its answer (answer listeners hear of each); `want_replies` says
+        whether a request thread will wait for them. Raises Overloaded when the queue is full,
+        BrokerUnavailable when the broker is gone.
         """
         pending = [PendingReply(job.job_id) for job in jobs] if want_replies else []
         with self._lock:
             self._pending.update((reply.job_id, reply) for reply in pending)
         try:
-            self._run_on_connection(lambda: self._publish_jobs(jobs, want_replies))
+            self._run_on_connection(lambda: self._publish_jobs(jobs))
         except SkinLesionError:
             self.forget(pending)
             raise
@@ -145,17 +152,20 @@ class PredictionClient:
 
     # Everything below runs on the connection thread.
 
-    def _publish_jobs(self, jobs: list[PredictionJob], want_replies: bool) -> None:
-        extra = {"reply_to": DIRECT_REPLY_TO} if want_replies else {}
+    def _publish_jobs(self, jobs: list[PredictionJob]) -> None:
         for job in jobs:
-            publish(self._channel, "", self._topology.predict_queue, job, correlation_id=job.job_id, **extra)
+            queue = self._topology.predict_queue
+            publish(self._channel, "", queue, job, correlation_id=job.job_id, reply_to=DIRECT_REPLY_TO)
             metrics.JOBS_PUBLISHED.inc()
 
     def _on_reply(
         self, _channel: BlockingChannel, _method: Basic.Deliver, properties: BasicProperties, body: bytes
     ) -> None:
+        job_id = properties.correlation_id or ""
+        for listener in self._answer_listeners:
+            listener(job_id)
         with self._lock:
-            reply = self._pending.pop(properties.correlation_id or "", None)
+            reply = self._pending.pop(job_id, None)
         if reply is None:
             return  # an answer nobody waits for any more (timed out, or a redelivered job)
         try:

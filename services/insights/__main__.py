@@ -13,6 +13,7 @@ from services.insights.consumer import InsightsConsumer
 from services.insights.retention import RetentionSweeper
 from services.insights.snapshots import SnapshotBuilder
 from shared.errors import SkinLesionError
+from shared.images import DecodeBudget
 from shared.logs import configure_logging
 from shared.ops_server import start_ops_server, storage_state, threads_alive
 from shared.retention import RetentionPolicy
@@ -40,7 +41,12 @@ def main() -> int:
     except (SkinLesionError, ValueError, OSError) as error:
         log.error("cannot start: %s", error)
         return 2
-    builder = SnapshotBuilder(store, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    builder = SnapshotBuilder(
+        store,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        budget=DecodeBudget(settings.max_decoded_bytes_per_process),
+    )
     consumer = InsightsConsumer(settings, builder)
     loop = threading.Thread(target=consumer.run, name="insights-consumer", daemon=True)
     sweeper = RetentionSweeper(

@@ -22,6 +22,7 @@ from services.insights.statistics import Entry, entries_frame, image_statistics,
 from shared import metrics
 from shared.dataset import DatasetImage, iter_images, read_collection
 from shared.errors import ObjectNotFound, SkinLesionError
+from shared.images import UNLIMITED_DECODE_BUDGET, DecodeBudget
 from shared.storage import ObjectStore, layout, put_json
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,21 @@ class SnapshotBuilder:
     Not thread-safe: one refresh at a time (the consumer runs them one after another).
     """
 
-    def __init__(self, store: ObjectStore, *, max_bytes: int, max_pixels: int, threads: int = 4) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        budget: DecodeBudget = UNLIMITED_DECODE_BUDGET,
+        threads: int = 4,
+    ) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        # The process's decoded pixels, bounded: a few 40 MP images decoded at once by the pool
+        # must not take the service, and with it the retention sweep, past its memory limit.
+        self.budget = budget
         # Threads overlap store round trips; decoding releases the GIL in Pillow.
         self.threads = max(1, threads)
         self._entries: dict[str, Entry] = {}
@@ -106,7 +118,9 @@ class SnapshotBuilder:
         """Compute and cache the statistics of each (sha256 -> dataset key)."""
 
         def compute_one(sha256: str) -> None:
-            entry = image_statistics(self.store.get(keys[sha256]), max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+            entry = image_statistics(
+                self.store.get(keys[sha256]), max_bytes=self.max_bytes, max_pixels=self.max_pixels, budget=self.budget
+            )
             if "error" in entry:
                 log.warning("dataset image %s is unreadable: %s", keys[sha256], entry["error"])
             put_json(self.store, layout.insights_cache(sha256), entry)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from shared.dataset import DatasetImage
 from shared.errors import BadInput
-from shared.images import decode_upload
+from shared.images import UNLIMITED_DECODE_BUDGET, DecodeBudget, DecodedImage, decoded_upload
 from shared.storage import layout
 
 BINS = 32
@@ -33,6 +33,8 @@ ENTRY_VERSION = 1
 CHANNELS = ("gray", "red", "green", "blue")
 # Width and height histograms use at most this many equal bins.
 SIZE_BINS = 20
+# How long a decode waits for the process's decode budget (other threads' images) before failing.
+BUDGET_WAIT_S = 120.0
 
 Entry = dict[str, Any]
 
@@ -41,16 +43,24 @@ _HISTOGRAM_COLUMNS = {channel: [f"{channel}_{index}" for index in range(BINS)] f
 _NUMERIC_COLUMNS = [*_SCALAR_COLUMNS, *(name for names in _HISTOGRAM_COLUMNS.values() for name in names)]
 
 
-def image_statistics(data: bytes, *, max_bytes: int, max_pixels: int) -> Entry:
+def image_statistics(
+    data: bytes, *, max_bytes: int, max_pixels: int, budget: DecodeBudget = UNLIMITED_DECODE_BUDGET
+) -> Entry:
     """The cache entry of one image: sizes in pixels, histograms in pixel counts, gray in 0..255.
 
     An image that does not decode gets an entry with `error` (and no statistics), so a bad
-    object is looked at once, not at every recomputation.
+    object is looked at once, not at every recomputation. Decoded within `budget` (Overloaded
+    if it stays full for BUDGET_WAIT_S).
     """
     try:
-        decoded = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+        limits = {"max_bytes": max_bytes, "max_pixels": max_pixels}
+        with decoded_upload(data, **limits, budget=budget, wait_s=BUDGET_WAIT_S) as decoded:
+            return _statistics(decoded)
     except BadInput as error:
         return {"version": ENTRY_VERSION, "error": str(error)}
+
+
+def _statistics(decoded: DecodedImage) -> Entry:
     rgb = np.asarray(decoded.rgb, dtype=np.uint8)
     gray = np.asarray(decoded.rgb.convert("L"), dtype=np.uint8)
     entry: Entry = {"version": ENTRY_VERSION, "width": decoded.width, "height": decoded.height}
