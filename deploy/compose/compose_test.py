@@ -7,16 +7,20 @@ From empty volumes, in a compose project of its own (never the operator's `slc`)
    docker-compose.airgap.yml; COMPOSE_TEST_AIRGAP=0 uses the registry images of
    docker-compose.yml alone);
 2. starts the stack with two workers and waits until every container is healthy;
-3. through the gateway: a synchronous and a ?wait=false prediction, a labelled upload, a quick
-   retraining job to its gate decision, a promotion that both workers follow, insights;
+3. through the proxy (nginx, HTTPS verified against the run's own certificate authority) to the
+   gateway: a synchronous and a ?wait=false prediction, a labelled upload, a quick retraining
+   job to its gate decision, a promotion that both workers follow, insights;
 4. through Prometheus's HTTP API: every scrape target up, every alert rule and every Grafana
    panel query evaluated without error, and which panels return data;
-5. scales the workers 2 -> 3 -> 1 while 8 clients keep predicting, counting failed requests;
-6. `down -v` at the end, also after a failure or Ctrl-C.
+5. the proxy against slow and greedy clients (proxy_checks.py): HTTP redirects to HTTPS, a
+   body over the limit gets 413 unseen by the gateway, 256 trickling connections held for 30 s
+   while an honest client is answered within 3 s every time, a flood from one address gets 429;
+6. scales the workers 2 -> 3 -> 1 while 8 clients keep predicting, counting failed requests;
+7. `down -v` at the end, also after a failure or Ctrl-C.
 
 Standard library only, so it runs before any virtualenv exists. Progress goes to stderr; the
 last line on stdout is JSON (build_s, image_mb, ready_s, predictions_ok, targets_up,
-panels_with_data, panels_total, scale_failures, ...). Exit status 0 only if every check passed.
+panels_with_data, panels_total, scale_failures, proxy_*, ...). Exit status 0 only if every check passed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -46,6 +51,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import proxy_checks
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "slc-compose-test"
@@ -267,14 +274,23 @@ class Stack:
     extra_compose_files: tuple[str, ...] = ()
     output_dir: Path = OUTPUT_DIR
     env_file: Path = field(init=False)
-    gateway_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
     prometheus_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         self.env_file = self.workdir / "compose.env"
         dataset = self.workdir / "dataset"
         write_dataset(dataset)
-        run([str(REPO / "deploy/compose/new-env.sh"), str(self.env_file)])
+        # The proxy's certificate, made by new-env.sh (new-cert.sh) in the run's own folder.
+        tls_dir = self.workdir / "tls"
+        new_env = [str(REPO / "deploy/compose/new-env.sh"), str(self.env_file)]
+        run(new_env, env={**os.environ, "SLC_TLS_DIR": str(tls_dir)})
+        # Every HTTPS request of this process (urllib's urlopen) verifies the proxy against that CA.
+        self.tls_context = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+        urllib.request.install_opener(
+            urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.tls_context))
+        )
         self.settings = dict(
             line.split("=", 1) for line in self.env_file.read_text().splitlines() if re.match(r"^\w+=", line)
         )
@@ -287,7 +303,8 @@ class Stack:
             # Several retention sweeps during the run, so the dashboard's sweep panels have data.
             "RETENTION_SWEEP_INTERVAL_S": "20",
             # Free ports on the loopback interface: nothing of this machine is disturbed.
-            "SLC_GATEWAY_PUBLISH": f"127.0.0.1:{self.gateway_port}",
+            "SLC_HTTPS_PUBLISH": f"127.0.0.1:{self.https_port}",
+            "SLC_HTTP_PUBLISH": f"127.0.0.1:{self.http_port}",
             "SLC_PROMETHEUS_PUBLISH": f"127.0.0.1:{self.prometheus_port}",
             "SLC_RABBITMQ_UI_PUBLISH": f"127.0.0.1:{free_port()}",
             "SLC_MINIO_CONSOLE_PUBLISH": f"127.0.0.1:{free_port()}",
@@ -313,7 +330,8 @@ class Stack:
 
     @property
     def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        """The gateway as clients reach it: through the proxy, over HTTPS."""
+        return f"https://127.0.0.1:{self.https_port}"
 
     @property
     def prometheus(self) -> str:
@@ -562,6 +580,43 @@ def check_dashboard(stack: Stack, range_s: float) -> tuple[int, int, list[str]]:
     return len(panels) - len(empty), len(panels), empty
 
 
+# --- the proxy against slow and greedy clients (proxy_checks.py) -----------------------------------
+
+
+def gateway_metrics(stack: Stack) -> str:
+    """The gateway's /metrics, read inside its container (the proxy does not serve them)."""
+    (container,) = stack.containers("gateway")
+    read_metrics = (
+        "import urllib.request\n"
+        "print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())"
+    )
+    return run(["docker", "exec", container["Id"], "python", "-c", read_metrics], timeout_s=30)
+
+
+def gateway_posts(stack: Stack) -> float:
+    """POST requests the gateway has answered, whatever their route and status."""
+    samples = re.findall(r"^slc_http_requests_total\{([^}]*)\} (\S+)$", gateway_metrics(stack), re.MULTILINE)
+    return sum(float(value) for labels, value in samples if 'method="POST"' in labels)
+
+
+def proxy_endpoint(stack: Stack) -> proxy_checks.ProxyEndpoint:
+    # The slow clients run in the insights container: it has Python, its own address on the
+    # stack's network, and no part in answering the honest client's requests.
+    (insights,) = stack.containers("insights")
+
+    def prediction_body(seed: int) -> tuple[bytes, str]:
+        return multipart([(f"honest-{seed}.png", png(70_000 + seed, brightness=130))])
+
+    return proxy_checks.ProxyEndpoint(
+        https_port=stack.https_port,
+        http_port=stack.http_port,
+        context=stack.tls_context,
+        exec_in_stack=proxy_checks.run_in_container(insights["Id"]),
+        gateway_posts=lambda: gateway_posts(stack),
+        prediction_body=prediction_body,
+    )
+
+
 # --- scaling under load ----------------------------------------------------------------------------
 
 
@@ -644,7 +699,7 @@ def scale_under_load(stack: Stack) -> tuple[LoadResult, float]:
 
 def expected_services(stack: Stack, workers: int) -> dict[str, int]:
     services = {"gateway": 1, "worker": workers, "trainer": 1, "insights": 1, "rabbitmq": 1, "minio": 1}
-    services["prometheus"] = 1
+    services.update(prometheus=1, proxy=1)
     if not stack.airgap:
         services["grafana"] = 1
     return services
@@ -670,6 +725,7 @@ IMAGE_ROLES = {
     "rabbitmq": "rabbitmq",
     "minio": "s3",
     "prometheus": "prometheus",
+    "proxy": "proxy",
 }
 
 
@@ -713,6 +769,11 @@ def exercise(stack: Stack, report: dict[str, Any]) -> None:
     report["targets_up"] = check_targets(stack, workers=2)
     report["alert_rules_ok"] = check_alert_rules(stack)
     log(f"{report['targets_up']} targets up, {report['alert_rules_ok']} alert rules evaluated")
+
+    log("proxy: redirect, body limit, slow clients for 30 s beside an honest one, a flood")
+    proxy_report = proxy_checks.check_proxy(proxy_endpoint(stack))
+    report.update({f"proxy_{name}": value for name, value in proxy_report.items()})
+    log(f"proxy checks passed: {proxy_report}")
 
     load, worker_ready_s = scale_under_load(stack)
     report["worker_ready_s"] = round(worker_ready_s, 1)
@@ -761,7 +822,7 @@ def run_reported(
                 raise
             finally:
                 stack.down()
-    except CheckFailed as error:
+    except (CheckFailed, proxy_checks.ProxyCheckFailed) as error:
         report["error"] = str(error)[:2000]
         log(f"FAILED: {error}")
     except KeyboardInterrupt:

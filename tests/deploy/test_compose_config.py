@@ -34,10 +34,12 @@ APP_PORT_SETTINGS = {
     "insights": "INSIGHTS_METRICS_PORT",
 }
 APP_SERVICES = tuple(APP_PORTS)
-INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana")
+INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana", "proxy")
 SERVING_SERVICES = ("gateway", "worker", "insights")
 # Variables that hold a secret: the stack must refuse to start without them.
 SECRETS = ("WRITE_TOKEN", "MINIO_ROOT_PASSWORD", "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+# The proxy's certificate and key: required too, written by new-env.sh (new-cert.sh).
+TLS_FILES = ("SLC_TLS_CERT", "SLC_TLS_KEY")
 _REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]+\}")
 _VARIABLE_DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
@@ -247,11 +249,12 @@ def test_operator_ports_are_published_on_the_loopback_interface_by_default(servi
 def test_new_env_writes_every_required_variable_with_fresh_secrets_and_never_overwrites(tmp_path):
     script = REPO / "deploy/compose/new-env.sh"
     first, second = tmp_path / "first.env", tmp_path / "second.env"
+    tls_env = {"PATH": "/usr/bin:/bin", "SLC_TLS_DIR": str(tmp_path / "tls")}
     for target in (first, second):
-        subprocess.run([script, str(target)], check=True, capture_output=True, timeout=30)
+        subprocess.run([script, str(target)], check=True, capture_output=True, timeout=60, env=tls_env)
     values = [_env_values(path.read_text()) for path in (first, second)]
     required = set(_REQUIRED_VARIABLE.findall(_compose_text()))
-    assert required == set(SECRETS)
+    assert required == set(SECRETS) | set(TLS_FILES)
     assert required <= set(values[0])
     for secret in SECRETS:
         assert len(values[0][secret]) >= 32 and values[0][secret] != values[1][secret]
@@ -438,7 +441,7 @@ def test_airgap_override_changes_only_services_of_the_compose_file(services, air
     assert "name" not in _load_yaml("docker-compose.airgap.yml")
 
 
-@pytest.mark.parametrize("name", ["rabbitmq", "minio", "prometheus"])
+@pytest.mark.parametrize("name", ["rabbitmq", "minio", "prometheus", "proxy"])
 def test_airgap_builds_each_infrastructure_image_from_a_dockerfile_in_deploy_images(airgap_services, name):
     service = airgap_services[name]
     build = service["build"]
@@ -613,3 +616,156 @@ def test_grafana_loads_dashboards_from_the_folder_compose_mounts(services):
     home = Path(_environment(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
     assert str(home.parent) == provider["options"]["path"]
     assert (REPO / "deploy/grafana/dashboards" / home.name).is_file()
+
+
+# --- the proxy (nginx) and TLS ------------------------------------------------------------------
+
+NGINX_CONF = REPO / "deploy/nginx/nginx.conf"
+
+
+@pytest.fixture(scope="module")
+def nginx_conf() -> str:
+    """deploy/nginx/nginx.conf without its comments."""
+    return "\n".join(line.split("#", 1)[0].rstrip() for line in NGINX_CONF.read_text().splitlines())
+
+
+def _directives(conf: str, name: str) -> list[str]:
+    return re.findall(r"^\s*" + re.escape(name) + r"\s+([^;]+);", conf, re.MULTILINE)
+
+
+def _nginx_size_bytes(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", value).groups()
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
+
+
+def test_only_the_proxy_is_published_on_every_interface_and_the_gateway_not_at_all(services):
+    assert "ports" not in services["gateway"]
+    assert 8000 in _container_ports(services["gateway"])
+    published = {
+        name: [_VARIABLE_DEFAULT.sub(lambda match: match.group(2), mapping) for mapping in service.get("ports", [])]
+        for name, service in services.items()
+    }
+    on_every_interface = {name for name, mappings in published.items() for m in mappings if m.count(":") == 1}
+    assert on_every_interface == {"proxy"}
+    assert sorted(published["proxy"]) == ["443:8443", "80:8080"]
+
+
+def test_the_gateway_trusts_exactly_the_one_proxy_in_front_of_it(services):
+    assert _environment(services["gateway"])["PROXY_HOPS"] == "1"
+    assert Settings().proxy_hops == 0, "without a proxy (make run) no forwarded header may be believed"
+
+
+def test_the_proxy_listens_where_compose_publishes_and_forwards_to_the_gateway(services, nginx_conf):
+    listens = {int(value.split()[0].rsplit(":", 1)[-1]) for value in _directives(nginx_conf, "listen")}
+    assert {8080, 8443} <= listens
+    assert {8080, 8443} == {int(str(m).rsplit(":", 1)[1]) for m in services["proxy"]["ports"]}
+    assert all(port > 1024 for port in listens), "an unprivileged user cannot bind ports below 1024"
+    (target,) = _directives(nginx_conf, "set $gateway")
+    host, port = urlsplit(target).hostname, urlsplit(target).port
+    assert host == "gateway" and port in _container_ports(services[host])
+    assert _directives(nginx_conf, "proxy_pass") == ["$gateway"]
+
+
+def test_the_proxy_runs_unprivileged_with_its_configuration_and_certificate_read_only(services):
+    proxy = services["proxy"]
+    assert proxy["user"] not in ("0", "root") and not str(proxy["user"]).startswith("0:")
+    mounts = _mounts(proxy)
+    assert mounts["./deploy/nginx"] == "/etc/nginx/slc"
+    assert all(volume.endswith(":ro") for volume in proxy["volumes"])
+    tls_sources = [source for source in mounts if source.startswith("${SLC_TLS_")]
+    assert {_REQUIRED_VARIABLE.fullmatch(source).group(1) for source in tls_sources} == set(TLS_FILES)
+    assert proxy["command"] == ["/bin/sh", "/etc/nginx/slc/start.sh"]
+    assert "-c /etc/nginx/slc/nginx.conf" in (REPO / "deploy/nginx/start.sh").read_text()
+    assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
+
+
+def test_the_proxy_refuses_bodies_over_the_gateways_own_limit(nginx_conf):
+    """services/gateway/app.py: MAX_CONTENT_LENGTH = files per request x bytes per file + 64 KiB."""
+    settings = Settings()
+    gateway_limit = settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
+    (size,) = _directives(nginx_conf, "client_max_body_size")
+    assert _nginx_size_bytes(size) == gateway_limit
+
+
+def test_the_proxy_reads_whole_requests_and_times_out_slow_clients(nginx_conf):
+    assert _directives(nginx_conf, "proxy_request_buffering") == ["on"]
+    for name in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        (value,) = _directives(nginx_conf, name)
+        assert int(value.removesuffix("s")) <= 10, name
+
+
+def test_the_proxy_sets_the_forwarded_headers_the_gateway_reads(nginx_conf):
+    headers = dict(value.split(None, 1) for value in _directives(nginx_conf, "proxy_set_header"))
+    # Replaced, not appended: with PROXY_HOPS=1 the gateway believes the last address only.
+    assert headers["X-Forwarded-For"] == "$remote_addr"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert headers["X-Forwarded-Host"] == "$http_host"
+
+
+def test_the_proxy_limits_requests_and_connections_per_address_with_429_and_retry_after(nginx_conf):
+    (zone,) = _directives(nginx_conf, "limit_req_zone")
+    assert zone.startswith("$binary_remote_addr ")
+    rate = int(re.search(r"rate=(\d+)r/s", zone).group(1))
+    (limit,) = _directives(nginx_conf, "limit_req")
+    burst = int(re.search(r"burst=(\d+)", limit).group(1))
+    (connections,) = _directives(nginx_conf, "limit_conn")
+    per_address = int(connections.split()[1])
+    # make compose-test's load: 8 clients from one address, about 60 requests a second at most.
+    assert rate >= 100 and burst >= rate and per_address >= 50
+    assert _directives(nginx_conf, "limit_req_status") == ["429"] == _directives(nginx_conf, "limit_conn_status")
+    block = re.search(r"location @rate_limited \{(.*?)\n\s*\}\n", NGINX_CONF.read_text(), re.DOTALL).group(1)
+    assert re.search(r"add_header Retry-After \d+ always;", block)
+    body = json.loads(re.search(r"return 429 '([^']*)'", block).group(1).removesuffix("\\n"))
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("status", ["413", "429", "503"])
+def test_errors_the_proxy_answers_itself_have_the_gateways_json_shape(status):
+    bodies = re.findall(r"return " + status + r" '([^']*)'", NGINX_CONF.read_text())
+    assert bodies
+    for body in bodies:
+        error = json.loads(body.removesuffix("\\n"))["error"]
+        assert set(error) == {"code", "message"} and re.fullmatch(r"[a-z_]+", error["code"])
+
+
+def test_the_proxy_hides_the_gateways_metrics_which_prometheus_scrapes_directly(nginx_conf, prometheus_config):
+    assert "location = /metrics" in nginx_conf
+    block = nginx_conf.split("location = /metrics", 1)[1].split("}", 1)[0]
+    assert "return 404" in block
+    assert ("gateway", "gateway", 8000) in _scrape_targets(prometheus_config)
+
+
+def test_new_cert_writes_a_certificate_for_localhost_once_and_never_replaces_it(tmp_path):
+    script = REPO / "deploy/compose/new-cert.sh"
+    folder = tmp_path / "tls"
+    subprocess.run([script, str(folder), "slc.example.org"], check=True, capture_output=True, timeout=60)
+    assert folder.stat().st_mode & 0o077 == 0, "only the owner may enter the folder that holds the key"
+    assert not (folder / "ca-key.pem").exists()
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", folder / "ca.pem", folder / "cert.pem"], capture_output=True, timeout=30
+    )
+    assert verified.returncode == 0, verified.stderr
+    text = subprocess.run(
+        ["openssl", "x509", "-in", folder / "cert.pem", "-noout", "-text"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text and "DNS:slc.example.org" in text
+    before = (folder / "cert.pem").read_bytes(), (folder / "key.pem").read_bytes()
+    subprocess.run([script, str(folder)], check=True, capture_output=True, timeout=60)
+    assert ((folder / "cert.pem").read_bytes(), (folder / "key.pem").read_bytes()) == before
+
+
+def test_new_env_names_the_operators_own_certificate_when_given(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "SLC_TLS_CERT": "/etc/ssl/slc/cert.pem", "SLC_TLS_KEY": "/etc/ssl/slc/key.pem"}
+    target = tmp_path / "own.env"
+    subprocess.run([REPO / "deploy/compose/new-env.sh", str(target)], check=True, capture_output=True, env=env)
+    values = _env_values(target.read_text())
+    assert (values["SLC_TLS_CERT"], values["SLC_TLS_KEY"]) == (env["SLC_TLS_CERT"], env["SLC_TLS_KEY"])
+
+
+def test_the_certificate_folder_is_kept_out_of_git():
+    assert "deploy/compose/tls/" in (REPO / ".gitignore").read_text().splitlines()
