@@ -135,6 +135,14 @@ def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     raise MalformedStructure("the PNG has no IEND chunk")
 
 
+def png_exif(data: bytes) -> bytes | None:
+    """The data of a PNG's eXIf chunk (wherever it is), or None."""
+    for chunk_type, start, end in _png_chunks(data):
+        if chunk_type == b"eXIf":
+            return data[start + 8 : end - 4]
+    return None
+
+
 def check_structure(data: bytes, image_format: str) -> None:
     """Raise ExcessiveStructure if walking the file's segments or chunks would cost too much.
 

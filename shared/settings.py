@@ -92,6 +92,9 @@ class Settings:
     max_files_per_request: int = 32
     write_token: str = ""
     max_dataset_files_per_request: int = 200
+    # A client has this long to send its request line and headers, and may pause no longer
+    # while sending its body; until its request is whole it holds no gateway thread.
+    client_read_timeout_s: float = 10.0
     # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed
     # (compose and Kubernetes: 1, the proxy); 0 trusts none, so a client cannot forge its address.
     proxy_hops: int = 0
@@ -178,6 +181,11 @@ class Settings:
     @property
     def uses_s3(self) -> bool:
         return bool(self.s3_endpoint)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Whole-request bound: every file at its own limit, plus room for the form's framing."""
+        return self.max_files_per_request * self.max_upload_bytes + 64 * 1024
 
     @property
     def upload_slot_count(self) -> int:

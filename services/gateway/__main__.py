@@ -9,6 +9,7 @@ import tempfile
 
 from gunicorn.app.base import BaseApplication
 
+from services.gateway.whole_requests import WholeRequestWorker
 from shared.logs import configure_logging
 from shared.settings import Settings
 
@@ -24,7 +25,10 @@ class GatewayServer(BaseApplication):
         settings = self.settings
         self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
         self.cfg.set("workers", settings.gateway_processes)
-        self.cfg.set("worker_class", "gthread")
+        # gthread, but a request gets a thread only once it has wholly arrived (slow clients).
+        WholeRequestWorker.read_timeout_s = settings.client_read_timeout_s
+        WholeRequestWorker.max_body_bytes = settings.max_request_bytes
+        self.cfg.set("worker_class", WholeRequestWorker)
         self.cfg.set("threads", settings.gateway_threads)
         # A request may legitimately wait predict_timeout_s for its answer.
         self.cfg.set("timeout", int(settings.predict_timeout_s) + 30)

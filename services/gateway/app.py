@@ -38,7 +38,7 @@ def create_app(
     app.request_class = UploadRequest
     app.config["SETTINGS"] = settings
     # Whole-request bound: every file at its own limit, plus room for the form's framing.
-    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes(settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     if settings.proxy_hops:
         # The client's address (quotas) and the scheme and host it used (the same-origin check)
         # come from the proxy's X-Forwarded-* headers, believed from that many proxies only.
@@ -77,11 +77,6 @@ def create_app(
         app.register_blueprint(module.blueprint)
     _instrument(app)
     return app
-
-
-def max_request_bytes(settings: Settings) -> int:
-    """Whole-request bound: every file at its own limit, plus room for the form's framing."""
-    return settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024
 
 
 def _instrument(app: Flask) -> None:
