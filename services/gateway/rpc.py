@@ -118,6 +118,17 @@ class PredictionClient:
     def request_training(self, request: TrainRequest) -> None:
         self.publish("", self._topology.train_queue, request)
 
+    def training_requests_waiting(self) -> int:
+        """Training requests on the `train` queue that no trainer has taken yet."""
+        counts: list[int] = []
+
+        def count() -> None:
+            declared = self._channel.queue_declare(self._topology.train_queue, passive=True)
+            counts.append(declared.method.message_count)
+
+        self._run_on_connection(count)
+        return counts[0]
+
     def _run_on_connection(self, action: Callable[[], None]) -> None:
         connection = self._connection
         if connection is None or not self.connected.is_set():

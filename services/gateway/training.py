@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -12,7 +13,7 @@ from services.gateway.auth import require_write_token
 from shared import training_jobs
 from shared.errors import BadInput
 from shared.messaging.schemas import TrainRequest
-from shared.storage import layout
+from shared.storage import ObjectStore, layout
 
 blueprint = Blueprint("training", __name__, url_prefix="/api/v1/training-jobs")
 
@@ -35,9 +36,17 @@ def _requested_epochs(max_epochs: int) -> int | None:
 @blueprint.post("")
 @require_write_token
 def create() -> tuple[Response, int]:
+    """Queue a run (202), or answer with the run already waiting (200): one is enough.
+
+    Each run trains on the whole dataset as it is when it starts, so a second request queued
+    behind the first would only repeat it; repeated clicks cannot fill the queue either.
+    """
     epochs = _requested_epochs(context.settings().max_training_epochs)
-    record = training_jobs.new_record(training_jobs.new_job_id(), epochs)
     store = context.store()
+    waiting = _queued_job(store)
+    if waiting is not None:
+        return jsonify({**waiting, "url": f"/api/v1/training-jobs/{waiting['id']}", "already_queued": True}), 200
+    record = training_jobs.new_record(training_jobs.new_job_id(), epochs)
     # The record first: once the request is on the queue the trainer may look for it.
     training_jobs.save(store, record)
     try:
@@ -46,6 +55,14 @@ def create() -> tuple[Response, int]:
         store.delete(layout.training_job(record["id"]))
         raise
     return jsonify({**record, "url": f"/api/v1/training-jobs/{record['id']}"}), 202
+
+
+def _queued_job(store: ObjectStore) -> dict[str, Any] | None:
+    """The newest job still "queued", if its request is really on the queue (not lost with a broker)."""
+    queued = next((record for record in training_jobs.list_recent(store) if record.get("status") == "queued"), None)
+    if queued is None or context.broker().training_requests_waiting() == 0:
+        return None
+    return queued
 
 
 @blueprint.get("")

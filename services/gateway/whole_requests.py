@@ -37,6 +37,10 @@ from services.gateway.request_body import BODY_READ_BUFFER_BYTES, SPOOL_ABOVE_BY
 MAX_HEAD_BYTES = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 _RECEIVE_BYTES = 64 * 1024
+# After a refusal, what the client still sends is read and dropped for this long before the
+# socket is closed: closing with unread bytes resets the connection, and the client's network
+# stack may then discard the answer before the client reads it (nginx's lingering close).
+LINGER_S = 2.0
 
 
 class Arrival:
@@ -53,6 +57,7 @@ class Arrival:
         # Closed by chunks() once the thread has read it, or by the worker's _drop.
         self.body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_ABOVE_BYTES)  # noqa: SIM115
         self.body_left = 0
+        self.lingering = False
 
     def receive(self) -> bytes | None:
         """Read what the socket holds. None: more to come; b"": complete; else an answer to send and close.
@@ -171,14 +176,18 @@ class WholeRequestWorker(ThreadWorker):
 
     def _on_readable(self, arrival: Arrival, _sock: socket.socket) -> None:
         try:
+            if arrival.lingering:
+                if not arrival.conn.sock.recv(_RECEIVE_BYTES):
+                    self._drop(arrival)
+                return
             outcome = arrival.receive()
         except (ConnectionError, OSError):
-            self._drop(arrival, answer=None)
+            self._drop(arrival)
             return
         if outcome is None:
             return
         if outcome:
-            self._drop(arrival, answer=outcome)
+            self._refuse(arrival, outcome)
             return
         self._stop_watching(arrival)
         conn = arrival.conn
@@ -192,12 +201,21 @@ class WholeRequestWorker(ThreadWorker):
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(arrival.conn.sock)
 
-    def _drop(self, arrival: Arrival, answer: bytes | None) -> None:
+    def _refuse(self, arrival: Arrival, answer: bytes) -> None:
+        """Send the answer, then read and drop the rest of the request for LINGER_S before closing."""
+        arrival.body.close()
+        try:
+            arrival.conn.sock.send(answer)  # small: fits the socket's buffer at once
+            arrival.conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(arrival)
+            return
+        arrival.lingering = True
+        arrival.deadline = time.monotonic() + LINGER_S
+
+    def _drop(self, arrival: Arrival) -> None:
         self._stop_watching(arrival)
         arrival.body.close()
-        if answer is not None:
-            with contextlib.suppress(OSError):
-                arrival.conn.sock.send(answer)  # small: fits the socket's buffer at once
         self.nr_conns -= 1
         arrival.conn.close()
 
@@ -206,4 +224,4 @@ class WholeRequestWorker(ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         for arrival in [arrival for arrival in self.arrivals.values() if arrival.deadline <= now]:
-            self._drop(arrival, answer=None)
+            self._drop(arrival)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
+import pika
 import pytest
 from flask.testing import FlaskClient
 
@@ -52,6 +53,14 @@ def upload(
 
 def queued(settings: Settings, queue: str) -> int:
     return message_count(settings.amqp_url, queue)
+
+
+def purge(settings: Settings, queue: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        connection.channel().queue_purge(queue)
+    finally:
+        connection.close()
 
 
 WRITE_REQUESTS = [
@@ -114,6 +123,21 @@ def test_a_non_image_in_a_training_upload_is_rejected_and_not_stored(http: Flask
     assert len(list(iter_images(store))) == 1
 
 
+def test_an_upload_whose_images_decode_to_more_than_the_request_budget_gets_413_and_stores_nothing(
+    settings: Settings, store: ObjectStore
+) -> None:
+    """Dataset uploads share the predictions' budget: 2 x 200x200 RGB (320 KB decoded) over a 200 KB one."""
+    tight = Settings(**{**settings.__dict__, "max_decoded_bytes_per_request": 200_000})
+    with connected_client(tight) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        http = create_app(tight, store=store, prediction_client=client).test_client()
+        files = [(noise_png(seed, size=(200, 200)), f"{seed}.png") for seed in (1, 2)]
+        response = upload(http, files)
+        assert response.status_code == 413 and "2 images" in response.get_json()["error"]["message"]
+        assert upload(http, files[:1]).status_code == 200  # one alone fits
+    assert len(list(iter_images(store))) == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -146,6 +170,28 @@ def test_a_training_request_is_queued_with_a_record(http: FlaskClient, store: Ob
     assert queued(settings, Topology.from_settings(settings).train_queue) == 1
     assert [record["id"] for record in http.get("/api/v1/training-jobs").get_json()["jobs"]] == [job["id"]]
     assert training_jobs.load(store, job["id"])["epochs"] == 2
+
+
+def test_a_training_request_while_one_is_queued_returns_the_queued_job(http: FlaskClient, settings: Settings) -> None:
+    train_queue = Topology.from_settings(settings).train_queue
+    first = http.post("/api/v1/training-jobs", json={"epochs": 2}, headers=AUTH)
+    again = http.post("/api/v1/training-jobs", headers=AUTH)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"] and again.get_json()["already_queued"] is True
+    assert queued(settings, train_queue) == 1
+    assert len(http.get("/api/v1/training-jobs").get_json()["jobs"]) == 1
+
+
+def test_a_queued_record_whose_request_left_the_queue_does_not_block_a_new_one(
+    http: FlaskClient, settings: Settings
+) -> None:
+    """A record still says "queued" but its message is gone (a broker that lost it): a new job is queued."""
+    train_queue = Topology.from_settings(settings).train_queue
+    first = http.post("/api/v1/training-jobs", headers=AUTH).get_json()
+    purge(settings, train_queue)
+    second = http.post("/api/v1/training-jobs", headers=AUTH)
+    assert second.status_code == 202 and second.get_json()["id"] != first["id"]
+    assert queued(settings, train_queue) == 1
 
 
 @pytest.mark.parametrize("body", [{"epochs": 0}, {"epochs": 6}, {"epochs": "3"}, {"epochs": True}, [1]])
