@@ -676,7 +676,7 @@ def test_the_proxy_runs_unprivileged_with_its_configuration_and_certificate_read
     assert {_REQUIRED_VARIABLE.fullmatch(source).group(1) for source in tls_sources} == set(TLS_FILES)
     assert proxy["command"] == ["/bin/sh", "/etc/nginx/slc/start.sh"]
     assert "-c /etc/nginx/slc/nginx.conf" in (REPO / "deploy/nginx/start.sh").read_text()
-    assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
+    assert proxy["depends_on"]["gateway"]["condition"] == "service_started"
 
 
 def test_the_proxy_refuses_bodies_over_the_gateways_own_limit(nginx_conf):

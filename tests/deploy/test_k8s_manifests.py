@@ -9,6 +9,7 @@ nothing below shows that the objects would be accepted by a real API server or w
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import shutil
@@ -235,7 +236,9 @@ def test_ports_and_probes_match_each_services_listener(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_has_resources_and_every_secret_reference_is_written_by_the_script(overlay: str) -> None:
-    written = {(s["metadata"]["name"], key) for s in new_secrets() for key in s["stringData"]}
+    written = {
+        (s["metadata"]["name"], key) for s in new_secrets() for key in {**s.get("stringData", {}), **s.get("data", {})}
+    }
     operator_written = {(f"{RABBITMQ_CLUSTER}-default-user", key) for key in ("username", "password")}
     for deployment in objects(overlay, "Deployment").values():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
@@ -274,20 +277,117 @@ def test_the_trainer_is_one_replica_replaced_not_rolled(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_gateway_takes_traffic_from_outside(overlay: str) -> None:
+def test_only_the_gateway_takes_traffic_from_outside_and_only_from_the_ingress_controller(overlay: str) -> None:
     policies = objects(overlay, "NetworkPolicy")
     deny = policies["default-deny-ingress"]["spec"]
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
     open_to_all = [
         name for name, policy in policies.items() for rule in policy["spec"].get("ingress", []) if "from" not in rule
     ]
-    assert open_to_all == ["gateway-from-anywhere"]
-    assert policies["gateway-from-anywhere"]["spec"]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "gateway"
-    }
+    assert open_to_all == [], "no pod may be reached around the proxy's limits"
+    gateway = policies["gateway-from-ingress-controller"]["spec"]
+    assert gateway["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
+    (rule,) = gateway["ingress"]
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert rule["ports"] == [{"protocol": "TCP", "port": APP_PORTS["gateway"]}]
     for name, policy in policies.items():
         for rule in policy["spec"].get("ingress", []):
             for peer in rule.get("from", []):
                 assert "ipBlock" not in peer, name
     services = objects(overlay, "Service")
     assert all(service["spec"].get("type", "ClusterIP") == "ClusterIP" for service in services.values())
+
+
+# The Ingress (ingress-nginx) in front of the gateway, and its certificate
+
+INGRESS_PREFIX = "nginx.ingress.kubernetes.io/"
+NGINX_CONF = (REPO / "deploy/nginx/nginx.conf").read_text()
+
+
+def _nginx_directive(name: str) -> str:
+    (value,) = re.findall(r"^\s*" + re.escape(name) + r"\s+([^;]+);", NGINX_CONF, re.MULTILINE)
+    return value
+
+
+def ingress_annotations(overlay: str) -> dict[str, str]:
+    annotations = objects(overlay, "Ingress")["gateway"]["metadata"]["annotations"]
+    return {name.removeprefix(INGRESS_PREFIX): value for name, value in annotations.items()}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_sends_every_path_to_the_gateway_service_over_tls_from_the_scripts_secret(overlay: str) -> None:
+    ingress = objects(overlay, "Ingress")["gateway"]["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    service = objects(overlay, "Service")["gateway"]
+    for rule in ingress["rules"]:
+        (path,) = rule["http"]["paths"]
+        assert (path["path"], path["pathType"]) == ("/", "Prefix")
+        backend = path["backend"]["service"]
+        assert backend["name"] == "gateway" and backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    (tls,) = ingress["tls"]
+    secret = next(s for s in new_secrets() if s["metadata"]["name"] == tls["secretName"])
+    assert secret["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key"} <= set(secret["data"])
+    hosts = {rule.get("host") for rule in ingress["rules"]}
+    assert set(tls.get("hosts", [None])) == hosts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_has_the_limits_of_the_compose_proxy(overlay: str) -> None:
+    annotations = ingress_annotations(overlay)
+    assert annotations["ssl-redirect"] == annotations["force-ssl-redirect"] == "true"
+    assert annotations["proxy-request-buffering"] == "on"
+    settings = Settings()
+    limit_kib = (settings.max_files_per_request * settings.max_upload_bytes + 64 * 1024) // 1024
+    assert annotations["proxy-body-size"] == f"{limit_kib}k" == _nginx_directive("client_max_body_size")
+    rate, burst = (
+        re.fullmatch(r"\$binary_remote_addr zone=\w+:\w+ rate=(\d+)r/s", _nginx_directive("limit_req_zone")).group(1),
+        re.search(r"burst=(\d+)", _nginx_directive("limit_req")).group(1),
+    )
+    assert annotations["limit-rps"] == rate
+    assert int(annotations["limit-rps"]) * int(annotations["limit-burst-multiplier"]) == int(burst)
+    assert annotations["limit-connections"] == _nginx_directive("limit_conn").split()[1]
+    assert int(annotations["proxy-read-timeout"]) > settings.predict_timeout_s
+
+
+def test_the_controller_settings_time_out_slow_clients_and_answer_429() -> None:
+    patch = yaml.safe_load((K8S / "ingress-nginx/controller-config.yaml").read_text())
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ingress-nginx-controller"}, **patch}
+    validate_kubernetes(config_map, KUBERNETES_VERSIONS[-1])
+    data = patch["data"]
+    assert int(data["client-header-timeout"]) <= 10 and int(data["client-body-timeout"]) <= 10
+    assert data["limit-req-status-code"] == data["limit-conn-status-code"] == "429"
+    assert data["use-forwarded-headers"] == "false", "a client must not choose the address it is limited by"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_trusts_the_one_proxy_in_front_of_it(overlay: str) -> None:
+    env = {entry["name"]: entry.get("value") for entry in app_containers(overlay)["gateway"]["env"]}
+    assert env["PROXY_HOPS"] == "1"
+    for name in ("worker", "trainer", "insights"):
+        assert "PROXY_HOPS" not in {entry["name"] for entry in app_containers(overlay)[name]["env"]}
+
+
+def test_new_secrets_makes_a_certificate_its_ca_verifies_and_takes_the_operators_own(tmp_path: Path) -> None:
+    secret = next(s for s in new_secrets() if s["metadata"]["name"] == "slc-gateway-tls")
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", tmp_path / "ca.crt", tmp_path / "tls.crt"], capture_output=True, timeout=30
+    )
+    assert verified.returncode == 0, verified.stderr
+    own = subprocess.run(
+        [str(K8S / "new-secrets.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SLC_TLS_CERT": str(tmp_path / "tls.crt"),
+            "SLC_TLS_KEY": str(tmp_path / "tls.key"),
+        },
+    )
+    (tls,) = [doc for doc in yaml.safe_load_all(own.stdout) if doc and doc["metadata"]["name"] == "slc-gateway-tls"]
+    assert base64.b64decode(tls["data"]["tls.crt"]) == (tmp_path / "tls.crt").read_bytes()
+    assert "ca.crt" not in tls["data"]
