@@ -3,7 +3,7 @@
 Starts the system as bench/end_to_end.py does and drives closed-loop clients with a near-limit
 JPEG (6000x4000) and a near-limit PNG (12 MP), then prints throughput, errors and the peak RSS
 (VmHWM) of the gateway's processes (summed) and of the largest worker. The gateway bounds how
-many requests read and check uploads at once (services/gateway/predictions.py UPLOAD_SLOTS),
+many requests check uploads at once (UPLOAD_SLOTS, services/gateway/context.py upload_slot),
 so its peak should not follow the number of clients.
 
     PYTHONPATH=. .venv/bin/python -m bench.upload_memory --clients 50
