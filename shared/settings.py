@@ -66,11 +66,18 @@ class Settings:
     # Deliveries a job may have before it is dead-lettered. Transient failures do not spend
     # them (workers hold the job); a worker death or broker restart with the job in hand does.
     delivery_limit: int = 5
+    # TLS to the broker: an `amqps://` AMQP_URL verifies the broker's certificate and host name
+    # against the CA certificates (PEM) in this file; unset, against the system's. A plain
+    # `amqp://` URL does not use it (shared/messaging/rabbitmq.py).
+    amqp_ca_file: Path | None = None
     # Storage: filesystem store under store_dir unless s3_endpoint is set.
     s3_endpoint: str = ""
     s3_access_key: str = "minioadmin"
     s3_secret_key: str = "minioadmin"
     s3_secure: bool = False
+    # With S3_SECURE=true, the S3 endpoint's certificate is verified against the CA certificates
+    # (PEM) in this file; unset, against the system's (shared/storage/s3.py).
+    s3_ca_file: Path | None = None
     s3_region: str = "us-east-1"
     # Prefix for bucket names, so several deployments or test runs can share one endpoint.
     s3_bucket_prefix: str = ""

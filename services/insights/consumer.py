@@ -54,6 +54,7 @@ class InsightsConsumer:
         self, settings: Settings, builder: SnapshotBuilder, *, settle_s: float = 0.5, max_backoff_s: float = 30.0
     ) -> None:
         self.amqp_url = settings.amqp_url
+        self.amqp_ca_file = settings.amqp_ca_file
         self.topology = Topology.from_settings(settings)
         self.builder = builder
         self.settle_s = settle_s
@@ -90,7 +91,7 @@ class InsightsConsumer:
 
     def _connect_and_consume(self) -> None:
         """One broker connection's life; returns when it is lost or the service stops."""
-        connection = connect(self.amqp_url, timeout_s=5)
+        connection = connect(self.amqp_url, timeout_s=5, ca_file=self.amqp_ca_file)
         try:
             self._consume(connection)
         except CONNECTION_ERRORS as error:

@@ -246,11 +246,17 @@ def announce_import(settings: Settings, collection: str, added: int) -> None:
     )
     topology = Topology.from_settings(settings)
     # The first service up may be this one: the exchange must exist before a publish to it.
-    connection = connect(settings.amqp_url, timeout_s=10)
+    connection = connect(settings.amqp_url, timeout_s=10, ca_file=settings.amqp_ca_file)
     try:
         topology.declare(connection.channel())
     except CONNECTION_ERRORS as error:
         raise BrokerUnavailable(f"cannot declare the broker topology: {error!r}") from error
     finally:
         close_quietly(connection)
-    publish_event(settings.amqp_url, topology.events_exchange, event, routing_key=EVENT_DATASET_CHANGED)
+    publish_event(
+        settings.amqp_url,
+        topology.events_exchange,
+        event,
+        routing_key=EVENT_DATASET_CHANGED,
+        ca_file=settings.amqp_ca_file,
+    )

@@ -131,7 +131,7 @@ class TrainerService:
         connection: BlockingConnection | None = None
         try:
             # A short connect: the backoff below paces retries, and a stop is not held up long.
-            connection = connect(self.settings.amqp_url, timeout_s=5)
+            connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
             channel = connection.channel()
             self.topology.declare(channel)
             channel.basic_qos(prefetch_count=1)
@@ -263,6 +263,12 @@ class TrainerService:
         """Events are best effort: a broker hiccup must not fail a finished training run."""
         event = Event(name=name, event_id=f"{name}-{time.time_ns()}", occurred_at=time.time(), data=data)
         try:
-            publish_event(self.settings.amqp_url, self.topology.events_exchange, event, routing_key=name)
+            publish_event(
+                self.settings.amqp_url,
+                self.topology.events_exchange,
+                event,
+                routing_key=name,
+                ca_file=self.settings.amqp_ca_file,
+            )
         except (SkinLesionError, pika.exceptions.AMQPError, *CONNECTION_ERRORS) as error:
             log.warning("could not publish %s: %r", name, error)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, "worker")
     store = create_store(settings)
     if args.command == "replay-dead-letters":
-        counts = replay(settings.amqp_url, store, Topology.from_settings(settings))
+        counts = replay(settings.amqp_url, store, Topology.from_settings(settings), ca_file=settings.amqp_ca_file)
         print(json.dumps(counts))
         return 0
     return serve(settings, store)

@@ -99,7 +99,7 @@ class PredictionConsumer:
             self.last_tick = time.monotonic()
             connection = None
             try:
-                connection = connect(self.settings.amqp_url, timeout_s=5)
+                connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
                 backoff.reset()
                 self._consume(connection)
             except Exception as error:  # no broker or store error may end the worker

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -109,7 +110,7 @@ def record_failure(store: ObjectStore, body: bytes, reason: str) -> None:
     log.warning("job %s dead-lettered: %s", job.job_id, reason)
 
 
-def replay(amqp_url: str, store: ObjectStore, topology: Topology) -> dict[str, int]:
+def replay(amqp_url: str, store: ObjectStore, topology: Topology, *, ca_file: Path | None = None) -> dict[str, int]:
     """Move every job now in `predict.dead` back to `predict`; return counts by outcome.
 
     Each job's dead-letter failure record is removed first, so its id reads `pending`
@@ -118,7 +119,7 @@ def replay(amqp_url: str, store: ObjectStore, topology: Topology) -> dict[str, i
     one run: only the messages present at the start are taken.
     """
     dead_queue = topology.dead_letter_queue(topology.predict_queue)
-    connection = connect(amqp_url, timeout_s=30)
+    connection = connect(amqp_url, timeout_s=30, ca_file=ca_file)
     counts = {"replayed": 0, "answered": 0, "kept": 0}
     kept_tags: list[int] = []
     try:

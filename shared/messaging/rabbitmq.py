@@ -5,14 +5,17 @@ A pika connection belongs to the thread that made it; other threads hand work to
 
 `AMQP_URL` may name the nodes of a cluster as comma-separated URLs: `connect` tries them in
 turn, from a random one, so that clients spread over the nodes and a dead node is skipped.
+An `amqps://` URL is TLS, with the broker's certificate and host name verified (AMQP_CA_FILE).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pika
 import pika.exceptions
@@ -34,9 +37,20 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30) -> pika.URLParameters:
-    """Parameters with bounded timeouts: no connect, socket or block waits forever."""
+def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30, ca_file: Path | None = None) -> pika.URLParameters:
+    """Parameters with bounded timeouts: no connect, socket or block waits forever.
+
+    For an `amqps://` URL, TLS that verifies the broker's certificate against `ca_file` (PEM; the
+    system's CAs when None) and its host name against the URL's. pika's own default for amqps
+    names no host, so Python's verifying context would refuse to connect at all.
+    """
     parameters = pika.URLParameters(amqp_url)
+    if amqp_url.lower().startswith("amqps://"):
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigurationError(f"setting AMQP_CA_FILE={ca_file}: cannot read CA certificates: {error}") from error
+        parameters.ssl_options = pika.SSLOptions(context, server_hostname=parameters.host)
     parameters.heartbeat = heartbeat_s
     parameters.blocked_connection_timeout = 30
     parameters.socket_timeout = 5
@@ -53,18 +67,25 @@ def broker_urls(amqp_url: str) -> list[str]:
     return urls
 
 
-def connect(amqp_url: str, *, timeout_s: float = 30.0, heartbeat_s: int = 30) -> BlockingConnection:
+def connect(
+    amqp_url: str, *, timeout_s: float = 30.0, heartbeat_s: int = 30, ca_file: Path | None = None
+) -> BlockingConnection:
     """Connect to the first node that answers, with backoff; raise BrokerUnavailable after `timeout_s`.
 
     Each round tries every node of `amqp_url` once, from a random start: clients spread over
     the nodes, and one that reconnects after a node died moves to a live one at once.
+    `ca_file`: the CA certificates `amqps://` nodes are verified against (Settings.amqp_ca_file).
+    A certificate that fails verification is retried like an unreachable node (the operator may
+    be replacing it) and ends in BrokerUnavailable, whose message names the TLS error.
     """
     urls = broker_urls(amqp_url)
     deadline = time.monotonic() + timeout_s
     delay_s = 0.2
     while True:
         start = random.randrange(len(urls))
-        candidates = [connection_parameters(url, heartbeat_s=heartbeat_s) for url in urls[start:] + urls[:start]]
+        candidates = [
+            connection_parameters(url, heartbeat_s=heartbeat_s, ca_file=ca_file) for url in urls[start:] + urls[:start]
+        ]
         try:
             # pika tries each parameter set in order and raises once all have failed.
             return BlockingConnection(candidates)
@@ -122,12 +143,14 @@ def publish(
         raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
 
 
-def publish_event(amqp_url: str, exchange: str, message: Message, *, routing_key: str) -> None:
+def publish_event(
+    amqp_url: str, exchange: str, message: Message, *, routing_key: str, ca_file: Path | None = None
+) -> None:
     """Open a short-lived connection, publish one confirmed event, close.
 
     For occasional publishers (the import command, the trainer); hot paths keep a connection.
     """
-    connection = connect(amqp_url, timeout_s=10)
+    connection = connect(amqp_url, timeout_s=10, ca_file=ca_file)
     try:
         channel = connection.channel()
         channel.confirm_delivery()

@@ -21,5 +21,6 @@ def create_store(settings: Settings) -> ObjectStore:
             secure=settings.s3_secure,
             region=settings.s3_region,
             bucket_prefix=settings.s3_bucket_prefix,
+            ca_file=settings.s3_ca_file,
         )
     return FilesystemStore(settings.store_dir)

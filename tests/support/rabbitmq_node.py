@@ -32,14 +32,21 @@ FLUSH_EXPRESSION = "[dets:sync(T) || T <- dets:all()]."
 class RabbitNode:
     """One RabbitMQ node under `base_dir`; its AMQP port stays the same across restarts."""
 
-    def __init__(self, base_dir: Path, *, cookie: str | None = None) -> None:
-        """`cookie`: the Erlang cookie, shared by the nodes of one cluster; a fresh one by default."""
+    def __init__(self, base_dir: Path, *, cookie: str | None = None, tls_dir: Path | None = None) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster; a fresh one by default.
+
+        `tls_dir`: a folder with cert.pem and key.pem (deploy/compose/new-cert.sh writes them);
+        the node then also listens for AMQP over TLS, at `amqps_url`.
+        """
         self.base_dir = base_dir
         self._cookie = cookie or uuid.uuid4().hex.upper()
         self.node_name = f"slc-test-{uuid.uuid4().hex[:8]}@localhost"
         self.amqp_port = free_port()
         self.dist_port = free_port()
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+        self._tls_dir = tls_dir
+        self.amqps_port = free_port() if tls_dir else None
+        self.amqps_url = f"amqps://guest:guest@127.0.0.1:{self.amqps_port}/%2F" if tls_dir else None
         self.log_path = base_dir / "log" / "server-output.log"
         self._process: subprocess.Popen | None = None
         self._write_files()
@@ -50,9 +57,17 @@ class RabbitNode:
         (self.base_dir / "enabled_plugins").write_text("[].\n")
         (self.base_dir / "rabbitmq-env.conf").write_text("# empty: keeps /etc/rabbitmq/rabbitmq-env.conf out\n")
         # guest may log in from loopback only, which is RabbitMQ's default; said here so it is seen.
-        (self.base_dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\nloopback_users.guest = true\n"
-        )
+        config = f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\nloopback_users.guest = true\n"
+        if self._tls_dir is not None:
+            # The server presents cert.pem (the chain) and asks no certificate of its clients.
+            config += (
+                f"listeners.ssl.default = 127.0.0.1:{self.amqps_port}\n"
+                f"ssl_options.certfile = {self._tls_dir / 'cert.pem'}\n"
+                f"ssl_options.keyfile = {self._tls_dir / 'key.pem'}\n"
+                "ssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (self.base_dir / "rabbitmq.conf").write_text(config)
         cookie = self.base_dir / ".erlang.cookie"
         if not cookie.exists():
             cookie.write_text(self._cookie)

@@ -38,12 +38,19 @@ def weed_binary() -> Path:
 class SeaweedS3:
     """SeaweedFS serving S3 at `endpoint` from `data_dir`, with one identity allowed everything."""
 
-    def __init__(self, data_dir: Path, access_key: str = "testing", secret_key: str = "testing") -> None:
+    def __init__(
+        self, data_dir: Path, access_key: str = "testing", secret_key: str = "testing", *, tls_dir: Path | None = None
+    ) -> None:
+        """`tls_dir`: a folder with cert.pem and key.pem (deploy/compose/new-cert.sh writes them);
+        S3 is then also served over HTTPS, at `https_endpoint`."""
         self.data_dir = data_dir
         self.access_key = access_key
         self.secret_key = secret_key
         self._ports = {name: free_port() for name in _PORT_FLAGS}
         self.endpoint = f"127.0.0.1:{self._ports['s3']}"
+        self._tls_dir = tls_dir
+        self._https_port = free_port() if tls_dir else None
+        self.https_endpoint = f"127.0.0.1:{self._https_port}" if tls_dir else None
         self.log_path = data_dir / "weed.log"
         self._process: subprocess.Popen | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +90,17 @@ class SeaweedS3:
             "-volume.max=0",  # as many volumes as the disk holds: every bucket takes its own
             "-volume.preStopSeconds=0",
             *ports,
+            *self._tls_flags(),
+        ]
+
+    def _tls_flags(self) -> list[str]:
+        """HTTPS on a port of its own beside plain HTTP (which the readiness wait uses)."""
+        if self._tls_dir is None:
+            return []
+        return [
+            f"-s3.port.https={self._https_port}",
+            f"-s3.cert.file={self._tls_dir / 'cert.pem'}",
+            f"-s3.key.file={self._tls_dir / 'key.pem'}",
         ]
 
     def _env(self) -> dict[str, str]:
