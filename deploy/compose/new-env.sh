@@ -22,6 +22,9 @@ fi
 if [ -n "${SLC_TLS_CERT:-}" ] && [ -n "${SLC_TLS_KEY:-}" ]; then
   tls_cert=$SLC_TLS_CERT
   tls_key=$SLC_TLS_KEY
+elif [ -n "${SLC_TLS_CERT:-}${SLC_TLS_KEY:-}" ]; then
+  echo "set both SLC_TLS_CERT and SLC_TLS_KEY (your certificate and its key), or neither" >&2
+  exit 1
 else
   tls_dir=${SLC_TLS_DIR:-deploy/compose/tls}
   deploy/compose/new-cert.sh "$tls_dir" "${2:-${SLC_TLS_HOSTNAME:-}}"
