@@ -326,7 +326,7 @@ def check_proxy(proxy: ProxyEndpoint) -> dict[str, Any]:
     report.update(check_body_limit(proxy))
     report.update(check_slow_clients(proxy))
     report.update(check_flood(proxy))
-    # The flood's address may ask again once its bucket drains (burst 200 at 100 a second).
+    # The flood's address may ask again once its bucket drains (burst 400 at 200 a second).
     time.sleep(3)
     return report
 

@@ -710,8 +710,9 @@ def test_the_proxy_limits_requests_and_connections_per_address_with_429_and_retr
     burst = int(re.search(r"burst=(\d+)", limit).group(1))
     (connections,) = _directives(nginx_conf, "limit_conn")
     per_address = int(connections.split()[1])
-    # make compose-test's load: 8 clients from one address, about 60 requests a second at most.
-    assert rate >= 100 and burst >= rate and per_address >= 50
+    # Above every load sent from one address here: make compose-test's 8 clients (about 40
+    # requests a second), locust's 50 users, the benchmarks' best (183.6 answered a second).
+    assert rate >= 184 and burst >= rate and per_address >= 50
     assert _directives(nginx_conf, "limit_req_status") == ["429"] == _directives(nginx_conf, "limit_conn_status")
     block = re.search(r"location @rate_limited \{(.*?)\n\s*\}\n", NGINX_CONF.read_text(), re.DOTALL).group(1)
     assert re.search(r"add_header Retry-After \d+ always;", block)
