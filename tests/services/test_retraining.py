@@ -90,7 +90,8 @@ def wait_for_job(gateway_url: str, job_id: str, timeout_s: float = RUN_TIMEOUT_S
 
 def start_training(gateway_url: str, epochs: int = 1) -> str:
     response = requests.post(f"{gateway_url}/api/v1/training-jobs", json={"epochs": epochs}, headers=AUTH, timeout=10)
-    assert response.status_code == 202, response.text
+    # 200: a job was already queued, and this is it (one waiting run is enough).
+    assert response.status_code in {200, 202}, response.text
     return response.json()["id"]
 
 
@@ -221,14 +222,15 @@ def test_a_worse_candidate_is_stored_but_not_promoted(
         system.start_gateway()
         system.start_service("trainer", "services.trainer", "trainer_metrics_port", "serve")
         import_dataset(system, shuffled)
-        # Three requests in a row: those that queue while a run goes are coalesced.
-        job_ids = [start_training(system.gateway_url) for _ in range(3)]
+        # Three requests in a row: one sent while another waits on the queue is answered with
+        # the waiting job, so at most two jobs (one running, one queued) come of them.
+        job_ids = list(dict.fromkeys(start_training(system.gateway_url) for _ in range(3)))
+        assert len(job_ids) <= 2
         jobs = [wait_for_job(system.gateway_url, job_id) for job_id in job_ids]
-        assert [job["status"] for job in jobs] == ["rejected"] * 3, jobs
+        assert [job["status"] for job in jobs] == ["rejected"] * len(jobs), jobs
         assert all(job["gate"]["passed"] is False and job["gate"]["reasons"] for job in jobs)
         runs = {job["candidate_version"] for job in jobs}
-        assert len(runs) <= 2, "queued requests must share a run"
-        assert any(job["coalesced_into"] for job in jobs)
+        assert len(runs) <= len(jobs), "no job makes more than one run"
         store = create_store(s3_settings)
         assert registry.production_version(store) == "test-v1"
         assert sorted(registry.list_versions(store)) == sorted({"test-v1", *runs})
