@@ -194,7 +194,9 @@ function renderJob(job) {
   byId("train-submit").disabled = !finished;
   const kind = job.status === "failed" ? "error" : job.status === "promoted" ? "success" : "info";
   const error = job.error ? ` ${job.error}` : "";
-  setStatus(byId("train-status"), `Job ${job.id}: ${STATUS_TEXT[job.status] || job.status}${error}`, kind);
+  // The gateway answers a request made while a job waits with that job: one waiting run is enough.
+  const waiting = job.already_queued ? " (a job was already waiting; this is it)" : "";
+  setStatus(byId("train-status"), `Job ${job.id}: ${STATUS_TEXT[job.status] || job.status}${waiting}${error}`, kind);
 
   byId("train-progress-block").hidden = false;
   const bar = byId("train-progress");
