@@ -59,7 +59,10 @@ def create_app(
         log.warning("could not set the store's expiry rules: %s", error)
     if prediction_client is None:
         prediction_client = PredictionClient(
-            settings.amqp_url, Topology.from_settings(settings), publish_timeout_s=settings.predict_timeout_s
+            settings.amqp_url,
+            Topology.from_settings(settings),
+            publish_timeout_s=settings.predict_timeout_s,
+            ca_file=settings.amqp_ca_file,
         )
         prediction_client.start()
     app.extensions["store"] = store

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
@@ -56,8 +57,11 @@ class PredictionClient:
     training requests), all with publisher confirms.
     """
 
-    def __init__(self, amqp_url: str, topology: Topology, *, publish_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, amqp_url: str, topology: Topology, *, publish_timeout_s: float = 10.0, ca_file: Path | None = None
+    ) -> None:
         self._amqp_url = amqp_url
+        self._ca_file = ca_file
         self._topology = topology
         self._publish_timeout_s = publish_timeout_s
         self._pending: dict[str, PendingReply] = {}
@@ -188,7 +192,7 @@ class PredictionClient:
         delay_s = 0.5
         while not self._stopping.is_set():
             try:
-                self._connection = connect(self._amqp_url, timeout_s=5)
+                self._connection = connect(self._amqp_url, timeout_s=5, ca_file=self._ca_file)
                 self._channel = self._connection.channel()
                 self._topology.declare(self._channel)
                 self._channel.confirm_delivery()

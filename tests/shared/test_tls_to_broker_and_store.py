@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from services.gateway.rpc import PredictionClient
 from shared.errors import BrokerUnavailable, ConfigurationError, StorageUnavailable
 from shared.messaging.rabbitmq import close_quietly, connect, connection_parameters
+from shared.messaging.topology import Topology
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import create_store
 from tests.support.rabbitmq_node import RabbitNode
@@ -77,6 +79,20 @@ def test_an_amqps_url_reaches_a_broker_whose_certificate_the_ca_file_vouches_for
         assert "true" in tls_broker.ctl("list_connections", "ssl", "-q").split()
     finally:
         close_quietly(connection)
+
+
+def test_the_gateways_broker_client_publishes_over_tls_with_the_ca_file(tls_broker: RabbitNode, tls_dir: Path) -> None:
+    settings = Settings(amqp_url=tls_broker.amqps_url, broker_namespace=f"tls-{uuid.uuid4().hex[:8]}.")
+    client = PredictionClient(
+        settings.amqp_url, Topology.from_settings(settings), publish_timeout_s=10, ca_file=tls_dir / "ca.pem"
+    )
+    client.start()
+    try:
+        assert client.connected.wait(30), "the gateway's client never connected over TLS"
+        client.publish_event("tls.checked", {})  # waits for the broker's confirm
+        assert client.training_requests_waiting() == 0
+    finally:
+        client.stop()
 
 
 def test_a_broker_whose_certificate_another_ca_signed_is_refused(tls_broker, other_ca):
