@@ -15,6 +15,7 @@ From empty volumes, in a compose project of its own (never the operator's `slc`)
 5. the proxy against slow and greedy clients (proxy_checks.py): HTTP redirects to HTTPS, a
    body over the limit gets 413 unseen by the gateway, 256 trickling connections held for 30 s
    while an honest client is answered within 3 s every time, a flood from one address gets 429;
+   eight bomb PNGs, a 300 MiB part and a fill-byte JPEG refused with the gateway barely growing;
 6. scales the workers 2 -> 3 -> 1 while 8 clients keep predicting, counting failed requests;
 7. `down -v` at the end, also after a failure or Ctrl-C.
 
@@ -599,6 +600,23 @@ def gateway_posts(stack: Stack) -> float:
     return sum(float(value) for labels, value in samples if 'method="POST"' in labels)
 
 
+def gateway_rss(stack: Stack) -> int:
+    """Resident bytes of every process in the gateway's container (gunicorn's master and workers)."""
+    (container,) = stack.containers("gateway")
+    read_rss = (
+        "import glob\n"
+        "total = 0\n"
+        "for path in glob.glob('/proc/[0-9]*/status'):\n"
+        "    try:\n"
+        "        lines = open(path).read().splitlines()\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    total += sum(int(line.split()[1]) for line in lines if line.startswith('VmRSS:'))\n"
+        "print(total * 1024)"
+    )
+    return int(run(["docker", "exec", container["Id"], "python", "-c", read_rss], timeout_s=30).strip())
+
+
 def proxy_endpoint(stack: Stack) -> proxy_checks.ProxyEndpoint:
     # The slow clients run in the insights container: it has Python, its own address on the
     # stack's network, and no part in answering the honest client's requests.
@@ -614,6 +632,7 @@ def proxy_endpoint(stack: Stack) -> proxy_checks.ProxyEndpoint:
         exec_in_stack=proxy_checks.run_in_container(insights["Id"]),
         gateway_posts=lambda: gateway_posts(stack),
         prediction_body=prediction_body,
+        gateway_rss=lambda: gateway_rss(stack),
     )
 
 

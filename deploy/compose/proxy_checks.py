@@ -11,7 +11,11 @@ against the certificate authority deploy/compose/new-cert.sh made for the run:
   address), the honest client on this host (another address), as an attacker and a user would
   be; the per-address limits see them apart;
 - a flood of requests from one address gets 429 with Retry-After and the gateway's JSON error;
-- a body over the gateway's limit gets 413 before it is sent, and the gateway never sees it.
+- a body over the gateway's limit gets 413 before it is sent, and the gateway never sees it;
+- uploads built to cost the gateway memory or CPU, through the proxy: eight 40 MP black PNGs
+  in one request (413, refused from their headers), a 300 MiB file part (413 at the part's
+  limit) and a JPEG padded with 9 MiB of fill bytes (422), with the gateway container's
+  resident memory growing at most BOMB_RSS_LIMIT and PART_RSS_LIMIT.
 
 Standard library only, like compose_test.py, which calls `check_proxy`.
 """
@@ -21,9 +25,12 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import struct
 import subprocess
 import threading
 import time
+import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +48,10 @@ FLOOD_MAX_REQUESTS = 6000
 # settings): MAX_FILES_PER_REQUEST x MAX_UPLOAD_BYTES + 64 KiB; nginx.conf's client_max_body_size.
 GATEWAY_BODY_LIMIT = 32 * 10 * 1024 * 1024 + 64 * 1024
 REQUEST_TIMEOUT_S = 30
+MIB = 1024 * 1024
+# The issue's targets for the gateway's growth (issue 22).
+BOMB_RSS_LIMIT = 256 * MIB
+PART_RSS_LIMIT = 64 * MIB
 
 # Run with `python -` inside a container of the stack (it has Python; the proxy is `proxy:8443`
 # on the compose network). Arguments: host port header_clients body_clients hold_s. Prints JSON.
@@ -129,6 +140,8 @@ class ProxyEndpoint:
     gateway_posts: Callable[[], float]
     # A multipart prediction request: (body, content type).
     prediction_body: Callable[[int], tuple[bytes, str]]
+    # Resident bytes of every process in the gateway's container, now.
+    gateway_rss: Callable[[], int]
 
     def connection(self, timeout_s: float = REQUEST_TIMEOUT_S) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.https_port, timeout=timeout_s, context=self.context)
@@ -320,10 +333,77 @@ def check_body_limit(proxy: ProxyEndpoint) -> dict[str, Any]:
     return {"over_limit_status": answer.status, "over_limit_bytes": GATEWAY_BODY_LIMIT + 1}
 
 
+def black_png(side: int) -> bytes:
+    """A side x side RGB PNG of black pixels, compressed row by row: about 120 KB for 40 MP."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * side)  # filter byte, then the pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _upload(proxy: ProxyEndpoint, files: list[tuple[str, bytes]]) -> tuple[int, str, float]:
+    """POST the files as one prediction request (?wait=false); (status, error code, gateway RSS growth)."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for name, data in files
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    before = proxy.gateway_rss()
+    connection = proxy.connection(timeout_s=120)
+    try:
+        connection.request(
+            "POST",
+            "/api/v1/predictions?wait=false",
+            body=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        answer = connection.getresponse()
+        payload = answer.read()
+    finally:
+        connection.close()
+    try:
+        code = json.loads(payload)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = ""
+    return answer.status, code, proxy.gateway_rss() - before
+
+
+def check_hostile_uploads(proxy: ProxyEndpoint) -> dict[str, Any]:
+    """Bomb PNGs, a 300 MiB part and fill bytes through the proxy: each refused, the gateway barely grows."""
+    bomb = black_png(6324)
+    outcomes = {
+        "bombs": _upload(proxy, [(f"bomb-{index}.png", bomb) for index in range(8)]),
+        "part_300_mib": _upload(proxy, [("big.bin", bytes(300 * MIB))]),
+        "fill_bytes": _upload(proxy, [("padded.jpg", b"\xff\xd8" + b"\xff" * (9 * MIB) + b"\xd9")]),
+    }
+    expected = {
+        "bombs": (413, "image_too_large"),
+        "part_300_mib": (413, "payload_too_large"),
+        "fill_bytes": (422, "invalid_image"),
+    }
+    for name, (status, code, _) in outcomes.items():
+        if (status, code) != expected[name]:
+            raise ProxyCheckFailed(f"{name}: answered {status} {code!r}, not {expected[name]}")
+    limits = {"bombs": BOMB_RSS_LIMIT, "part_300_mib": PART_RSS_LIMIT}
+    for name, limit in limits.items():
+        if outcomes[name][2] > limit:
+            raise ProxyCheckFailed(f"{name}: the gateway grew by {outcomes[name][2] / MIB:.0f} MiB")
+    return {f"{name}_rss_growth_mb": round(outcome[2] / MIB, 1) for name, outcome in outcomes.items()}
+
+
 def check_proxy(proxy: ProxyEndpoint) -> dict[str, Any]:
     """Every proxy check; the numbers for the report (keys prefixed `proxy_` by the caller)."""
     report: dict[str, Any] = {"redirect": check_redirect(proxy)}
     report.update(check_body_limit(proxy))
+    report.update(check_hostile_uploads(proxy))
     report.update(check_slow_clients(proxy))
     report.update(check_flood(proxy))
     # The flood's address may ask again once its bucket drains (burst 400 at 200 a second).
