@@ -66,7 +66,9 @@ def tls_s3(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[
 # --- AMQP -----------------------------------------------------------------------------------------
 
 
-def test_an_amqps_url_reaches_a_broker_whose_certificate_the_ca_file_vouches_for(tls_broker, tls_dir):
+def test_an_amqps_url_reaches_a_broker_whose_certificate_the_ca_file_vouches_for(
+    tls_broker: RabbitNode, tls_dir: Path
+) -> None:
     connection = connect(tls_broker.amqps_url, timeout_s=10, ca_file=tls_dir / "ca.pem")
     try:
         channel = connection.channel()
@@ -95,24 +97,26 @@ def test_the_gateways_broker_client_publishes_over_tls_with_the_ca_file(tls_brok
         client.stop()
 
 
-def test_a_broker_whose_certificate_another_ca_signed_is_refused(tls_broker, other_ca):
+def test_a_broker_whose_certificate_another_ca_signed_is_refused(tls_broker: RabbitNode, other_ca: Path) -> None:
     with pytest.raises(BrokerUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         connect(tls_broker.amqps_url, timeout_s=1, ca_file=other_ca)
 
 
-def test_a_broker_certificate_is_refused_without_the_ca_file_when_the_system_does_not_trust_it(tls_broker):
+def test_a_broker_certificate_is_refused_without_the_ca_file_when_the_system_does_not_trust_it(
+    tls_broker: RabbitNode,
+) -> None:
     with pytest.raises(BrokerUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         connect(tls_broker.amqps_url, timeout_s=1)
 
 
-def test_amqps_checks_the_host_name_and_plain_amqp_uses_no_tls(tmp_path):
+def test_amqps_checks_the_host_name_and_plain_amqp_uses_no_tls(tmp_path: Path) -> None:
     parameters = connection_parameters("amqps://u:p@broker.example.org:5671/%2F", ca_file=None)
     assert parameters.ssl_options.server_hostname == "broker.example.org"
     assert parameters.ssl_options.context.check_hostname
     assert connection_parameters("amqp://u:p@broker:5672/%2F", ca_file=tmp_path / "unused.pem").ssl_options is None
 
 
-def test_an_unreadable_amqp_ca_file_is_a_configuration_error(tmp_path):
+def test_an_unreadable_amqp_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="AMQP_CA_FILE"):
         connection_parameters("amqps://u:p@broker:5671/%2F", ca_file=tmp_path / "missing.pem")
 
@@ -148,7 +152,7 @@ def test_an_unreadable_s3_ca_file_is_a_configuration_error(tls_s3, tmp_path):
         create_store(tls_store_settings(tls_s3, tmp_path / "missing.pem"))
 
 
-def test_the_ca_files_are_read_from_the_environment_as_paths():
+def test_the_ca_files_are_read_from_the_environment_as_paths() -> None:
     settings = Settings.from_env({"AMQP_CA_FILE": "/etc/slc/broker-ca.pem", "S3_CA_FILE": ""})
     assert settings.amqp_ca_file == Path("/etc/slc/broker-ca.pem")
     assert settings.s3_ca_file is None
