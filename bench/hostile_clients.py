@@ -157,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     small = jpeg()
     padded = small[:2] + b"\xff" * (9 * MIB) + small[2:]
     report: dict[str, dict] = {}
+    log_dir = BENCH_LOGS / time.strftime("hostile-%Y%m%dT%H%M%S")
+    log_dir.mkdir(parents=True)
     with (
         tempfile.TemporaryDirectory() as store_dir,
-        running_system(models, workers=1, batch_size=4, store_dir=Path(store_dir), log_dir=BENCH_LOGS) as system,
+        running_system(models, workers=1, batch_size=4, store_dir=Path(store_dir), log_dir=log_dir) as system,
     ):
         url = system.url
         post(url, [("warm.jpg", small)])
