@@ -37,6 +37,11 @@ PREDICTIONS = Counter("slc_predictions_total", "Predictions made, by predicted l
 PROBABILITY = Histogram(
     "slc_prediction_probability", "Calibrated probability of malignant (watch for drift).", buckets=PROBABILITY_BUCKETS
 )
+RETAKE_HINTS = Counter(
+    "slc_retake_hints_total",
+    "Predictions whose image should be taken again, by reason (blurred, dark, bright).",
+    ["reason"],
+)
 JOBS_HELD = Counter(
     "slc_worker_job_holds_total", "Times a job was held for a retry because the store or the model was unavailable."
 )

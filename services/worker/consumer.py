@@ -31,6 +31,7 @@ from services.worker.models import ModelHolder
 from shared import metrics
 from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
+from shared.image_quality import ImageQuality, assess
 from shared.images import model_input_for_key
 from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
@@ -208,7 +209,8 @@ class PredictionConsumer:
         metrics.BATCH_SIZE.observe(len(runnable))
         for delivery, probability in zip(runnable, probabilities, strict=True):
             metrics.QUEUE_WAIT.observe(max(started - delivery.job.submitted_at, 0.0))
-            delivery.result = self._result(delivery.job, float(probability), model)
+            quality = assess(delivery.pixels)
+            delivery.result = self._result(delivery.job, float(probability), model, quality)
             delivery.pixels = None
 
     def _prepare(self, delivery: Delivery) -> None:
@@ -246,11 +248,15 @@ class PredictionConsumer:
         delivery.stored = True
         return True
 
-    def _result(self, job: PredictionJob, probability: float, model: ServingModel) -> PredictionResult:
+    def _result(
+        self, job: PredictionJob, probability: float, model: ServingModel, quality: ImageQuality
+    ) -> PredictionResult:
         threshold, own = model.threshold_for(job.collection)
         label = model.label(probability, threshold)
         metrics.PREDICTIONS.labels(label).inc()
         metrics.PROBABILITY.observe(probability)
+        if quality.retake:
+            metrics.RETAKE_HINTS.labels("blurred" if quality.blurred else str(quality.exposure)).inc()
         return PredictionResult(
             job_id=job.job_id,
             label=label,
@@ -260,6 +266,7 @@ class PredictionConsumer:
             model_version=model.version,
             submitted_at=job.submitted_at,
             completed_at=time.time(),
+            quality=quality.public(),
         )
 
     @staticmethod

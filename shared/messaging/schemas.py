@@ -76,6 +76,8 @@ class PredictionResult(Message):
     submitted_at: float | None = None
     completed_at: float | None = None
     error: dict[str, str] | None = None
+    # Sharpness and exposure of the image (shared/image_quality.py); None for older results.
+    quality: dict[str, Any] | None = None
 
     @property
     def message_id(self) -> str:
@@ -93,6 +95,7 @@ class PredictionResult(Message):
             "threshold": self.threshold,
             "threshold_collection": self.threshold_collection,
             "model_version": self.model_version,
+            "quality": self.quality,
         }
 
 

@@ -49,6 +49,8 @@ def test_one_prediction_is_answered_and_leaves_image_and_result_in_the_store(
     assert answer["threshold"] == 0.5
     assert answer["model_version"] == "test-v1"
     assert answer["latency_ms"] > 0
+    # One flat colour: nothing in focus, so the answer says to take the image again.
+    assert answer["quality"]["retake"] is True and answer["quality"]["blurred"] is True
     store = create_store(s3_settings)
     uploads = list(store.list("uploads/predictions/"))
     assert len(uploads) == 1 and uploads[0].endswith(f"/{answer['id']}.jpg")

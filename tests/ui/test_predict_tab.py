@@ -12,7 +12,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from shared.storage import ObjectStore
-from tests.support.images import encode, solid_jpeg
+from tests.support.images import encode, grainy_jpeg, solid_jpeg
 from tests.support.system import RunningSystem
 from tests.ui import data
 from tests.ui.browsing import open_ui, screenshot, upload
@@ -58,6 +58,21 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
 
     page.click("#predict-clear")
     expect(page.locator(".result")).to_have_count(0)
+
+
+def test_an_image_to_take_again_says_why_and_a_good_one_says_nothing(
+    page: Page, predicting: RunningSystem, screenshots: Path
+) -> None:
+    open_ui(page, predicting)
+    page.set_input_files(
+        "#predict-files", [upload("flat.jpg", solid_jpeg(140)), upload("textured.jpg", grainy_jpeg(140, (300, 300)))]
+    )
+    flat = page.locator(".result", has_text="flat.jpg")
+    textured = page.locator(".result", has_text="textured.jpg")
+    expect(flat.locator(".result__retake")).to_contain_text("Retake the image: it looks out of focus or blurred")
+    expect(textured.locator(".result__label")).to_be_visible()
+    expect(textured.locator(".result__retake")).to_have_count(0)
+    screenshot(page, screenshots, "predict-retake")
 
 
 def test_a_named_collection_is_sent_and_the_answer_says_which_threshold_decided(

@@ -133,11 +133,32 @@ function showAnswer(card, answer) {
       el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
     ),
   );
+  const retake = retakeHint(answer.quality);
+  if (retake) card.body.append(retake);
   const note = byId("predict-note");
   if (answer.note) {
     note.textContent = answer.note;
     note.hidden = false;
   }
+}
+
+// Why an image should be taken again, in words a clinician uses (shared/image_quality.py).
+const RETAKE_REASONS = {
+  blurred: "it looks out of focus or blurred",
+  dark: "it is too dark",
+  bright: "it is overexposed",
+};
+
+/** A "retake the image" hint when the answer's quality check says so; null otherwise. */
+function retakeHint(quality) {
+  if (!quality?.retake) return null;
+  const reasons = [quality.blurred && RETAKE_REASONS.blurred, RETAKE_REASONS[quality.exposure]].filter(Boolean);
+  return el(
+    "p",
+    { class: "result__retake", role: "note" },
+    el("strong", { text: "Retake the image: " }),
+    `${reasons.join(" and ")}, so this result means less. Take it again in focus, with the dermatoscope's light on.`,
+  );
 }
 
 function showError(card, error) {
