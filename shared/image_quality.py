@@ -24,6 +24,8 @@ DARK_BELOW = 50.0
 BRIGHT_ABOVE = 230.0
 NEARLY_WHITE = 247.0
 WHITE_SHARE_ABOVE = 0.3
+# Why an image should be taken again (a metric label and the UI's words for it).
+RETAKE_REASONS = ("blurred", "dark", "bright")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class ImageQuality:
     @property
     def retake(self) -> bool:
         return self.blurred or self.exposure is not None
+
+    @property
+    def retake_reason(self) -> str | None:
+        """The first of RETAKE_REASONS that holds, or None."""
+        return "blurred" if self.blurred else self.exposure
 
     def public(self) -> dict[str, object]:
         """The answer's `quality` object."""

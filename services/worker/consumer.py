@@ -31,7 +31,7 @@ from services.worker.models import ModelHolder
 from shared import metrics
 from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
-from shared.image_quality import ImageQuality, assess
+from shared.image_quality import RETAKE_REASONS, ImageQuality, assess
 from shared.images import model_input_for_key
 from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
@@ -92,6 +92,9 @@ class PredictionConsumer:
         # the main thread, which owns the connection.
         self._io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="worker-io")
         self._max_wait_s = settings.worker_max_wait_ms / 1000.0
+        # Every reason's series exists from the start: the dashboard shows 0 hints, not "no data".
+        for reason in RETAKE_REASONS:
+            metrics.RETAKE_HINTS.labels(reason)
 
     def run(self) -> None:
         """Consume until `stopping` is set, reconnecting with backoff whatever goes wrong."""
@@ -255,8 +258,8 @@ class PredictionConsumer:
         label = model.label(probability, threshold)
         metrics.PREDICTIONS.labels(label).inc()
         metrics.PROBABILITY.observe(probability)
-        if quality.retake:
-            metrics.RETAKE_HINTS.labels("blurred" if quality.blurred else str(quality.exposure)).inc()
+        if quality.retake_reason is not None:
+            metrics.RETAKE_HINTS.labels(quality.retake_reason).inc()
         return PredictionResult(
             job_id=job.job_id,
             label=label,
