@@ -32,25 +32,11 @@ import requests
 from PIL import Image
 
 from bench.end_to_end import BENCH_LOGS, models_dir
-from bench.system import System, running_system
+from bench.system import System, gateway_rss_mb, running_system
 from shared.settings import Settings
 
 MIB = 1024 * 1024
 HONEST_TIMEOUT_S = 10.0
-
-
-def gateway_rss_mb(system: System) -> float:
-    """Resident memory of the gateway's processes (its process group), now."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) not in system.process_groups["gateway"]:
-                continue
-            status = (stat.parent / "status").read_text()
-        except OSError:
-            continue
-        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return total / 1024
 
 
 def jpeg(size: int = 224) -> bytes:

@@ -216,9 +216,10 @@ def cpu_percent(before: dict[str, float], after: dict[str, float], seconds: floa
 # Memory: peak resident set sizes
 
 
-def _group_peaks_mb(leaders: list[int]) -> list[float]:
-    """VmHWM (peak RSS) in MB of every live process in the groups led by `leaders`."""
-    wanted, peaks = set(leaders), []
+def _group_memory_mb(leaders: list[int], field: str) -> list[float]:
+    """`field` of /proc/*/status (VmHWM: peak RSS, VmRSS: RSS now) in MB of every live process
+    in the groups led by `leaders`."""
+    wanted, sizes = set(leaders), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[2]) not in wanted:
@@ -227,15 +228,21 @@ def _group_peaks_mb(leaders: list[int]) -> list[float]:
         except OSError:
             continue  # the process ended while we looked
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)
-    return peaks
+            if line.startswith(f"{field}:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
 
 
 def peak_rss_mb(system: System) -> dict[str, float]:
     """The gateway's processes' peaks summed (an upper bound of its peak), and the largest worker's."""
-    workers = [peak for pid in system.process_groups["workers"] for peak in _group_peaks_mb([pid])]
-    return {"gateway": sum(_group_peaks_mb(system.process_groups["gateway"])), "worker": max(workers, default=0.0)}
+    workers = [peak for pid in system.process_groups["workers"] for peak in _group_memory_mb([pid], "VmHWM")]
+    gateway = sum(_group_memory_mb(system.process_groups["gateway"], "VmHWM"))
+    return {"gateway": gateway, "worker": max(workers, default=0.0)}
+
+
+def gateway_rss_mb(system: System) -> float:
+    """Resident memory of the gateway's processes together, now."""
+    return sum(_group_memory_mb(system.process_groups["gateway"], "VmRSS"))
 
 
 # Workers' batching, from their /metrics

@@ -214,8 +214,9 @@ def add_images(
     outcomes: list[AddOutcome | None] = []  # in the order sent; None until the batch is stored
     batch: list[tuple[int, _Ready]] = []
     batch_bytes = 0
+    limits = _Limits(max_bytes, max_pixels, budget, budget_wait_s)
     for file in files:
-        outcome, ready = _prepare(file, collection, part, known, _Limits(max_bytes, max_pixels, budget, budget_wait_s))
+        outcome, ready = _prepare(file, collection, part, known, limits)
         outcomes.append(outcome)
         if ready is not None:
             batch.append((len(outcomes) - 1, ready))

@@ -50,13 +50,13 @@ class ImageQuality:
         return None
 
     @property
-    def retake(self) -> bool:
-        return self.blurred or self.exposure is not None
-
-    @property
     def retake_reason(self) -> str | None:
         """The first of RETAKE_REASONS that holds, or None."""
         return "blurred" if self.blurred else self.exposure
+
+    @property
+    def retake(self) -> bool:
+        return self.retake_reason is not None
 
     def public(self) -> dict[str, object]:
         """The answer's `quality` object."""

@@ -298,14 +298,19 @@ def check_flood(proxy: ProxyEndpoint) -> dict[str, Any]:
     if record.refusal is None:
         raise ProxyCheckFailed(f"a flood from one address was never refused with 429: {report}")
     retry_after, body = record.refusal
-    try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        code = None
+    code = _error_code(body)
     if not retry_after or code != "rate_limited":
         raise ProxyCheckFailed(f"429 without Retry-After or the JSON error: Retry-After={retry_after!r} {body[:200]!r}")
     report["flood_retry_after"] = retry_after
     return report
+
+
+def _error_code(body: bytes) -> str | None:
+    """The `code` of an answer in the gateway's error shape, or None for any other body."""
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def check_body_limit(proxy: ProxyEndpoint) -> dict[str, Any]:
@@ -321,10 +326,7 @@ def check_body_limit(proxy: ProxyEndpoint) -> dict[str, Any]:
         body = answer.read()
     finally:
         connection.close()
-    try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        code = None
+    code = _error_code(body)
     if answer.status != 413 or not code:
         raise ProxyCheckFailed(f"a body over the limit answered {answer.status} {body[:200]!r}, not a JSON 413")
     after = proxy.gateway_posts()
@@ -333,20 +335,24 @@ def check_body_limit(proxy: ProxyEndpoint) -> dict[str, Any]:
     return {"over_limit_status": answer.status, "over_limit_bytes": GATEWAY_BODY_LIMIT + 1}
 
 
-def black_png(side: int) -> bytes:
-    """A side x side RGB PNG of black pixels, compressed row by row: about 120 KB for 40 MP."""
+def rgb_png(width: int, height: int, compressed_rows: bytes) -> bytes:
+    """A PNG file of 8-bit RGB pixels from its zlib-compressed rows (each a filter byte, then pixels)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed_rows) + chunk(b"IEND", b"")
+
+
+def black_png(side: int) -> bytes:
+    """A side x side RGB PNG of black pixels, compressed row by row: about 120 KB for 40 MP."""
     compressor = zlib.compressobj(9)
     row = b"\0" * (1 + 3 * side)  # filter byte, then the pixels
-    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return rgb_png(side, side, b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush())
 
 
-def _upload(proxy: ProxyEndpoint, files: list[tuple[str, bytes]]) -> tuple[int, str, float]:
+def _upload(proxy: ProxyEndpoint, files: list[tuple[str, bytes]]) -> tuple[int, str | None, float]:
     """POST the files as one prediction request (?wait=false); (status, error code, gateway RSS growth)."""
     boundary = uuid.uuid4().hex
     parts = [
@@ -369,10 +375,7 @@ def _upload(proxy: ProxyEndpoint, files: list[tuple[str, bytes]]) -> tuple[int, 
         payload = answer.read()
     finally:
         connection.close()
-    try:
-        code = json.loads(payload)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        code = ""
+    code = _error_code(payload)
     return answer.status, code, proxy.gateway_rss() - before
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from pika.spec import Basic, BasicProperties
 
 from shared.errors import BrokerUnavailable, ConfigurationError, Overloaded
 from shared.messaging.schemas import CONTENT_TYPE, SCHEMA_VERSION, Message
+from shared.tls import verifying_context
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,7 @@ def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30, ca_file: Path
     """
     parameters = pika.URLParameters(amqp_url)
     if amqp_url.lower().startswith("amqps://"):
-        try:
-            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigurationError(f"setting AMQP_CA_FILE={ca_file}: cannot read CA certificates: {error}") from error
+        context = verifying_context(ca_file, "AMQP_CA_FILE")
         parameters.ssl_options = pika.SSLOptions(context, server_hostname=parameters.host)
     parameters.heartbeat = heartbeat_s
     parameters.blocked_connection_timeout = 30

@@ -6,7 +6,6 @@ The only module that touches `minio`; its errors become the project's own here.
 from __future__ import annotations
 
 import io
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,20 +16,12 @@ from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
-from shared.errors import ConfigurationError, ObjectNotFound, StorageUnavailable
+from shared.errors import ObjectNotFound, StorageUnavailable
 from shared.storage.base import split_key
 from shared.storage.layout import BUCKETS
+from shared.tls import verifying_context
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
-
-
-def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context trusting `ca_file`'s CA certificates, or the system's; read once, here,
-    so that a missing or unreadable file is a configuration error at start, not a failed request."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigurationError(f"setting S3_CA_FILE={ca_file}: cannot read CA certificates: {error}") from error
 
 
 class S3Store:
@@ -56,7 +47,7 @@ class S3Store:
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
             maxsize=32,
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
-            ssl_context=_tls_context(ca_file) if secure else None,
+            ssl_context=verifying_context(ca_file, "S3_CA_FILE") if secure else None,
         )
         self._client = Minio(
             endpoint,
