@@ -60,7 +60,8 @@ def namespace(amqp_url: str) -> Iterator[str]:
     yield prefix
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
-    for queue in ("predict", "predict.dead", "predict.dead.notices", "train", "train.dead", "insights.dataset-changed"):
+    queues = ("predict", "predict.dead", "predict.dead.notices", "train", "train.dead", "insights.dataset-changed")
+    for queue in (*queues, "insights.predictions-scored"):
         channel.queue_delete(prefix + queue)
     for exchange in ("dead-letter", "events"):
         channel.exchange_delete(prefix + exchange)

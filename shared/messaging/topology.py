@@ -23,6 +23,11 @@ EVENT_MODEL_PROMOTED = "model.promoted"
 EVENT_DATASET_CHANGED = "dataset.changed"
 EVENT_TRAINING_PROGRESS = "training.progress"
 EVENT_TRAINING_FINISHED = "training.finished"
+# Published by workers after each batch: domain scores, flags and projections (drift).
+EVENT_PREDICTIONS_SCORED = "predictions.scored"
+# The drift queue keeps the newest events only: a window of recent predictions needs no older
+# ones, and a stalled insights service must not let them pile up in the broker.
+DRIFT_QUEUE_MAX_EVENTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class Topology:
     def insights_queue(self) -> str:
         return f"{self.namespace}insights.dataset-changed"
 
+    @property
+    def drift_queue(self) -> str:
+        return f"{self.namespace}insights.predictions-scored"
+
     @staticmethod
     def dead_letter_queue(queue: str) -> str:
         return f"{queue}.dead"
@@ -78,6 +87,13 @@ class Topology:
         # insights service is down must wait for it in this queue, not vanish.
         channel.queue_declare(self.insights_queue, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(self.insights_queue, self.events_exchange, routing_key=EVENT_DATASET_CHANGED)
+        # Durable and declared by everyone too, so the drift window refills from the newest
+        # events after an insights restart; bounded, dropping the oldest (drop-head), since
+        # only recent predictions matter. Quorum, so a cluster node's loss does not break
+        # every service's declare.
+        drift_arguments = {"x-queue-type": "quorum", "x-max-length": DRIFT_QUEUE_MAX_EVENTS, "x-overflow": "drop-head"}
+        channel.queue_declare(self.drift_queue, durable=True, arguments=drift_arguments)
+        channel.queue_bind(self.drift_queue, self.events_exchange, routing_key=EVENT_PREDICTIONS_SCORED)
 
     def _declare_work_queue(self, channel: BlockingChannel, queue: str, max_length: int | None) -> None:
         dead_queue = self.dead_letter_queue(queue)
