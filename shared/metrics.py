@@ -13,6 +13,7 @@ LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 PROBABILITY_BUCKETS = tuple(round(step / 20, 2) for step in range(1, 21))
+DOMAIN_SCORE_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 
 # Gateway
 HTTP_REQUESTS = Counter(
@@ -35,7 +36,21 @@ INFERENCE_DURATION = Histogram(
 )
 PREDICTIONS = Counter("slc_predictions_total", "Predictions made, by predicted label.", ["label"])
 PROBABILITY = Histogram(
-    "slc_prediction_probability", "Calibrated probability of malignant (watch for drift).", buckets=PROBABILITY_BUCKETS
+    "slc_prediction_probability",
+    "Calibrated probability of malignant, per model version (watch for drift).",
+    ["model_version"],
+    buckets=PROBABILITY_BUCKETS,
+)
+DOMAIN_SCORE = Histogram(
+    "slc_domain_score",
+    "Out-of-domain score per model version (1 is the unlike_training threshold; watch for drift).",
+    ["model_version"],
+    buckets=DOMAIN_SCORE_BUCKETS,
+)
+DOMAIN_WARNINGS = Counter(
+    "slc_domain_warnings_total",
+    "Predictions with a domain warning, per model version (unlike_training, not_dermoscopy).",
+    ["model_version", "warning"],
 )
 RETAKE_HINTS = Counter(
     "slc_retake_hints_total",
@@ -69,4 +84,31 @@ RETENTION_DELETED = Counter(
 )
 RETENTION_SWEEP_DURATION = Histogram(
     "slc_retention_sweep_seconds", "Time of one retention sweep over the store.", buckets=(0.1, 0.5, 1, 5, 15, 60, 300)
+)
+
+# Input drift (the insights service; services/insights/drift.py)
+INPUT_DRIFT = Gauge(
+    "slc_input_drift",
+    "MMD between the projections of a version's last predictions and its validation images (0: alike).",
+    ["model_version"],
+)
+INPUT_FLAGGED_SHARE = Gauge(
+    "slc_input_flagged_share",
+    "Share of a version's last predictions with a domain warning (unlike_training, not_dermoscopy).",
+    ["model_version", "warning"],
+)
+INPUT_DRIFT_WINDOW = Gauge(
+    "slc_input_drift_window_predictions", "Predictions in a version's drift window.", ["model_version"]
+)
+
+# Heat maps (workers render them on request; shared/heatmap.py)
+HEATMAPS = Counter(
+    "slc_heatmaps_total",
+    "Heat-map requests a worker answered, by outcome (rendered, refused, unavailable, failed).",
+    ["outcome"],
+)
+HEATMAP_DURATION = Histogram(
+    "slc_heatmap_render_seconds",
+    "Time to read, draw and store one heat map.",
+    buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
 )

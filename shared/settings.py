@@ -149,6 +149,10 @@ class Settings:
     # A collection's held-out part is judged by the gate with this many malignant cases;
     # smaller ones are reported only.
     gate_min_malignant: int = 30
+    # Clinical photographs (benign/, malignant/; not dermoscopy, e.g. SD-198): half of them
+    # train each new version's `not_dermoscopy` warning, the other half is kept out to report
+    # on (shared/model/domain.py). Unset: versions get the `unlike_training` caution only.
+    clinical_photos_dir: Path | None = None
     # Model
     models_dir: Path = REPO_ROOT / "models"
     pretrained_weights: str = "imagenet"

@@ -18,6 +18,11 @@ COMMANDS: dict[
     "train": ("train, evaluate and write a model version", cli.add_train_arguments, cli.run_train),
     "evaluate": ("score a model version on a labelled folder", cli.add_evaluate_arguments, cli.run_evaluate),
     "export": ("re-export a model version for another serving runtime", cli.add_export_arguments, cli.run_export),
+    "package": (
+        "make a new version of a trained one with today's serving artifact and domain statistics",
+        cli.add_package_arguments,
+        cli.run_package,
+    ),
     "serve": ("run the trainer service: consume retrain requests", commands.add_serve_arguments, commands.run_serve),
     "import-dataset": ("load a labelled folder into the store", commands.add_import_arguments, commands.run_import),
 }

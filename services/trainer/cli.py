@@ -1,10 +1,12 @@
-"""The `train`, `evaluate` and `export` commands: the training recipe from the command line.
+"""The `train`, `evaluate`, `export` and `package` commands: the training recipe from the command line.
 
 `train` reads collections (HAM10000-style roots, flat folders, external ones) and holds out each one's test part,
 trains, picks the operating point on validation, exports the parity-checked serving
 artifact and writes `OUT/versions/<version>/`. `evaluate` scores a version's serving
 artifact on any folder with benign/ and malignant/; its last output line is one JSON object.
 `export` re-exports a trained version for another serving runtime, with the same checks.
+`package` makes a new version of a trained one with today's serving artifact (trust outputs,
+domain statistics), checked against the data it was trained on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SERVING_RUNTIMES,
         help="serving runtime to export and parity-check for (default: the SERVING_RUNTIME setting)",
     )
+    add_photographs_argument(parser)
+
+
+def add_photographs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clinical-photos",
+        type=Path,
+        help="clinical photographs (benign/, malignant/): half train the not_dermoscopy warning"
+        " (default: the CLINICAL_PHOTOS_DIR setting; none: no such warning)",
+    )
+
+
+def add_package_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, required=True, help="the trained version's folder (model.keras)")
+    parser.add_argument("--data", type=Path, help="the collections it was trained on, as for train")
+    parser.add_argument("--collection", action="append", default=[], metavar="[NAME=]DIR")
+    parser.add_argument("--external", action="append", default=[], metavar="[NAME=]DIR")
+    parser.add_argument("--from-store", action="store_true", help="the store's collections")
+    parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
+    parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
+    add_photographs_argument(parser)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +123,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # TensorFlow is imported here, not at module level: `evaluate` and `--help` stay light.
     from shared.model import card as cards
-    from shared.model.data import concatenate, split_validation
+    from shared.model.data import concatenate, photographs_from, split_validation
     from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.training import TrainingConfig, train
@@ -141,16 +165,91 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         collections,
         source=source,
         runtime=args.runtime or settings.serving_runtime,
+        photographs=photographs_from(args.clinical_photos or settings.clinical_photos_dir),
     )
     card = candidate.card
-    cards.write_version(folder, {candidate.artifact_name: candidate.artifact}, card)
+    cards.write_version(folder, candidate.files, card)
     write_report(folder, card, split="test" if candidate.test is not None else "validation")
     if args.promote:
-        (args.out / "aliases").mkdir(parents=True, exist_ok=True)
-        (args.out / "aliases" / "production.json").write_text(json.dumps({"version": version}) + "\n")
+        _promote_in_folder(args.out, version)
     headline = candidate.test or candidate.validation
     print(json.dumps({"version": version, "folder": str(folder), **cards.summary(headline)}))
     return 0
+
+
+def _promote_in_folder(models_dir: Path, version: str) -> None:
+    (models_dir / "aliases").mkdir(parents=True, exist_ok=True)
+    (models_dir / "aliases" / "production.json").write_text(json.dumps({"version": version}) + "\n")
+
+
+def run_package(args: argparse.Namespace, settings: Settings) -> int:
+    """A new version of a trained one, packaged as today's versions are: the serving artifact
+    with its trust outputs, parity-checked; the domain statistics fitted; every held-out part
+    evaluated again through the new artifact. Threshold and calibration carry over (the
+    weights are the same); the data must be the very data the card names, or nothing is written.
+    """
+    import keras
+
+    from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
+    from shared.model import card as cards
+    from shared.model.data import concatenate, photographs_from, split_validation
+    from shared.model.domain import DOMAIN_FILE, DomainModel
+    from shared.model.evaluation import metrics
+    from shared.model.registry import KERAS_FILE, new_version_name
+    from shared.model.report import write_report
+    from shared.model.serving import SERVING_ARTIFACT, ServingModel
+
+    old = json.loads((args.model_dir / "card.json").read_text())
+    model = keras.saving.load_model(args.model_dir / KERAS_FILE, compile=False)
+    collections, _ = _load_collections(args, settings, None)
+    train_data, validation = split_validation(
+        concatenate([c.train for c in collections if c.train is not None]),
+        old["training"]["config"]["validation_fraction"],
+    )
+    described = cards.describe_collections(train_data, validation, collections)
+    if described != old["data"]["collections"]:
+        raise SystemExit(f"these folders are not the data {old['version']} was trained on (its card's data differ)")
+    name = old.get("serving_artifact", SERVING_ARTIFACT)
+    held_out = concatenate([c.test for c in collections if c.test is not None])
+    artifact, worst = cards.export_checked(model, held_out.pixels, name)
+    plain = ServingModel.from_bytes(old["version"], artifact, old)
+    photographs = photographs_from(args.clinical_photos or settings.clinical_photos_dir)
+    fitted = cards.fit_domain(model, plain, train_data, validation, photographs)
+    served = ServingModel.from_bytes(old["version"], artifact, old, domain=DomainModel.from_bytes(fitted.file))
+    version = new_version_name()
+    card = {
+        **old,
+        "version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "packaged_from": old["version"],
+        "parent_version": old["version"],
+        "parity": cards.parity_record(_runtime_of(name), worst, len(held_out)),
+        "domain": fitted.card,
+        "metrics": {
+            "validation": metrics(validation.labels, served.predict(validation.pixels), served.threshold),
+            **cards.evaluate_collections(served, collections),
+        },
+    }
+    folder = args.out / "versions" / version
+    files = {
+        KERAS_FILE: (args.model_dir / KERAS_FILE).read_bytes(),
+        name: artifact,
+        DOMAIN_FILE: fitted.file,
+    }
+    cards.write_version(folder, files, card)
+    write_report(folder, card, split="test")
+    if args.promote:
+        _promote_in_folder(args.out, version)
+    print(
+        json.dumps({"version": version, "packaged_from": old["version"], "max_abs_diff": worst, "domain": fitted.card})
+    )
+    return 0
+
+
+def _runtime_of(artifact_name: str) -> str:
+    from shared.model.serving import RUNTIME_ARTIFACTS
+
+    return next(runtime for runtime, name in RUNTIME_ARTIFACTS.items() if name == artifact_name)
 
 
 def _load_collections(args: argparse.Namespace, settings: Settings, limit: int | None) -> tuple[list[Any], str]:

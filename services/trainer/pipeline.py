@@ -59,7 +59,7 @@ def run_training(
     Returns the fields the job record takes: status, candidate_version, gate.
     """
     from shared.model import card as cards
-    from shared.model.data import concatenate, load_store_collections, split_validation
+    from shared.model.data import concatenate, load_store_collections, photographs_from, split_validation
     from shared.model.training import train
 
     started = time.monotonic()
@@ -101,6 +101,7 @@ def run_training(
         source="store",
         parent=parent,
         runtime=settings.serving_runtime,
+        photographs=photographs_from(settings.clinical_photos_dir),
     )
     production = _production_metrics(store, parent, collections)
     gate = decide(
@@ -117,7 +118,7 @@ def run_training(
     card["training"]["initialised_from"] = initialised_from
     card["training_job"] = job_id
     progress.stage("publishing")
-    files = {registry.KERAS_FILE: cards.keras_bytes(result.model), candidate.artifact_name: candidate.artifact}
+    files = {registry.KERAS_FILE: cards.keras_bytes(result.model), **candidate.files}
     registry.publish_version(store, version, files, card)
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})
     if gate["passed"]:

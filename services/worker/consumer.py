@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from services.worker.dead_letters import DeadLetterRecorder
+from services.worker.heatmaps import HeatmapRenderer
 from services.worker.models import ModelHolder
 from shared import metrics
 from shared.backoff import Backoff
@@ -35,8 +37,9 @@ from shared.image_quality import RETAKE_REASONS, ImageQuality, assess
 from shared.images import model_input_for_key
 from shared.messaging.rabbitmq import close_quietly, connect
 from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
-from shared.messaging.topology import EVENT_MODEL_PROMOTED, Topology
-from shared.model.serving import ServingModel
+from shared.messaging.topology import EVENT_MODEL_PROMOTED, EVENT_PREDICTIONS_SCORED, Topology
+from shared.model import domain as domains
+from shared.model.serving import ModelOutputs, ServingModel
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout, put_json
 
@@ -59,6 +62,8 @@ class Delivery:
     job: PredictionJob | None = None
     pixels: np.ndarray | None = None
     result: PredictionResult | None = None
+    # What the drift monitor hears of this prediction (EVENT_PREDICTIONS_SCORED), once scored.
+    scored: dict[str, object] | None = None
     stored: bool = False
     poison: bool = False
 
@@ -91,6 +96,7 @@ class PredictionConsumer:
         # Store reads, image decoding and result writes run in parallel; pika stays on
         # the main thread, which owns the connection.
         self._io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="worker-io")
+        self.heatmaps = HeatmapRenderer(settings, store, self.topology, self._io_pool)
         self._max_wait_s = settings.worker_max_wait_ms / 1000.0
         # Every reason's series exists from the start: the dashboard shows 0 hints, not "no data".
         for reason in RETAKE_REASONS:
@@ -125,6 +131,7 @@ class PredictionConsumer:
             lambda _channel, method, properties, body: buffer.append(Delivery(method, properties, body)),
         )
         self.dead_letters.subscribe(channel)
+        self.heatmaps.subscribe(channel)
         self._subscribe_to_model_events(channel)
         self.connected.set()
         self.models.follow_production()
@@ -182,6 +189,29 @@ class PredictionConsumer:
             self._serve_connection(connection, delay_s)
         for delivery in batch:
             self._settle(channel, delivery)
+        self._announce_scores(channel, batch)
+
+    def _announce_scores(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
+        """Tell the drift monitor (services/insights/drift.py) what was scored, one event per
+        model version and batch. Unconfirmed, like every event: a lost one costs the monitor a
+        few of the hundreds of predictions in its window, never an answer."""
+        by_version: dict[str, list[dict[str, object]]] = {}
+        for delivery in batch:
+            if delivery.stored and delivery.scored is not None:
+                by_version.setdefault(delivery.result.model_version, []).append(delivery.scored)
+        for version, predictions in by_version.items():
+            event = Event(
+                name=EVENT_PREDICTIONS_SCORED,
+                event_id=uuid.uuid4().hex,
+                occurred_at=time.time(),
+                data={"model_version": version, "predictions": predictions},
+            )
+            channel.basic_publish(
+                self.topology.events_exchange,
+                EVENT_PREDICTIONS_SCORED,
+                event.encode(),
+                pika.BasicProperties(content_type=CONTENT_TYPE, message_id=event.event_id, type=event.kind),
+            )
 
     def _serve_connection(self, connection: BlockingConnection, seconds: float) -> None:
         """Keep heartbeats and deliveries flowing for `seconds`, or until stopping."""
@@ -205,15 +235,29 @@ class PredictionConsumer:
         pixels = np.stack([delivery.pixels for delivery in runnable])
         try:
             with metrics.INFERENCE_DURATION.time():
-                probabilities = model.predict(pixels)
+                outputs = model.run(pixels)
         except TransientError:
             log.exception("inference failed; holding the batch")
             return
         metrics.BATCH_SIZE.observe(len(runnable))
-        for delivery, probability in zip(runnable, probabilities, strict=True):
+        probabilities = model.probabilities(outputs)
+        judgements = model.judge_domain(outputs)
+        projections = model.domain.project(outputs.block_statistics) if judgements is not None else None
+        for index, (delivery, probability) in enumerate(zip(runnable, probabilities, strict=True)):
             metrics.QUEUE_WAIT.observe(max(started - delivery.job.submitted_at, 0.0))
             quality = assess(delivery.pixels)
-            delivery.result = self._result(delivery.job, float(probability), model, quality)
+            judgement = judgements[index] if judgements is not None else None
+            delivery.result = self._result(
+                delivery.job, float(probability), model, quality, judgement, _activation(outputs, index)
+            )
+            if judgement is not None:
+                delivery.scored = {
+                    "probability": float(probability),
+                    "score": judgement.score,
+                    "unlike_training": judgement.unlike_training,
+                    "not_dermoscopy": judgement.not_dermoscopy,
+                    "projection": [round(float(value), 4) for value in projections[index]],
+                }
             delivery.pixels = None
 
     def _prepare(self, delivery: Delivery) -> None:
@@ -251,15 +295,23 @@ class PredictionConsumer:
         delivery.stored = True
         return True
 
+    @staticmethod
     def _result(
-        self, job: PredictionJob, probability: float, model: ServingModel, quality: ImageQuality
+        job: PredictionJob,
+        probability: float,
+        model: ServingModel,
+        quality: ImageQuality,
+        judgement: domains.DomainJudgement | None,
+        class_activation: list[list[float]] | None,
     ) -> PredictionResult:
         threshold, own = model.threshold_for(job.collection)
         label = model.label(probability, threshold)
         metrics.PREDICTIONS.labels(label).inc()
-        metrics.PROBABILITY.observe(probability)
+        metrics.PROBABILITY.labels(model.version).observe(probability)
         if quality.retake_reason is not None:
             metrics.RETAKE_HINTS.labels(quality.retake_reason).inc()
+        if judgement is not None:
+            _count_domain(model.version, judgement)
         return PredictionResult(
             job_id=job.job_id,
             label=label,
@@ -270,6 +322,8 @@ class PredictionConsumer:
             submitted_at=job.submitted_at,
             completed_at=time.time(),
             quality=quality.public(),
+            domain=judgement.public() if judgement is not None else domains.not_available(model.version),
+            class_activation=class_activation,
         )
 
     @staticmethod
@@ -328,3 +382,18 @@ class PredictionConsumer:
             )
         metrics.JOBS_PROCESSED.labels("failed" if delivery.result.error else "predicted").inc()
         channel.basic_ack(tag)
+
+
+def _activation(outputs: ModelOutputs, index: int) -> list[list[float]] | None:
+    """One image's 7x7 class activation, rounded for the stored result (None: no such output)."""
+    if outputs.class_activation is None:
+        return None
+    return np.round(outputs.class_activation[index].astype(np.float64), 4).tolist()
+
+
+def _count_domain(version: str, judgement: domains.DomainJudgement) -> None:
+    metrics.DOMAIN_SCORE.labels(version).observe(judgement.score)
+    if judgement.unlike_training:
+        metrics.DOMAIN_WARNINGS.labels(version, "unlike_training").inc()
+    if judgement.not_dermoscopy:
+        metrics.DOMAIN_WARNINGS.labels(version, "not_dermoscopy").inc()

@@ -78,6 +78,12 @@ class PredictionResult(Message):
     error: dict[str, str] | None = None
     # Sharpness and exposure of the image (shared/image_quality.py); None for older results.
     quality: dict[str, Any] | None = None
+    # How like the training images it is (shared/model/domain.py): the score and warnings, or
+    # why they are not available; None for results older than the field.
+    domain: dict[str, Any] | None = None
+    # Each 7x7 location's share of the malignant logit, what the heat map is drawn from; kept
+    # in the stored result, left out of the API's answer. None when the version has no such output.
+    class_activation: list[list[float]] | None = None
 
     @property
     def message_id(self) -> str:
@@ -96,6 +102,7 @@ class PredictionResult(Message):
             "threshold_collection": self.threshold_collection,
             "model_version": self.model_version,
             "quality": self.quality,
+            "domain": self.domain,
         }
 
 

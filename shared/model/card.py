@@ -13,9 +13,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from shared.model.data import CollectionImages, LabelledImages, combined_content_hash, concatenate
+from shared.model import domain as domains
+from shared.model.data import CollectionImages, LabelledImages, Photographs, combined_content_hash, concatenate
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
-from shared.model.export import PARITY_TOLERANCE, check_parity, export_artifact
+from shared.model.export import PARITY_TOLERANCE, block_statistic_widths, check_parity, export_artifact, serving_graph
 from shared.model.registry import CARD_FILE, KERAS_FILE
 from shared.model.serving import ServingModel, artifact_for_runtime, calibrate
 
@@ -30,6 +31,8 @@ _PLOT_KEYS = ("roc_curve", "reliability")
 
 # A collection gets its own threshold, and is judged by the gate, with this many malignant cases.
 MIN_MALIGNANT_CASES = 30
+# Training images the domain statistics are fitted on (a random sample: the fit needs no more).
+DOMAIN_FIT_IMAGES = 2000
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,40 @@ def keras_bytes(model: keras.Model) -> bytes:
 
 
 def export_checked(model: keras.Model, pixels: np.ndarray, artifact_name: str) -> tuple[bytes, float]:
-    """Export the serving artifact `artifact_name` and prove parity on `pixels` in the
-    runtime that serves it (raises ParityError)."""
-    artifact = export_artifact(model, artifact_name)
+    """Export the serving artifact `artifact_name` (the classifier with its trust outputs,
+    `export.serving_graph`) and prove its probability's parity with the classifier on
+    `pixels` in the runtime that serves it (raises ParityError)."""
+    artifact = export_artifact(serving_graph(model), artifact_name)
     return artifact, check_parity(model, artifact, pixels, artifact_name=artifact_name)
+
+
+def block_statistics(served: ServingModel, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The artifact's block statistics for `pixels` (N, features)."""
+    return np.concatenate(
+        [served.run(pixels[start : start + batch_size]).block_statistics for start in range(0, len(pixels), batch_size)]
+    )
+
+
+def fit_domain(
+    model: keras.Model,
+    served: ServingModel,
+    train_data: LabelledImages,
+    validation: LabelledImages,
+    photographs: Photographs | None,
+    *,
+    seed: int = 1337,
+) -> domains.FittedDomain:
+    """Fit the version's domain statistics from its own artifact's outputs: a sample of the
+    training images, every validation image, and the clinical photographs if any."""
+    sample = np.random.default_rng(seed).permutation(len(train_data))[:DOMAIN_FIT_IMAGES]
+    return domains.fit(
+        block_statistics(served, train_data.pixels[np.sort(sample)]),
+        block_statistics(served, validation.pixels),
+        block_statistics(served, photographs.pixels) if photographs is not None else None,
+        widths=block_statistic_widths(model),
+        photographs_source=photographs.source if photographs is not None else "",
+        seed=seed,
+    )
 
 
 def parity_record(runtime: str, worst: float, images: int) -> dict[str, Any]:
@@ -183,11 +216,17 @@ class Candidate:
     card: dict[str, Any]
     validation: dict[str, Any]
     held_out: dict[str, Any]  # evaluate_collections' result
+    domain_file: bytes  # the fitted domain statistics (shared/model/domain.py)
 
     @property
     def artifact_name(self) -> str:
         """The file name the artifact is stored under, as the card names it."""
         return self.card["serving_artifact"]
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """Every file of the version but the card (and the Keras model, which the caller has)."""
+        return {self.artifact_name: self.artifact, domains.DOMAIN_FILE: self.domain_file}
 
     @property
     def test(self) -> dict[str, Any] | None:
@@ -203,7 +242,8 @@ def evaluate_collections(served: ServingModel, collections: list[CollectionImage
     None when there are none.
     """
     held_out = [collection for collection in collections if collection.test is not None]
-    scores = {c.name: _in_batches(served.predict, c.test.pixels) for c in held_out}
+    outputs = {c.name: _scores_and_domain(served, c.test.pixels) for c in held_out}
+    scores = {name: probabilities for name, (probabilities, _) in outputs.items()}
     per_collection = {}
     for collection in held_out:
         threshold, own = served.threshold_for(collection.name)
@@ -211,6 +251,7 @@ def evaluate_collections(served: ServingModel, collections: list[CollectionImage
             **metrics(collection.test.labels, scores[collection.name], threshold),
             "external": collection.external,
             "threshold_collection": own,
+            "domain": outputs[collection.name][1],
         }
     result: dict[str, Any] = {"collections": per_collection}
     for name, external in (("test", False), ("external", True)):
@@ -221,6 +262,22 @@ def evaluate_collections(served: ServingModel, collections: list[CollectionImage
         else:
             result[name] = None
     return result
+
+
+def _scores_and_domain(
+    served: ServingModel, pixels: np.ndarray, batch_size: int = 32
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Calibrated probabilities, and the shares of images each domain warning flags (None
+    for a version without domain statistics)."""
+    probabilities, judgements = [], []
+    for start in range(0, len(pixels), batch_size):
+        outputs = served.run(pixels[start : start + batch_size])
+        probabilities.append(calibrate(outputs.raw, served.calibration))
+        if served.domain is not None and outputs.block_statistics is not None:
+            judgements += served.domain.judge(outputs.block_statistics)
+    if not judgements:
+        return np.concatenate(probabilities), None
+    return np.concatenate(probabilities), domains.flagged_shares(judgements)
 
 
 def describe_collections(
@@ -262,6 +319,7 @@ def package(
     source: str,
     parent: str | None = None,
     runtime: str = "onnxruntime",
+    photographs: Photographs | None = None,
 ) -> Candidate:
     """Operating points and calibration on validation, the parity-checked artifact, every
     collection's held-out part evaluated through it, and the card: what `train` and the
@@ -270,7 +328,9 @@ def package(
     `result` is a `TrainingResult`, `config` its `TrainingConfig`; `collections` every
     collection (their held-out parts are evaluated; external ones are held out whole).
     `runtime` (a SERVING_RUNTIME value) picks the artifact; the parity check runs in that
-    runtime on the held-out images, or on validation when there are none.
+    runtime on the held-out images, or on validation when there are none. The domain
+    statistics are fitted on the artifact's own outputs (`fit_domain`); `photographs`, when
+    given, train the `not_dermoscopy` detector.
     """
     artifact_name = artifact_for_runtime(runtime)
     held_out = [c.test for c in collections if c.test is not None]
@@ -289,7 +349,9 @@ def package(
         "calibration": point.calibration,
         "serving_artifact": artifact_name,
     }
-    served = ServingModel.from_bytes(version, artifact, provisional)
+    plain = ServingModel.from_bytes(version, artifact, provisional)
+    fitted = fit_domain(result.model, plain, train_data, validation, photographs)
+    served = ServingModel.from_bytes(version, artifact, provisional, domain=domains.DomainModel.from_bytes(fitted.file))
     validation_metrics = metrics(validation.labels, _in_batches(served.predict, validation.pixels), point.threshold)
     evaluated = evaluate_collections(served, collections)
     external = [c for c in collections if c.external and c.test is not None]
@@ -318,7 +380,8 @@ def package(
         parent=parent,
         serving_artifact=artifact_name,
     )
-    return Candidate(artifact, card, validation_metrics, evaluated)
+    card["domain"] = fitted.card
+    return Candidate(artifact, card, validation_metrics, evaluated, fitted.file)
 
 
 def _in_batches(predict: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:

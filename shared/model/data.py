@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from shared import dataset
 from shared.images import model_input_from_bytes
+from shared.model.domain import in_fitted_half
 from shared.storage import ObjectStore, layout
 
 LABELS = layout.LABELS  # index 0 = benign, 1 = malignant
@@ -115,6 +116,32 @@ def load_folder(
             raise FileNotFoundError(f"no images in {folder / label}")
         entries += [(f"{label}/{p.name}", label_index, p) for p in files[:limit]]
     return _decode_all(entries, lambda path: path.read_bytes(), diagnoses or {}, patients or {}, collection, workers)
+
+
+@dataclass(frozen=True)
+class Photographs:
+    """Clinical photographs (not dermoscopy) that train the `not_dermoscopy` detector."""
+
+    pixels: np.ndarray
+    source: str  # which folder and which half of it, for the card
+
+
+def load_photographs(folder: Path) -> Photographs:
+    """The fitted half of a folder of clinical photographs (benign/, malignant/): the images
+    whose file name's SHA-256 starts with an even byte (`domain.in_fitted_half`); the other
+    half is never fitted, so the warning can be reported on it."""
+    images = load_folder(folder)
+    fitted = np.array([in_fitted_half(Path(name).name) for name in images.names], dtype=bool)
+    return Photographs(
+        images.pixels[fitted],
+        f"{folder.name}: {int(fitted.sum())} of {len(images)} images, those whose file name's SHA-256 starts"
+        " with an even byte; the rest are kept out for reporting",
+    )
+
+
+def photographs_from(folder: Path | None) -> Photographs | None:
+    """`load_photographs(folder)`, or None when no folder is configured."""
+    return load_photographs(folder) if folder is not None else None
 
 
 def load_store(

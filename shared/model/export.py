@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from shared.errors import PermanentError
+from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME
+from shared.model.domain import BLOCKS
 from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
 
 PARITY_TOLERANCE = 1e-4
@@ -22,6 +24,42 @@ class ParityError(PermanentError):
     """Raised when the serving artifact's outputs differ from the Keras model's."""
 
     code = "parity_failed"
+
+
+def serving_graph(model: keras.Model) -> keras.Model:
+    """The classifier with the two outputs trust needs beside the probability, same weights.
+
+    - block statistics: the channel mean and standard deviation of each of MobileNetV2's
+      blocks 5-12 (its `block_N_project_BN` outputs), concatenated block by block: what the
+      out-of-domain score is computed from (shared/model/domain.py);
+    - class activation: the output layer's weights applied at each of the last feature map's
+      7x7 locations (no gradients): each location's share of the malignant logit, whose mean
+      plus the bias is the logit itself. The heat map is drawn from it.
+
+    Dropout is left out: it does nothing at inference.
+    """
+    backbone = model.get_layer(BACKBONE_NAME)
+    blocks = [backbone.get_layer(f"block_{index}_project_BN").output for index in BLOCKS]
+    inner = keras.Model(backbone.input, [*blocks, backbone.output], name="backbone_with_blocks")
+    image = model.input
+    preprocessed = image
+    for layer in model.layers[1 : model.layers.index(backbone)]:
+        preprocessed = layer(preprocessed)
+    *block_maps, features = inner(preprocessed)
+    per_block = [(keras.ops.mean(block, axis=(1, 2)), keras.ops.std(block, axis=(1, 2))) for block in block_maps]
+    statistics = keras.layers.Concatenate(name="block_statistics")([part for pair in per_block for part in pair])
+    head = model.get_layer(OUTPUT_NAME)
+    probability = head(model.get_layer("pool")(features))
+    per_location = keras.layers.Dense(1, use_bias=False, name="class_activation_logits")
+    activation = keras.layers.Reshape(tuple(features.shape[1:3]), name="class_activation")(per_location(features))
+    per_location.set_weights([head.get_weights()[0]])
+    return keras.Model(image, [probability, statistics, activation], name="served_classifier")
+
+
+def block_statistic_widths(model: keras.Model) -> list[int]:
+    """How many block statistics each block contributes (mean and std of each channel)."""
+    backbone = model.get_layer(BACKBONE_NAME)
+    return [2 * int(backbone.get_layer(f"block_{index}_project_BN").output.shape[-1]) for index in BLOCKS]
 
 
 def export_onnx(model: keras.Model) -> bytes:

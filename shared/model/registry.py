@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ModelUnavailable, NotFound, ObjectNotFound
+from shared.model.domain import DomainModel
 from shared.model.serving import SERVING_ARTIFACT, ServingModel
 from shared.storage import ObjectStore, get_json, layout, put_json
 
@@ -78,7 +79,24 @@ def promote(store: ObjectStore, version: str, *, reason: str) -> dict[str, Any]:
 def load_serving_model(store: ObjectStore, version: str, *, threads: int = 0) -> ServingModel:
     card = read_card(store, version)
     artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
-    return ServingModel.from_bytes(version, artifact, card, threads=threads)
+    return ServingModel.from_bytes(version, artifact, card, threads=threads, domain=_domain_model(store, card))
+
+
+def load_domain_model(store: ObjectStore, version: str) -> DomainModel | None:
+    """A version's fitted domain statistics; None for a version packaged without them."""
+    return _domain_model(store, read_card(store, version))
+
+
+def _domain_model(store: ObjectStore, card: dict[str, Any]) -> DomainModel | None:
+    fitted = card.get("domain")
+    if not fitted:
+        return None
+    try:
+        return DomainModel.from_bytes(store.get(layout.model_file(card["version"], fitted["file"])))
+    except ObjectNotFound:
+        raise ModelUnavailable(f"model {card['version']} names {fitted['file']}, which is missing") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelUnavailable(f"model {card['version']} has unreadable domain statistics: {error}") from error
 
 
 def load_production(store: ObjectStore, *, threads: int = 0) -> ServingModel:

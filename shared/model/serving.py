@@ -4,6 +4,11 @@ calibration.
 The card's `serving_artifact` names the file a version is served from, and its name picks
 the runtime: `model.onnx` runs in ONNX Runtime, `model.tflite` in the LiteRT interpreter.
 Workers import only this (no TensorFlow): start-up is fast and memory small.
+
+An artifact packaged since issue 23 has two more outputs than the probability (block
+statistics for the out-of-domain score, class activation for the heat map; see
+`shared/model/export.serving_graph`); an older one has the probability only, and its
+answers say the rest is not available.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 
 from shared.errors import ModelUnavailable
+from shared.model.domain import DomainJudgement, DomainModel
 
 ONNX_ARTIFACT = "model.onnx"
 LITERT_ARTIFACT = "model.tflite"
@@ -49,11 +55,35 @@ def calibrate(probabilities: np.ndarray, calibration: dict[str, Any] | None) -> 
 
 
 class Runtime(Protocol):
-    """A loaded artifact: float32 batch (N, 224, 224, 3) in, the model's raw output out."""
+    """A loaded artifact: float32 batch (N, 224, 224, 3) in, every output of the model out."""
 
     name: str
 
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One batch through the artifact: the probability, and what older artifacts lack (None)."""
+
+    raw: np.ndarray  # (N,) uncalibrated probability of malignant
+    block_statistics: np.ndarray | None  # (N, features): what the domain score is computed from
+    class_activation: np.ndarray | None  # (N, 7, 7): each location's share of the malignant logit
+
+    @classmethod
+    def from_runtime(cls, outputs: list[np.ndarray]) -> ModelOutputs:
+        """Name the outputs by their shapes: runtimes do not keep Keras's output order."""
+        by_rank: dict[str, np.ndarray] = {}
+        for output in outputs:
+            if output.ndim == 2 and output.shape[1] == 1:
+                by_rank["raw"] = output.reshape(-1)
+            elif output.ndim == 2:
+                by_rank["block_statistics"] = output
+            elif output.ndim == 3:
+                by_rank["class_activation"] = output
+        if "raw" not in by_rank:
+            raise ValueError(f"no probability among the outputs {[output.shape for output in outputs]}")
+        return cls(by_rank["raw"], by_rank.get("block_statistics"), by_rank.get("class_activation"))
 
 
 class OnnxRuntime:
@@ -70,8 +100,8 @@ class OnnxRuntime:
         self._session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(None, {self._input: batch})
 
 
 class LiteRtRuntime:
@@ -84,11 +114,11 @@ class LiteRtRuntime:
         self._interpreter = Interpreter(model_content=artifact, num_threads=threads)
         self._interpreter.allocate_tensors()  # a model with unsupported operators fails here
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._outputs = [detail["index"] for detail in self._interpreter.get_output_details()]
         self._batch_size = int(self._input["shape"][0])
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._lock:
             if len(batch) != self._batch_size:
                 # Only the batch dimension changes: a wrong image size fails in set_tensor.
@@ -97,7 +127,7 @@ class LiteRtRuntime:
                 self._batch_size = len(batch)
             self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch))
             self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output)  # a copy, safe after the lock
+            return [self._interpreter.get_tensor(index) for index in self._outputs]  # copies, safe after the lock
 
 
 _RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRtRuntime]] = {
@@ -108,7 +138,7 @@ _RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRtRuntime]] = {
 
 @dataclass
 class ServingModel:
-    """One loaded model version: its runtime, thresholds and calibration."""
+    """One loaded model version: its runtime, thresholds, calibration and domain statistics."""
 
     version: str
     threshold: float
@@ -116,9 +146,19 @@ class ServingModel:
     runtime: Runtime
     # Thresholds chosen for the collections that had enough cases (card.operating_point).
     collection_thresholds: dict[str, float] = field(default_factory=dict)
+    # Fitted when the version was packaged (shared/model/domain.py); None for older versions.
+    domain: DomainModel | None = None
 
     @classmethod
-    def from_bytes(cls, version: str, artifact: bytes, card: dict[str, Any], *, threads: int = 0) -> ServingModel:
+    def from_bytes(
+        cls,
+        version: str,
+        artifact: bytes,
+        card: dict[str, Any],
+        *,
+        threads: int = 0,
+        domain: DomainModel | None = None,
+    ) -> ServingModel:
         """Load `artifact` in the runtime its card's `serving_artifact` names (default ONNX).
 
         `threads` is the runtime's thread count, 0 meaning one per core.
@@ -136,18 +176,32 @@ class ServingModel:
                 f"model {version} ({name}) does not load in {runtime_class.name}: {error}"
             ) from error
         own = {name: float(value) for name, value in (card.get("collection_thresholds") or {}).items()}
-        return cls(version, float(card["threshold"]), card.get("calibration"), runtime, own)
+        return cls(version, float(card["threshold"]), card.get("calibration"), runtime, own, domain)
 
-    def predict_raw(self, pixels: np.ndarray) -> np.ndarray:
-        """Uncalibrated model output for a uint8 or float batch (N, 224, 224, 3)."""
+    def run(self, pixels: np.ndarray) -> ModelOutputs:
+        """Every output of the artifact for a uint8 or float batch (N, 224, 224, 3)."""
         try:
-            return self.runtime.run(pixels.astype(np.float32, copy=False)).reshape(-1)
+            return ModelOutputs.from_runtime(self.runtime.run(pixels.astype(np.float32, copy=False)))
         except Exception as error:  # the runtimes' errors share no importable base class
             raise ModelUnavailable(f"model {self.version} failed to run in {self.runtime.name}: {error}") from error
 
+    def predict_raw(self, pixels: np.ndarray) -> np.ndarray:
+        """Uncalibrated model output for a uint8 or float batch (N, 224, 224, 3)."""
+        return self.run(pixels).raw
+
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated probability of malignant for each image of the batch."""
-        return calibrate(self.predict_raw(pixels), self.calibration)
+        return self.probabilities(self.run(pixels))
+
+    def probabilities(self, outputs: ModelOutputs) -> np.ndarray:
+        """The calibrated probabilities of a batch's outputs."""
+        return calibrate(outputs.raw, self.calibration)
+
+    def judge_domain(self, outputs: ModelOutputs) -> list[DomainJudgement] | None:
+        """Each image's domain judgement; None when the version has no domain statistics."""
+        if self.domain is None or outputs.block_statistics is None:
+            return None
+        return self.domain.judge(outputs.block_statistics)
 
     def threshold_for(self, collection: str | None) -> tuple[float, str | None]:
         """(threshold, the collection it belongs to): the collection's own when it has one,

@@ -218,7 +218,7 @@ def _cache_views(
     for view in range(config.views):
         start = 0
         for batch in augmented_views(train_data.pixels, view, config.seed, config.batch_size, config.augmentation):
-            features[view, start : start + len(batch)] = runtime.run(batch.numpy())
+            features[view, start : start + len(batch)] = runtime.run(batch.numpy())[0]
             start += len(batch)
     return features
 
@@ -227,7 +227,7 @@ def _lower_features(runtime: LiteRtRuntime, data: LabelledImages, batch_size: in
     """Lower-backbone outputs of un-augmented images (float32): what evaluation runs on."""
     return np.concatenate(
         [
-            runtime.run(data.pixels[start : start + batch_size].astype(np.float32))
+            runtime.run(data.pixels[start : start + batch_size].astype(np.float32))[0]
             for start in range(0, len(data), batch_size)
         ]
     )
