@@ -84,6 +84,21 @@ class NotFound(SkinLesionError):
     http_status = 404
 
 
+class Gone(NotFound):
+    """Raised when a prediction was deleted (on request, at delivery) or is past its retention."""
+
+    code = "gone"
+    http_status = 410
+
+
+class HeatmapUnavailable(BadInput):
+    """Raised when a prediction has no heat map to draw: it failed, or its model version has no
+    class activation output."""
+
+    code = "heatmap_unavailable"
+    http_status = 409
+
+
 class ObjectNotFound(NotFound):
     """Raised when a key is absent from the object store."""
 

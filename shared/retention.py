@@ -1,7 +1,7 @@
 """How long a prediction's image and result are kept, and the sweep that deletes them after.
 
 `PREDICTION_RETENTION_DAYS` (default 30) bounds the age of everything a prediction leaves in
-the store: the uploaded image, its result, and the tombstone of a deletion. 0 keeps nothing
+the store: the uploaded image, its result, its heat map, and the tombstone of a deletion. 0 keeps nothing
 once the answer was delivered (the gateway deletes at delivery) and at most an hour otherwise.
 Labelled dataset images (`datasets/`) are never expired.
 
@@ -80,7 +80,7 @@ def _day_of_key(key: str) -> datetime | None:
 
 
 def sweep(store: ObjectStore, policy: RetentionPolicy, now: float | None = None) -> SweepReport:
-    """Delete every prediction upload, result and tombstone older than the policy allows.
+    """Delete every prediction upload, result, heat map and tombstone older than the policy allows.
 
     Keys come oldest day first, and nothing of a day is older than the day's start, so the
     walk of a prefix stops at the first day that began after the cutoff: a sweep reads the
@@ -106,18 +106,20 @@ def apply_store_expiry(store: ObjectStore, policy: RetentionPolicy) -> bool:
     """Set the store's own expiry rules for predictions; False when the store has none (filesystem)."""
     days = policy.lifecycle_days
     uploads = store.set_expiry("uploads", {"predictions/": days})
-    results = store.set_expiry("results", {"predictions/": days, "tombstones/": days})
+    results = store.set_expiry("results", {"predictions/": days, "heatmaps/": days, "tombstones/": days})
     return uploads and results
 
 
 def forget_prediction(store: ObjectStore, job_id: str, day: datetime, reason: str) -> None:
-    """Delete a prediction's upload and result, leaving a tombstone that says so.
+    """Delete a prediction's upload, result and heat map, leaving a tombstone that says so.
 
-    The tombstone is written first: a worker that stores a result after this checks for it
-    and takes its result back (services/worker/consumer.py), so a deleted job stays deleted.
+    The tombstone is written first: a worker that stores a result or a heat map after this
+    checks for it and takes what it stored back (services/worker/consumer.py,
+    services/worker/heatmaps.py), so a deleted job stays deleted.
     It holds the id, the reason and the time, nothing of the image, and expires like the rest.
     """
     put_json(store, layout.prediction_tombstone(job_id), {"id": job_id, "reason": reason, "deleted_at": time.time()})
     for extension in [*sorted(set(EXTENSIONS.values())), MODEL_INPUT_EXTENSION]:  # and a large upload's model copy
         store.delete(layout.prediction_upload(job_id, extension, day))
     store.delete(layout.prediction_result(job_id))
+    store.delete(layout.prediction_heatmap(job_id))

@@ -9,7 +9,18 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from services.gateway import datasets, errors, insights, models, openapi, operations, predictions, training, ui
+from services.gateway import (
+    datasets,
+    errors,
+    heatmaps,
+    insights,
+    models,
+    openapi,
+    operations,
+    predictions,
+    training,
+    ui,
+)
 from services.gateway.json_provider import FiniteJSONProvider
 from services.gateway.quotas import QueuedJobs
 from services.gateway.request_body import UploadRequest
@@ -75,7 +86,7 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    blueprints = (ui, predictions, datasets, training, models, insights, openapi)
+    blueprints = (ui, predictions, heatmaps, datasets, training, models, insights, openapi)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     _instrument(app)

@@ -29,7 +29,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(NotFound)
     def not_found(error: NotFound) -> Response:
-        return error_response(404, error.code, str(error))
+        return error_response(error.http_status, error.code, str(error))  # 404, or 410 Gone
 
     @app.errorhandler(TransientError)
     def unavailable(error: TransientError) -> Response:

@@ -19,7 +19,7 @@ from services.gateway.errors import error_response
 from services.gateway.request_body import SPOOL_ABOVE_BYTES
 from services.gateway.rpc import PendingReply
 from shared.dataset import check_collection_name
-from shared.errors import BadInput, NotFound, SkinLesionError
+from shared.errors import BadInput, Gone, NotFound, SkinLesionError
 from shared.images import (
     EXTENSIONS,
     MODEL_INPUT_EXTENSION,
@@ -229,8 +229,14 @@ def _forget_delivered(job_id: str) -> None:
         log.warning("could not delete delivered prediction %s yet: %s", job_id, error)
 
 
-def _uploaded(store: ObjectStore, job_id: str, day: datetime) -> bool:
-    return any(store.exists(layout.prediction_upload(job_id, ext, day)) for ext in sorted(set(EXTENSIONS.values())))
+def upload_key(store: ObjectStore, job_id: str) -> str | None:
+    """Where the job's uploaded image is stored; None when it is not (any more)."""
+    day = _parse_job_id(job_id)
+    for extension in sorted(set(EXTENSIONS.values())):
+        key = layout.prediction_upload(job_id, extension, day)
+        if store.exists(key):
+            return key
+    return None
 
 
 def _tombstone_reason(store: ObjectStore, job_id: str) -> str | None:
@@ -248,17 +254,19 @@ _GONE_MESSAGES = {
 }
 
 
-def _gone(job_id: str, reason: str) -> tuple[Response, int]:
+def _gone(job_id: str, reason: str) -> Gone:
     policy = _policy()
     message = _GONE_MESSAGES.get(reason, f"has expired: images and results are {policy.describe()}")
-    return error_response(410, "gone", f"prediction {job_id} {message}"), 410
+    return Gone(f"prediction {job_id} {message}")
 
 
-@blueprint.get("/<job_id>")
-def get_prediction(job_id: str) -> Response | tuple[Response, int]:
-    """The result, "pending", or 410 Gone once deleted or past the retention."""
+def stored_result(store: ObjectStore, job_id: str) -> PredictionResult | None:
+    """The job's result, or None while it is pending.
+
+    Raises BadInput for a malformed id, Gone (410) once deleted or past the retention, and
+    NotFound for an id that was never accepted.
+    """
     day = _parse_job_id(job_id)
-    store = context.store()
     policy = _policy()
     now = time.time()
     try:
@@ -266,18 +274,27 @@ def get_prediction(job_id: str) -> Response | tuple[Response, int]:
     except NotFound:
         reason = _tombstone_reason(store, job_id)
         if reason is not None:
-            return _gone(job_id, reason)
-        if _uploaded(store, job_id, day):
-            return jsonify({"id": job_id, "status": "pending"}), 200
+            raise _gone(job_id, reason) from None
+        if upload_key(store, job_id) is not None:
+            return None
         if policy.day_may_have_expired(day, now):
-            return _gone(job_id, "expired")
+            raise _gone(job_id, "expired") from None
         raise NotFound(f"no prediction {job_id}") from None
     except TypeError as error:
         raise NotFound(f"no readable result for {job_id}: {error}") from error
     if policy.is_expired(result.submitted_at, now):  # the sweep has not come by yet
-        return _gone(job_id, "expired")
+        raise _gone(job_id, "expired")
+    return result
+
+
+@blueprint.get("/<job_id>")
+def get_prediction(job_id: str) -> Response | tuple[Response, int]:
+    """The result, "pending", or 410 Gone once deleted or past the retention."""
+    result = stored_result(context.store(), job_id)
+    if result is None:
+        return jsonify({"id": job_id, "status": "pending"}), 200
     answer = _answer(result, None)
-    if policy.delete_on_delivery:
+    if _policy().delete_on_delivery:
         _forget_delivered(job_id)
     return jsonify(answer), 200
 
@@ -291,7 +308,7 @@ def delete_prediction(job_id: str) -> Response | tuple[Response, int]:
     """
     day = _parse_job_id(job_id)
     store = context.store()
-    stored = store.exists(layout.prediction_result(job_id)) or _uploaded(store, job_id, day)
+    stored = store.exists(layout.prediction_result(job_id)) or upload_key(store, job_id) is not None
     if stored:
         forget_prediction(store, job_id, day, "deleted on request")
         log.info("prediction %s deleted on request", job_id)

@@ -1,4 +1,4 @@
-"""Publishing prediction jobs and waiting for their answers over direct reply-to.
+"""Publishing prediction jobs (and heat-map requests) and waiting for their answers over direct reply-to.
 
 One thread owns the pika connection (pika connections are not thread-safe). Request
 threads register what they wait for, hand the publishing to that thread with
@@ -22,7 +22,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from shared import metrics
-from shared.errors import BrokerUnavailable, MessageDecodeError, SkinLesionError
+from shared.errors import BrokerUnavailable, MessageDecodeError, Overloaded, SkinLesionError
+from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
 from shared.messaging.schemas import Event, Message, PredictionJob, PredictionResult, TrainRequest
 from shared.messaging.topology import Topology
@@ -34,20 +35,35 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 @dataclass
 class PendingReply:
-    """One job's answer, filled in by the connection thread."""
+    """One answer, filled in by the connection thread; `job_id` is the request's correlation id."""
 
     job_id: str
     done: threading.Event = field(default_factory=threading.Event)
     result: PredictionResult | None = None
     error: SkinLesionError | None = None
 
-    def resolve(self, result: PredictionResult) -> None:
+    @staticmethod
+    def decode(body: bytes) -> PredictionResult:
+        return PredictionResult.decode(body)
+
+    def resolve(self, result: Message) -> None:
         self.result = result
         self.done.set()
 
     def fail(self, error: SkinLesionError) -> None:
         self.error = error
         self.done.set()
+
+
+@dataclass
+class PendingHeatmap(PendingReply):
+    """A heat-map request's answer: the worker stored the map, or the reply's error says why not."""
+
+    result: HeatmapReply | None = None
+
+    @staticmethod
+    def decode(body: bytes) -> HeatmapReply:
+        return HeatmapReply.decode(body)
 
 
 class PredictionClient:
@@ -107,6 +123,34 @@ class PredictionClient:
             self._run_on_connection(lambda: self._publish_jobs(jobs))
         except SkinLesionError:
             self.forget(pending)
+            raise
+        return pending
+
+    def request_heatmap(self, request: HeatmapRequest) -> PendingHeatmap:
+        """Ask the workers for a heat map; its reply arrives on the returned pending reply.
+
+        A fresh correlation id per request: clients asking for the same map at once each get
+        their own reply. Raises Overloaded when the heat-map queue is full.
+        """
+        pending = PendingHeatmap(f"heatmap-{uuid.uuid4().hex}")
+        with self._lock:
+            self._pending[pending.job_id] = pending
+        try:
+            self._run_on_connection(
+                lambda: publish(
+                    self._channel,
+                    "",
+                    self._topology.heatmap_queue,
+                    request,
+                    correlation_id=pending.job_id,
+                    reply_to=DIRECT_REPLY_TO,
+                )
+            )
+        except Overloaded as error:
+            self.forget([pending])
+            raise Overloaded("too many heat maps are waiting to be drawn; retry shortly") from error
+        except SkinLesionError:
+            self.forget([pending])
             raise
         return pending
 
@@ -184,7 +228,7 @@ class PredictionClient:
         if reply is None:
             return  # an answer nobody waits for any more (timed out, or a redelivered job)
         try:
-            reply.resolve(PredictionResult.decode(body))
+            reply.resolve(reply.decode(body))
         except MessageDecodeError as error:
             reply.fail(error)
 

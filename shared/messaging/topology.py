@@ -8,6 +8,12 @@ A dead prediction job is routed to two queues: `predict.dead` keeps it for repla
 consumes it; `python -m services.worker replay-dead-letters` moves it back), and
 `predict.dead.notices` tells the workers, which record the job as failed with the reason, so
 a client polling its id sees `failed`, never `pending` forever.
+
+`heatmap` carries heat-map requests (a client waiting on each). It is bounded like `predict`
+(a full queue refuses with 503 rather than letting requests wait past every client's patience),
+a request expires after `HEATMAP_REQUEST_TTL_S` unanswered, and one that keeps killing workers
+is dropped at the delivery limit: there is no dead-letter queue, since a request is worth
+nothing once its client has stopped waiting (it can ask again).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ EVENT_MODEL_PROMOTED = "model.promoted"
 EVENT_DATASET_CHANGED = "dataset.changed"
 EVENT_TRAINING_PROGRESS = "training.progress"
 EVENT_TRAINING_FINISHED = "training.finished"
+# Heat-map requests waiting at most: far more than workers render in a client's wait (about
+# 50 a second each), few enough that a flood is refused instead of answered too late.
+HEATMAP_QUEUE_MAX_LENGTH = 200
+# A request no worker took within this is dropped: its client (PREDICT_TIMEOUT_S) is gone.
+HEATMAP_REQUEST_TTL_S = 60
 # Published by workers after each batch: domain scores, flags and projections (drift).
 EVENT_PREDICTIONS_SCORED = "predictions.scored"
 # The drift queue keeps the newest events only: a window of recent predictions needs no older
@@ -45,6 +56,10 @@ class Topology:
     @property
     def predict_queue(self) -> str:
         return f"{self.namespace}predict"
+
+    @property
+    def heatmap_queue(self) -> str:
+        return f"{self.namespace}heatmap"
 
     @property
     def train_queue(self) -> str:
@@ -83,6 +98,7 @@ class Topology:
         channel.queue_declare(notices, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(notices, self.dead_letter_exchange, routing_key=self.predict_queue)
         self._declare_work_queue(channel, self.train_queue, max_length=None)
+        self._declare_heatmap_queue(channel)
         # Declared by everyone, not only by insights: a dataset change published while the
         # insights service is down must wait for it in this queue, not vanish.
         channel.queue_declare(self.insights_queue, durable=True, arguments={"x-queue-type": "quorum"})
@@ -94,6 +110,16 @@ class Topology:
         drift_arguments = {"x-queue-type": "quorum", "x-max-length": DRIFT_QUEUE_MAX_EVENTS, "x-overflow": "drop-head"}
         channel.queue_declare(self.drift_queue, durable=True, arguments=drift_arguments)
         channel.queue_bind(self.drift_queue, self.events_exchange, routing_key=EVENT_PREDICTIONS_SCORED)
+
+    def _declare_heatmap_queue(self, channel: BlockingChannel) -> None:
+        arguments = {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-max-length": HEATMAP_QUEUE_MAX_LENGTH,
+            "x-overflow": "reject-publish",
+            "x-message-ttl": HEATMAP_REQUEST_TTL_S * 1000,
+        }
+        channel.queue_declare(self.heatmap_queue, durable=True, arguments=arguments)
 
     def _declare_work_queue(self, channel: BlockingChannel, queue: str, max_length: int | None) -> None:
         dead_queue = self.dead_letter_queue(queue)

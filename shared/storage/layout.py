@@ -26,11 +26,23 @@ def prediction_tombstone(job_id: str) -> str:
     return f"results/tombstones/{job_id}.json"
 
 
+def prediction_heatmap(job_id: str) -> str:
+    """The heat map of a prediction (a PNG of its image): named by the job id, whose day the
+    retention sweep reads, and deleted with the prediction (shared/retention.py)."""
+    return f"results/heatmaps/{job_id}.png"
+
+
 PREDICTION_UPLOADS_PREFIX = "uploads/predictions/"
 PREDICTION_RESULTS_PREFIX = "results/predictions/"
 PREDICTION_TOMBSTONES_PREFIX = "results/tombstones/"
+PREDICTION_HEATMAPS_PREFIX = "results/heatmaps/"
 # Everything a prediction leaves behind, which retention expires; datasets/ is never among them.
-PREDICTION_PREFIXES = (PREDICTION_UPLOADS_PREFIX, PREDICTION_RESULTS_PREFIX, PREDICTION_TOMBSTONES_PREFIX)
+PREDICTION_PREFIXES = (
+    PREDICTION_UPLOADS_PREFIX,
+    PREDICTION_RESULTS_PREFIX,
+    PREDICTION_TOMBSTONES_PREFIX,
+    PREDICTION_HEATMAPS_PREFIX,
+)
 
 
 DATASETS_PREFIX = "datasets/"

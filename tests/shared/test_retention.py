@@ -33,9 +33,14 @@ def job_id(day: datetime) -> str:
 
 
 def store_prediction(store: ObjectStore, day: datetime) -> list[str]:
-    """An upload, a result and a tombstone of one job of `day`; their keys."""
+    """An upload, a result, a heat map and a tombstone of one job of `day`; their keys."""
     job = job_id(day)
-    keys = [layout.prediction_upload(job, "jpg", day), layout.prediction_result(job), layout.prediction_tombstone(job)]
+    keys = [
+        layout.prediction_upload(job, "jpg", day),
+        layout.prediction_result(job),
+        layout.prediction_heatmap(job),
+        layout.prediction_tombstone(job),
+    ]
     for key in keys:
         store.put(key, b"x")
     return keys
@@ -86,6 +91,7 @@ def test_forgetting_a_prediction_leaves_only_its_tombstone(store: ObjectStore) -
     job = job_id(day)
     store.put(layout.prediction_upload(job, "png", day), b"image")
     store.put(layout.prediction_result(job), b"{}")
+    store.put(layout.prediction_heatmap(job), b"png")
     forget_prediction(store, job, day, "deleted on request")
     forget_prediction(store, job, day, "deleted on request")  # idempotent
     assert all_keys(store) == {layout.prediction_tombstone(job)}
@@ -97,7 +103,11 @@ def test_the_s3_store_gets_lifecycle_rules_for_predictions_only(s3_endpoint: str
     store.put(KEPT_FOREVER[0], b"keep")
     assert apply_store_expiry(store, RetentionPolicy(days=days)) is True
     assert store.expiry_rules("uploads") == {"predictions/": rule_days}
-    assert store.expiry_rules("results") == {"predictions/": rule_days, "tombstones/": rule_days}
+    assert store.expiry_rules("results") == {
+        "predictions/": rule_days,
+        "heatmaps/": rule_days,
+        "tombstones/": rule_days,
+    }
     assert store.expiry_rules("datasets") == {}
 
 

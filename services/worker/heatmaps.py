@@ -1,0 +1,134 @@
+"""Heat maps on request: the worker consumes `heatmap`, renders in its io pool, replies.
+
+A request names a finished prediction; the worker reads its stored result (the class
+activation the model gave, shared/heatmap.py) and its upload, draws the overlay, stores the PNG
+at `layout.prediction_heatmap`, and replies over direct reply-to that it is there (or why not).
+
+The consume loop's thread only takes the request and later sends the reply and the ack: the
+store reads, the decode and the drawing (about 12 ms for a typical upload, 60 ms for a camera
+JPEG) run in the worker's io pool, so a batch of predictions never waits behind them. pika is
+not thread safe, so the pool hands the reply back with `add_callback_threadsafe`, which runs it
+on the loop's thread during its next `process_data_events`.
+
+Every outcome is a reply and an ack, errors included (a deleted prediction, a store outage):
+a request is only worth its waiting client, who decides whether to ask again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import Executor, Future
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
+from shared import metrics
+from shared.errors import Gone, MessageDecodeError, SkinLesionError, TransientError
+from shared.heatmap import class_activation_of, render_heatmap
+from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
+from shared.messaging.schemas import CONTENT_TYPE, PredictionResult
+from shared.messaging.topology import Topology
+from shared.settings import Settings
+from shared.storage import ObjectStore, layout
+
+log = logging.getLogger(__name__)
+
+RENDER_FAILED = "heatmap_failed"
+
+
+class HeatmapRenderer:
+    """Answers heat-map requests on the worker's channel; the drawing runs in `pool`."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, topology: Topology, pool: Executor) -> None:
+        self._settings = settings
+        self._store = store
+        self._queue = topology.heatmap_queue
+        self._pool = pool
+
+    def subscribe(self, channel: BlockingChannel) -> None:
+        channel.basic_consume(self._queue, self._on_request)
+
+    def _on_request(
+        self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        try:
+            rendering = self._pool.submit(self.answer, body)
+        except RuntimeError:  # the pool is shut down: the worker is stopping; the broker redelivers
+            return
+        rendering.add_done_callback(functools.partial(self._hand_back, channel, method.delivery_tag, properties))
+
+    def _hand_back(
+        self, channel: BlockingChannel, tag: int, properties: BasicProperties, rendering: Future[HeatmapReply]
+    ) -> None:
+        """In the pool: queue the reply for the loop's thread, the only one that may use the channel."""
+        reply = functools.partial(self._reply, channel, tag, properties, rendering.result())
+        try:
+            channel.connection.add_callback_threadsafe(reply)
+        except Exception as error:  # the connection is gone: the broker redelivers the request
+            log.info("heat map of a lost connection not answered: %r", error)
+
+    @staticmethod
+    def _reply(channel: BlockingChannel, tag: int, properties: BasicProperties, reply: HeatmapReply) -> None:
+        if not channel.is_open:
+            return  # the request went back to the broker with the channel
+        if properties.reply_to:
+            channel.basic_publish(
+                "",
+                properties.reply_to,
+                reply.encode(),
+                pika.BasicProperties(
+                    correlation_id=properties.correlation_id, message_id=reply.job_id, content_type=CONTENT_TYPE
+                ),
+            )
+        channel.basic_ack(tag)
+
+    def answer(self, body: bytes) -> HeatmapReply:
+        """Render and store the heat map a request asks for; the reply, whatever happened."""
+        try:
+            request = HeatmapRequest.decode(body)
+        except MessageDecodeError as error:
+            log.warning("undecodable heat-map request: %s", error)
+            return HeatmapReply(job_id="", error={"code": error.code, "message": str(error)})
+        started = time.monotonic()
+        try:
+            self.render(request)
+        except SkinLesionError as error:
+            outcome = "unavailable" if isinstance(error, TransientError) else "refused"
+            metrics.HEATMAPS.labels(outcome).inc()
+            return HeatmapReply(job_id=request.job_id, error={"code": error.code, "message": str(error)})
+        except Exception as error:  # a decoder crash must not go unanswered
+            log.exception("rendering the heat map of %s failed", request.job_id)
+            metrics.HEATMAPS.labels("failed").inc()
+            return HeatmapReply(request.job_id, error={"code": RENDER_FAILED, "message": f"rendering failed: {error}"})
+        metrics.HEATMAPS.labels("rendered").inc()
+        metrics.HEATMAP_DURATION.observe(time.monotonic() - started)
+        return HeatmapReply(job_id=request.job_id)
+
+    def render(self, request: HeatmapRequest) -> None:
+        """Store the heat map of `request.job_id` unless it is there already.
+
+        Deletion is honoured like the consume loop honours it for results: a deleted job has a
+        tombstone, written before its files are removed, so one checked after the write catches
+        every deletion that raced it, and the heat map (a picture of the patient's skin) goes too.
+        """
+        job_id = request.job_id
+        key = layout.prediction_heatmap(job_id)
+        tombstone = layout.prediction_tombstone(job_id)
+        if self._store.exists(tombstone):
+            raise Gone(f"prediction {job_id} was deleted")
+        if self._store.exists(key):
+            return  # drawn for an earlier request
+        result = PredictionResult.decode(self._store.get(layout.prediction_result(job_id)))
+        png = render_heatmap(
+            self._store.get(request.image_key),
+            class_activation_of(result),
+            max_bytes=self._settings.max_upload_bytes,
+            max_pixels=self._settings.max_image_pixels,
+        )
+        self._store.put(key, png, "image/png")
+        if self._store.exists(tombstone):
+            self._store.delete(key)
+            raise Gone(f"prediction {job_id} was deleted while its heat map was drawn")
