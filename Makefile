@@ -31,6 +31,8 @@ LOADTEST_TIME ?= 60s
 CHROMIUM := /usr/bin/chromium
 # The Kubernetes manifest tests render with kubectl: Debian's kubernetes-client when none is installed.
 KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
+# The alert rules' unit tests run promtool: Debian's prometheus package when none is installed.
+PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test lint train ablations evaluate bench bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
@@ -56,7 +58,11 @@ $(KUBECTL):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
 
-test: $(VENV)/.dev $(CHROMIUM) $(KUBECTL)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
+$(PROMTOOL):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+
+test: $(VENV)/.dev $(CHROMIUM) $(KUBECTL) $(PROMTOOL)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
