@@ -100,6 +100,9 @@ INPUT_FLAGGED_SHARE = Gauge(
 INPUT_DRIFT_WINDOW = Gauge(
     "slc_input_drift_window_predictions", "Predictions in a version's drift window.", ["model_version"]
 )
+INPUT_DRIFT_PREDICTIONS = Counter(
+    "slc_input_drift_predictions_total", "Scored predictions the drift monitor took in.", ["model_version"]
+)
 
 # Heat maps (workers render them on request; shared/heatmap.py)
 HEATMAPS = Counter(

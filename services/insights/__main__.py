@@ -1,5 +1,6 @@
-"""Entry point: `python -m services.insights` keeps the dataset snapshot up to date, and
-sweeps expired predictions out of the store (services/insights/retention.py)."""
+"""Entry point: `python -m services.insights` keeps the dataset snapshot up to date, watches
+the input drift of recent predictions (services/insights/drift.py), and sweeps expired
+predictions out of the store (services/insights/retention.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 from services.insights.consumer import InsightsConsumer
+from services.insights.drift import ReferenceLoader
+from services.insights.drift_consumer import DriftConsumer, DriftMonitor, write_records
 from services.insights.retention import RetentionSweeper
 from services.insights.snapshots import SnapshotBuilder
 from shared.errors import SkinLesionError
 from shared.images import DecodeBudget
 from shared.logs import configure_logging
+from shared.model import registry
 from shared.ops_server import start_ops_server, storage_state, threads_alive
 from shared.retention import RetentionPolicy
 from shared.settings import Settings
-from shared.storage import create_store
+from shared.storage import ObjectStore, create_store
 
 log = logging.getLogger("services.insights")
 
@@ -53,10 +59,17 @@ def main() -> int:
         store, RetentionPolicy.from_settings(settings), settings.retention_sweep_interval_s, consumer.stopping
     )
     sweep_loop = threading.Thread(target=sweeper.run, name="retention-sweep", daemon=True)
+    monitor = DriftMonitor(drift_references(store))
+    drift = DriftConsumer(settings, monitor, consumer.stopping)
+    drift_loop = threading.Thread(target=drift.run, name="drift-consumer", daemon=True)
+    record_loop = threading.Thread(
+        target=write_records, args=(monitor, store, consumer.stopping), name="drift-record", daemon=True
+    )
+    loops = {"consumer": loop, "retention_sweep": sweep_loop, "drift_consumer": drift_loop, "drift_record": record_loop}
 
     def readiness() -> tuple[bool, dict[str, str]]:
         checks = {
-            "broker": "ok" if consumer.connected.is_set() else "disconnected",
+            "broker": "ok" if consumer.connected.is_set() and drift.connected.is_set() else "disconnected",
             "storage": storage_state(store),
         }
         return all(state == "ok" for state in checks.values()), checks
@@ -66,7 +79,7 @@ def main() -> int:
             settings.http_host,
             settings.insights_metrics_port,
             readiness,
-            liveness=threads_alive({"consumer": loop, "retention_sweep": sweep_loop}),
+            liveness=threads_alive(loops),
         )
     except OSError as error:
         log.error("cannot serve /metrics on port %d: %s", settings.insights_metrics_port, error)
@@ -78,15 +91,26 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    loop.start()
-    sweep_loop.start()
+    for thread in loops.values():
+        thread.start()
     # Sleep, not Event.wait: the handler that sets the event must not find its lock held here.
     while not consumer.stopping.is_set():
         time.sleep(0.5)
     loop.join(timeout=60)
-    sweep_loop.join(timeout=30)
+    for thread in (sweep_loop, drift_loop, record_loop):
+        thread.join(timeout=30)
     log.info("stopped")
     return 0
+
+
+def drift_references(store: ObjectStore) -> ReferenceLoader:
+    """Each version's drift reference: the projection of its validation images (None: none)."""
+
+    def load(version: str) -> np.ndarray | None:
+        domain = registry.load_domain_model(store, version)
+        return None if domain is None else domain.reference_projection
+
+    return load
 
 
 if __name__ == "__main__":

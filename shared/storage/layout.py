@@ -84,6 +84,8 @@ def training_job(job_id: str) -> str:
 
 
 INSIGHTS_SNAPSHOT = "insights/snapshots/latest.json"
+# Input drift per model version: the current window's figure and the last day's (docs/insights.md).
+INSIGHTS_DRIFT = "insights/drift/latest.json"
 
 
 def insights_cache(sha256: str) -> str:
