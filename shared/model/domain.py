@@ -206,7 +206,7 @@ def fit(
         "fitted_on": {"training_images": len(training), "validation_images": len(validation)},
         "unlike_training": {"threshold_score": 1.0, "distance": float(arrays["unlike_threshold"])},
         "shrinkage": SHRINKAGE,
-        "drift_projection": {"components": PROJECTION_COMPONENTS, "reference_images": len(reference)},
+        "drift_projection": {"components": len(arrays["components"]), "reference_images": len(reference)},
     }
     if photographs is not None and len(photographs):
         coef, bias = _logistic_regression(standard, (photographs - standard_mean) / standard_scale)
