@@ -113,7 +113,10 @@ def test_a_png_upload_is_drawn_over_too() -> None:
 
 @pytest.mark.parametrize(
     ("limits", "error"),
-    [({"max_bytes": 100, "max_pixels": 10**8}, PayloadTooLarge), ({"max_bytes": 10**8, "max_pixels": 1000}, ImageTooLarge)],
+    [
+        ({"max_bytes": 100, "max_pixels": 10**8}, PayloadTooLarge),
+        ({"max_bytes": 10**8, "max_pixels": 1000}, ImageTooLarge),
+    ],
 )
 def test_the_upload_limits_hold_for_the_drawing_too(limits: dict[str, int], error: type[Exception]) -> None:
     with pytest.raises(error):

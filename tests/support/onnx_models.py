@@ -1,7 +1,10 @@
 """Tiny ONNX models with the serving model's signature, built without TensorFlow.
 
 probability = sigmoid(weight * (mean pixel / 255) + bias): a bright image is "malignant",
-a dark one "benign", so tests know the right answer for images they draw.
+a dark one "benign", so tests know the right answer for images they draw. With
+`class_activation`, the model also says where: each 32x32 cell of the 7x7 grid's
+weight * (its mean pixel / 255), whose mean plus the bias is the logit, as the served
+model's class activation output is (shared/model/export.py); the bright parts light up.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def brightness_model(weight: float = 12.0, bias: float = -6.0, *, slow: bool = False) -> bytes:
+def brightness_model(
+    weight: float = 12.0, bias: float = -6.0, *, slow: bool = False, class_activation: bool = False
+) -> bytes:
     """The brightness model; `slow` adds a convolution whose cost is near MobileNetV2's
-    (its result is multiplied by zero), so a batch takes long enough to be interrupted."""
+    (its result is multiplied by zero), so a batch takes long enough to be interrupted;
+    `class_activation` adds that output, (batch, 7, 7)."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 224, 224, 3])
     output = helper.make_tensor_value_info("probability_malignant", TensorProto.FLOAT, ["batch", 1])
     initializers = [
@@ -45,7 +51,17 @@ def brightness_model(weight: float = 12.0, bias: float = -6.0, *, slow: bool = F
             helper.make_node("Add", ["scaled", "bias"], ["biased"]),
             helper.make_node("Add", ["biased", "nothing"], ["logit"]),
         ]
-    graph = helper.make_graph(nodes, "brightness", [image], [output], initializers)
+    outputs = [output]
+    if class_activation:
+        outputs.append(helper.make_tensor_value_info("class_activation", TensorProto.FLOAT, ["batch", 7, 7]))
+        nodes += [
+            helper.make_node("ReduceMean", ["image"], ["grey"], axes=[3], keepdims=1),
+            helper.make_node("Transpose", ["grey"], ["grey_planar"], perm=[0, 3, 1, 2]),
+            helper.make_node("AveragePool", ["grey_planar"], ["cells"], kernel_shape=[32, 32], strides=[32, 32]),
+            helper.make_node("Squeeze", ["cells", "axes"], ["cell_means"]),
+            helper.make_node("Mul", ["cell_means", "weight"], ["class_activation"]),
+        ]
+    graph = helper.make_graph(nodes, "brightness", [image], outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
