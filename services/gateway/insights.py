@@ -1,8 +1,9 @@
-"""`GET /api/v1/insights`: the dataset snapshot and how the production model performs.
+"""`GET /api/v1/insights`: the dataset snapshot and how the production model performs;
+`GET /api/v1/insights/drift`: the input drift of recent predictions per model version.
 
-The snapshot is whatever the insights service last wrote (null before its first run); the
-model part comes from the production version's card (non-finite numbers in it become null
-in every gateway response: see json_provider.py).
+The snapshot and the drift record are whatever the insights service last wrote (null before
+its first run); the model part comes from the production version's card (non-finite numbers
+in it become null in every gateway response: see json_provider.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def insights() -> Response:
     """`{"snapshot": <latest snapshot or null>, "model": <production performance or null>}`."""
     store: ObjectStore = current_app.extensions["store"]
     return jsonify({"snapshot": latest_snapshot(store), "model": production_performance(store)})
+
+
+@blueprint.get("/drift")
+def drift() -> Response:
+    """`{"drift": <the insights service's drift record or null>}` (docs/insights.md, "Input drift")."""
+    store: ObjectStore = current_app.extensions["store"]
+    try:
+        record = get_json(store, layout.INSIGHTS_DRIFT)
+    except ObjectNotFound:
+        record = None
+    return jsonify({"drift": record})
 
 
 def latest_snapshot(store: ObjectStore) -> dict[str, Any] | None:

@@ -7,12 +7,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from services.gateway import insights
 from services.gateway.json_provider import FiniteJSONProvider, finite_json
+from services.gateway.openapi import DOCUMENT_PATH
+from services.insights.drift import MIN_WINDOW
+from services.insights.drift_consumer import DriftMonitor
+from shared.messaging.schemas import Event
+from shared.messaging.topology import EVENT_PREDICTIONS_SCORED
 from shared.model import registry
 from shared.storage import FilesystemStore, ObjectStore, layout, put_json
 
@@ -123,3 +130,30 @@ def test_the_model_part_carries_the_external_collections_metrics_and_name(
 )
 def test_finite_json_replaces_every_non_finite_number_with_null(value: object, expected: object) -> None:
     assert finite_json(value) == expected
+
+
+def test_drift_is_null_before_the_insights_service_writes_a_record(client: FlaskClient) -> None:
+    response = client.get("/api/v1/insights/drift")
+    assert response.status_code == 200
+    assert response.get_json() == {"drift": None}
+
+
+def test_drift_serves_the_monitors_record_as_the_openapi_document_describes(
+    client: FlaskClient, store: ObjectStore
+) -> None:
+    rng = np.random.default_rng(0)
+    monitor = DriftMonitor(lambda _version: rng.normal(size=(50, 16)))
+    predictions = [
+        {"probability": 0.3, "score": 0.4, "unlike_training": index == 0, "not_dermoscopy": False, "projection": row}
+        for index, row in enumerate(rng.normal(size=(MIN_WINDOW, 16)).tolist())
+    ]
+    data = {"model_version": "v1", "predictions": predictions}
+    monitor.ingest(Event(name=EVENT_PREDICTIONS_SCORED, event_id="e1", occurred_at=0.0, data=data).encode())
+    put_json(store, layout.INSIGHTS_DRIFT, monitor.record())
+
+    served = client.get("/api/v1/insights/drift").get_json()
+    version = served["drift"]["versions"]["v1"]
+    assert version["window"]["predictions"] == MIN_WINDOW and version["window"]["drift"] >= 0
+    assert version["last_day"]["flagged_share"] == {"unlike_training": 0.01, "not_dermoscopy": 0.0}
+    document = json.loads(DOCUMENT_PATH.read_text())
+    jsonschema.validate(served, document["components"]["schemas"]["InputDrift"])
