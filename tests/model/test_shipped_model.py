@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.model.registry import load_production, seed_from_directory
+from shared.model.registry import load_production, load_serving_model, publish_version, seed_from_directory
 from shared.settings import REPO_ROOT
 from shared.storage import FilesystemStore
 
@@ -35,3 +35,32 @@ def test_an_empty_store_is_seeded_with_the_shipped_model_which_then_answers(tmp_
     probabilities = served.predict(pixels)
     assert served.version == version and probabilities.shape == (2,)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_the_shipped_model_judges_each_image_and_calls_flat_grey_unlike_its_training_images(tmp_path: Path):
+    store = FilesystemStore(tmp_path)
+    seed_from_directory(store, MODELS)
+    served = load_production(store, threads=1)
+    grey = np.full((1, 224, 224, 3), 128, np.uint8)
+    outputs = served.run(grey)
+    (judgement,) = served.judge_domain(outputs)
+    assert judgement.unlike_training and judgement.score > 1.0
+    assert judgement.not_dermoscopy is not None  # the shipped version has the dermoscopy detector
+    assert outputs.class_activation.shape == (1, 7, 7)
+
+
+def test_the_version_the_shipped_one_was_packaged_from_still_serves_without_a_judgement(tmp_path: Path):
+    card = json.loads((_shipped_folder() / "card.json").read_text())
+    older = MODELS / "versions" / card["packaged_from"]
+    older_card = json.loads((older / "card.json").read_text())
+    assert "domain" not in older_card
+    store = FilesystemStore(tmp_path)
+    publish_version(
+        store,
+        older_card["version"],
+        {older_card["serving_artifact"]: (older / older_card["serving_artifact"]).read_bytes()},
+        older_card,
+    )
+    served = load_serving_model(store, older_card["version"], threads=1)
+    outputs = served.run(np.zeros((1, 224, 224, 3), np.uint8))
+    assert served.domain is None and served.judge_domain(outputs) is None and outputs.class_activation is None

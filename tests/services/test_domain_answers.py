@@ -1,0 +1,112 @@
+"""The out-of-domain judgement end to end, on real parts: the shipped model in a worker process,
+RabbitMQ, an S3 endpoint, the gateway. A version packaged with domain statistics answers with
+them, stores the class activation, counts the warnings per version and announces the scores
+for the drift monitor; an older version (the test model) says they are not available."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+
+from shared.messaging.schemas import Event
+from shared.messaging.topology import EVENT_PREDICTIONS_SCORED, Topology
+from shared.settings import REPO_ROOT, Settings
+from shared.storage import create_store, get_json, layout
+from tests.support.images import grainy_jpeg, solid_jpeg
+from tests.support.system import RunningSystem, system_env
+
+SHIPPED = REPO_ROOT / "models"
+
+
+@pytest.fixture
+def shipped_models(tmp_path: Path) -> Path:
+    """A models folder holding only the shipped production version."""
+    version = json.loads((SHIPPED / "aliases" / "production.json").read_text())["version"]
+    root = tmp_path / "models"
+    shutil.copytree(SHIPPED / "versions" / version, root / "versions" / version)
+    (root / "aliases").mkdir()
+    shutil.copy(SHIPPED / "aliases" / "production.json", root / "aliases" / "production.json")
+    return root
+
+
+@pytest.fixture
+def scored_events(s3_settings: Settings) -> Iterator[tuple[pika.adapters.blocking_connection.BlockingChannel, str]]:
+    """A queue of this test's own bound to the `predictions.scored` events."""
+    connection = pika.BlockingConnection(pika.URLParameters(s3_settings.amqp_url))
+    channel = connection.channel()
+    topology = Topology.from_settings(s3_settings)
+    topology.declare(channel)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, topology.events_exchange, routing_key=EVENT_PREDICTIONS_SCORED)
+    yield channel, queue
+    connection.close()
+
+
+def _running(settings: Settings, models: Path, log_dir: Path) -> RunningSystem:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = RunningSystem(system_env(settings, models), log_dir)
+    running.start_worker()
+    running.start_gateway()
+    return running
+
+
+def _predict(url: str, image: bytes) -> dict:
+    response = requests.post(f"{url}/api/v1/predictions", files={"file": ("x.jpg", image, "image/jpeg")}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_version_with_domain_statistics_answers_with_them_and_tells_the_drift_monitor(
+    s3_settings: Settings, shipped_models: Path, scored_events, output_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    channel, queue = scored_events
+    running = _running(s3_settings, shipped_models, output_dir / "logs" / request.node.name)
+    try:
+        flat = _predict(running.gateway_url, solid_jpeg(128, (224, 224)))
+        grainy = _predict(running.gateway_url, grainy_jpeg(150, (300, 200)))
+        metrics_text = requests.get(f"http://127.0.0.1:{running.services[0].port}/metrics", timeout=10).text
+    finally:
+        running.stop()
+    for answer in (flat, grainy):
+        domain = answer["domain"]
+        assert domain["available"] is True and domain["score"] > 0
+        assert isinstance(domain["unlike_training"], bool) and isinstance(domain["not_dermoscopy"], bool)
+        assert "class_activation" not in answer  # stored for the heat map, not part of the answer
+    # One flat grey square is nothing like a dermatoscope image of a lesion.
+    assert flat["domain"]["unlike_training"] is True and flat["domain"]["score"] > 1
+    version = flat["model_version"]
+    stored = get_json(create_store(s3_settings), layout.prediction_result(flat["id"]))
+    assert len(stored["class_activation"]) == 7 and all(len(row) == 7 for row in stored["class_activation"])
+    assert f'slc_domain_warnings_total{{model_version="{version}",warning="unlike_training"}}' in metrics_text
+    assert f'slc_domain_score_count{{model_version="{version}"}} 2.0' in metrics_text
+    scored = []
+    for _ in range(2):
+        method, _properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            scored += Event.decode(body).data["predictions"]
+    assert len(scored) == 2 and {round(p["score"], 4) for p in scored} == {
+        flat["domain"]["score"],
+        grainy["domain"]["score"],
+    }
+    assert all(len(p["projection"]) == 16 for p in scored)
+
+
+def test_a_version_without_domain_statistics_says_they_are_not_available(
+    s3_settings: Settings, models_dir: Path, output_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    running = _running(s3_settings, models_dir, output_dir / "logs" / request.node.name)
+    try:
+        answer = _predict(running.gateway_url, solid_jpeg(230))
+        polled = requests.get(f"{running.gateway_url}/api/v1/predictions/{answer['id']}", timeout=10).json()
+    finally:
+        running.stop()
+    for seen in (answer, polled):
+        assert seen["label"] == "malignant"  # the probability is still answered
+        assert seen["domain"]["available"] is False and seen["domain"]["score"] is None
+        assert "test-v1" in seen["domain"]["reason"]
