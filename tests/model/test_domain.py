@@ -53,16 +53,17 @@ def test_the_score_is_scaled_so_that_one_percent_of_validation_images_reach_one(
     rng = np.random.default_rng(2)
     assert np.quantile(model.score(_statistics(rng, 4000)), 0.99) == pytest.approx(1.0, abs=0.15)
     assert fitted.card["unlike_training"]["threshold_score"] == 1.0
-    assert fitted.card["not_dermoscopy"]["photographs"] == 60
+    assert fitted.card["not_dermoscopy"]["detector"]["photographs"] == 60
 
 
-def test_without_photographs_there_is_no_dermoscopy_detector() -> None:
+def test_without_photographs_only_images_far_from_the_training_ones_are_called_not_dermoscopy() -> None:
     rng = np.random.default_rng(3)
     fitted = domains.fit(_statistics(rng, 200), _statistics(rng, 100), None, widths=WIDTHS)
     model = domains.DomainModel.from_bytes(fitted.file)
-    judgement = model.judge(_statistics(rng, 1))[0]
-    assert judgement.not_dermoscopy is None and fitted.card["not_dermoscopy"] is None
-    assert judgement.public()["available"] is True
+    alike, far = model.judge(_statistics(rng, 1))[0], model.judge(_statistics(rng, 1, shift=30.0))[0]
+    assert fitted.card["not_dermoscopy"]["detector"] is None
+    assert not alike.not_dermoscopy and alike.public()["available"] is True
+    assert far.score >= domains.FAR_SCORE and far.not_dermoscopy
 
 
 def test_widths_that_do_not_match_the_statistics_are_refused() -> None:
