@@ -101,14 +101,19 @@ def evidence_map(class_activation: Sequence[Sequence[float]] | np.ndarray) -> np
     return positive / peak if peak > 0 else positive
 
 
-def upsample(evidence: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """The 7x7 map bilinearly stretched over an image of `size` (width, height), as levels 0-255.
+def stretch(evidence: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The 7x7 map bilinearly stretched over an image of `size` (width, height), float32.
 
     Each cell's value sits at its centre, as the model's receptive fields do; Pillow's bilinear
     resize places samples at pixel centres the same way (TensorFlow's `half_pixel_centers`).
     """
-    levels = Image.fromarray((evidence * 255.0).astype(np.float32), mode="F")
-    return levels.resize(size, Image.Resampling.BILINEAR).convert("L")
+    grid = Image.fromarray(np.asarray(evidence, dtype=np.float32), mode="F")
+    return np.asarray(grid.resize(size, Image.Resampling.BILINEAR))
+
+
+def upsample(evidence: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """`stretch` as levels 0-255: what the colour map and the opacity are looked up by."""
+    return Image.fromarray(np.rint(np.clip(stretch(evidence, size), 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 def overlay(rgb: Image.Image, evidence: np.ndarray) -> Image.Image:
