@@ -5,8 +5,6 @@ for the drift monitor; an older version (the test model) says they are not avail
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,23 +14,16 @@ import requests
 
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED, Topology
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import Settings
 from shared.storage import create_store, get_json, layout
 from tests.support.images import grainy_jpeg, solid_jpeg
+from tests.support.onnx_models import copy_shipped_production
 from tests.support.system import RunningSystem, system_env
-
-SHIPPED = REPO_ROOT / "models"
 
 
 @pytest.fixture
 def shipped_models(tmp_path: Path) -> Path:
-    """A models folder holding only the shipped production version."""
-    version = json.loads((SHIPPED / "aliases" / "production.json").read_text())["version"]
-    root = tmp_path / "models"
-    shutil.copytree(SHIPPED / "versions" / version, root / "versions" / version)
-    (root / "aliases").mkdir()
-    shutil.copy(SHIPPED / "aliases" / "production.json", root / "aliases" / "production.json")
-    return root
+    return copy_shipped_production(tmp_path / "models")
 
 
 @pytest.fixture

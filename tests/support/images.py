@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
@@ -77,3 +77,16 @@ def invalid_images() -> dict[str, tuple[bytes, int]]:
         "html": (b"<html><body>not an image</body></html>", 422),
         "zip": (b"PK\x03\x04" + bytes(100), 422),
     }
+
+
+def drawn_lesion_jpeg(size: int = 224, seed: int = 0) -> bytes:
+    """A brown disc on skin tone, blurred, with sensor noise: lesion-like, yet unlike any dermatoscope image."""
+    image = Image.new("RGB", (size, size), (200, 150, 130))
+    radius = size // 4
+    centre = size // 2
+    ImageDraw.Draw(image).ellipse(
+        (centre - radius, centre - radius, centre + radius, centre + radius), fill=(90, 50, 40)
+    )
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(4)), dtype=float)
+    pixels = pixels + np.random.default_rng(seed).normal(0, 6, pixels.shape)
+    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))

@@ -10,11 +10,14 @@ model's class activation output is (shared/model/export.py); the bright parts li
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from shared.settings import REPO_ROOT
 
 
 def brightness_model(
@@ -78,4 +81,14 @@ def write_models_dir(root: Path, versions: dict[str, bytes], production: str, th
         (folder / "card.json").write_text(json.dumps(card))
     (root / "aliases").mkdir(parents=True, exist_ok=True)
     (root / "aliases" / "production.json").write_text(json.dumps({"version": production}))
+    return root
+
+
+def copy_shipped_production(root: Path) -> Path:
+    """A models folder at `root` holding only the shipped production version (from models/)."""
+    shipped = REPO_ROOT / "models"
+    version = json.loads((shipped / "aliases" / "production.json").read_text())["version"]
+    shutil.copytree(shipped / "versions" / version, root / "versions" / version)
+    (root / "aliases").mkdir(parents=True)
+    shutil.copy(shipped / "aliases" / "production.json", root / "aliases" / "production.json")
     return root
