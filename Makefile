@@ -13,6 +13,8 @@ COLLECTIONS ?= isic2020=../shared/datasets/isic2020
 # and `make ablations`; it chooses nothing (docs/model.md).
 EXTERNAL ?= ../shared/datasets/derm7pt
 WEIGHTS ?= ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
+# Clinical photographs (not dermoscopy): half train each new version's not_dermoscopy warning.
+CLINICAL_PHOTOS ?= ../shared/datasets/clinical-sd198
 
 # make train MODEL_OUT=models ships the new version (and points the production alias at it).
 MODEL_OUT ?= var/models
@@ -35,7 +37,7 @@ KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint train ablations evaluate bench bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
+.PHONY: run test lint train ablations evaluate bench bench-trust bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
@@ -73,7 +75,8 @@ lint: $(VENV)/.dev
 train: $(VENV)/.runtime  ## train, evaluate and export a model version into $(MODEL_OUT)
 	$(PYTHON) -m services.trainer train --data $(DATA) --weights $(WEIGHTS) --out $(MODEL_OUT) --promote \
 		$(foreach collection,$(COLLECTIONS),--collection $(collection)) \
-		$(if $(wildcard $(EXTERNAL)/malignant),--external $(EXTERNAL)) $(TRAIN_ARGS)
+		$(if $(wildcard $(EXTERNAL)/malignant),--external $(EXTERNAL)) \
+		$(if $(wildcard $(CLINICAL_PHOTOS)/benign),--clinical-photos $(CLINICAL_PHOTOS)) $(TRAIN_ARGS)
 
 ablations: $(VENV)/.runtime  ## training recipes scored on HAM10000 validation and EXTERNAL (~10 min a recipe)
 	$(PYTHON) -m bench.recipe_ablations --data $(DATA) --external $(EXTERNAL) --weights $(WEIGHTS) $(ABLATION_ARGS)
@@ -84,6 +87,9 @@ evaluate: $(VENV)/.runtime  ## score the shipped production model on DATA; last 
 
 bench: $(VENV)/.dev  ## end-to-end and raw model throughput (needs RabbitMQ); prints ratios
 	$(PYTHON) -m bench.end_to_end $(BENCH_ARGS)
+
+bench-trust: $(VENV)/.dev  ## out-of-domain warnings, worker cost, heat map and drift of the shipped model (~5 min)
+	$(PYTHON) -m bench.trust $(BENCH_ARGS)
 
 bench-model: $(VENV)/.dev  ## Keras vs ONNX Runtime vs LiteRT (and int8, TTA) on this machine, ~10 min
 	$(PYTHON) -m bench.model_runtimes --model-dir $(PRODUCTION_DIR) --data $(DATA) --tta
