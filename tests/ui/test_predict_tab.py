@@ -1,18 +1,24 @@
 """The Predict tab against a real gateway and worker (the brightness test model); with a
-collection named, its own threshold decides when the model has one."""
+collection named, its own threshold decides when the model has one; a finished card shows its
+heat map on request."""
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from shared.storage import ObjectStore
+from shared.model import registry
+from shared.storage import ObjectStore, get_json
 from tests.support.images import encode, grainy_jpeg, solid_jpeg
+from tests.support.onnx_models import brightness_model
 from tests.support.system import RunningSystem
 from tests.ui import data
 from tests.ui.browsing import open_ui, screenshot, upload
@@ -171,3 +177,61 @@ def test_an_answer_that_comes_late_is_polled_for_until_it_arrives(
     system.start_worker()
     expect(late).to_have_attribute("data-label", "malignant", timeout=60_000)
     expect(late.locator(".meta")).to_contain_text("test-v1")
+
+
+def test_the_heat_map_toggle_shows_where_the_model_looked_and_says_why_when_there_is_none(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    card = {"version": "heat-v1", "threshold": 0.5, "calibration": None, "serving_artifact": "model.onnx"}
+    registry.publish_version(store, "heat-v1", {"model.onnx": brightness_model(class_activation=True)}, card)
+    registry.promote(store, "heat-v1", reason="a version with a class activation output")
+    system.start_worker()
+    system.start_gateway()
+    open_ui(page, system)
+    pixels = np.full((450, 600, 3), 30, np.uint8)
+    pixels[:64, :86] = 240  # the top-left cell of the 7x7 grid: where the brightness model "looks"
+    page.set_input_files(
+        "#predict-files", [upload("corner.jpg", encode(Image.fromarray(pixels))), upload("gone.jpg", solid_jpeg(230))]
+    )
+    corner = page.locator(".result", has_text="corner.jpg")
+    gone = page.locator(".result", has_text="gone.jpg")
+    expect(gone).to_have_attribute("data-label", "malignant")
+    toggle = corner.get_by_role("button", name="Show where the model looked")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    image = corner.locator("img")
+    expect(image).to_have_attribute("alt", "Heat map of corner.jpg: where the model found evidence of malignant")
+    expect(corner.locator(".result__heatmap-legend")).to_contain_text("where the model looked, not whether")
+    shown = image.evaluate(
+        """async (img) => {
+            await img.decode();
+            const canvas = Object.assign(document.createElement("canvas"), { width: img.naturalWidth, height: 1 });
+            canvas.getContext("2d").drawImage(img, 0, -20);
+            const corner = canvas.getContext("2d").getImageData(30, 0, 1, 1).data;
+            return { width: img.naturalWidth, height: img.naturalHeight, corner: Array.from(corner.slice(0, 3)) };
+        }"""
+    )
+    [result_key] = [key for key in store.list("results/predictions/") if get_json(store, key)["label"] == "benign"]
+    corner_id = result_key.rpartition("/")[2].removesuffix(".json")
+    served = requests.get(f"{system.gateway_url}/api/v1/predictions/{corner_id}/heatmap", timeout=30)
+    expected = np.asarray(Image.open(io.BytesIO(served.content)))[20, 30]
+    assert (shown["width"], shown["height"]) == (600, 450)
+    assert shown["corner"] == pytest.approx(expected.tolist(), abs=2), "the card shows the served heat map"
+    assert abs(shown["corner"][0] - shown["corner"][2]) > 60, "coloured, where the upload is grey"
+    screenshot(page, screenshots, "predict-heatmap")
+
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(image).to_have_attribute("alt", "Preview of corner.jpg")
+    expect(corner.locator(".result__heatmap-legend")).to_be_hidden()
+
+    # A prediction deleted meanwhile has no heat map, and the card says why in the server's words.
+    [gone_key] = [key for key in store.list("results/predictions/") if key != result_key]
+    gone_id = gone_key.rpartition("/")[2].removesuffix(".json")
+    assert requests.delete(f"{system.gateway_url}/api/v1/predictions/{gone_id}", timeout=10).status_code == 204
+    gone.get_by_role("button", name="Show where the model looked").click()
+    expect(gone.locator(".result__heatmap-legend")).to_contain_text("No heat map: prediction")
+    expect(gone.locator(".result__heatmap-legend")).to_contain_text("was deleted on request")
+    expect(gone.locator("img")).to_have_attribute("alt", "Preview of gone.jpg")

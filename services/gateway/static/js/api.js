@@ -28,21 +28,40 @@ async function request(method, path, { body, token } = {}) {
   } catch (error) {
     throw new ApiError(0, "network", `Could not reach the server (${error.message}).`);
   }
+  if (!response.ok) throw await apiError(response);
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** The ApiError of a failed answer, with the server's message when it sent one. */
+async function apiError(response) {
   let data = null;
   try {
     data = await response.json();
   } catch {
     // Not JSON (a proxy's error page, say): the status line is all there is to say.
   }
-  if (!response.ok) {
-    const detail = data && data.error ? data.error : {};
-    const message = detail.message || `${response.status} ${response.statusText || "error"}`;
-    throw new ApiError(response.status, detail.code || "http_error", message, detail);
-  }
-  return data;
+  const detail = data && data.error ? data.error : {};
+  const message = detail.message || `${response.status} ${response.statusText || "error"}`;
+  return new ApiError(response.status, detail.code || "http_error", message, detail);
 }
 
 export const getJson = (path) => request("GET", path);
+
+/** GET an image (a heat map) as an object URL, which the caller revokes; errors as for JSON. */
+export async function getImageUrl(path) {
+  let response;
+  try {
+    response = await fetch(BASE + path, { headers: { Accept: "image/png, application/json" } });
+  } catch (error) {
+    throw new ApiError(0, "network", `Could not reach the server (${error.message}).`);
+  }
+  if (!response.ok) throw await apiError(response);
+  return URL.createObjectURL(await response.blob());
+}
 
 /** POST without a token (predictions). `body` is FormData or a JSON-able object. */
 export const post = (path, body) => request("POST", path, { body });

@@ -2,7 +2,7 @@
 // An optional collection (the clinic's name) is sent with each: its own threshold, when the
 // model has one, decides the label, and each answer says which threshold was used.
 
-import { ApiError, config, getJson, post } from "./api.js";
+import { ApiError, config, getImageUrl, getJson, post } from "./api.js";
 import { byId, duration, el, percent, replace, setStatus } from "./dom.js";
 
 const previews = new Set();
@@ -117,7 +117,7 @@ function resultCard(file) {
   const status = el("p", { class: "result__status", text: "Predicting…" });
   const body = el("div", { class: "result__body" }, el("h3", { class: "result__name", text: file.name }), status);
   const root = el("li", { class: "result", "aria-busy": "true" }, preview, body);
-  return { root, body, status };
+  return { root, body, status, preview, image, name: file.name };
 }
 
 function showAnswer(card, answer) {
@@ -135,6 +135,7 @@ function showAnswer(card, answer) {
   );
   const retake = retakeHint(answer.quality);
   if (retake) card.body.append(retake);
+  card.body.append(heatmapToggle(card, answer.id));
   const note = byId("predict-note");
   if (answer.note) {
     note.textContent = answer.note;
@@ -159,6 +160,57 @@ function retakeHint(quality) {
     el("strong", { text: "Retake the image: " }),
     `${reasons.join(" and ")}, so this result means less. Take it again in focus, with the dermatoscope's light on.`,
   );
+}
+
+/**
+ * A toggle that shows, in place of the preview, where the model found evidence of malignant
+ * (GET /predictions/{id}/heatmap, drawn by a worker on the first request), and back.
+ */
+function heatmapToggle(card, id) {
+  const preview = { src: card.image.src, alt: card.image.alt };
+  const legend = el("p", {
+    class: "result__heatmap-legend",
+    hidden: true,
+    text: "Coloured where the model found evidence of malignant: the more yellow and opaque, the stronger. It shows where the model looked, not whether it is right.",
+  });
+  const toggle = el("button", {
+    type: "button",
+    class: "button button--small result__heatmap-toggle",
+    "aria-pressed": "false",
+    text: "Show where the model looked",
+  });
+  let heatmap = null;
+  toggle.addEventListener("click", async () => {
+    if (toggle.getAttribute("aria-pressed") === "true") {
+      showHeatmap(card, toggle, legend, null, preview);
+      return;
+    }
+    toggle.disabled = true;
+    try {
+      if (!heatmap) {
+        heatmap = await getImageUrl(`/predictions/${encodeURIComponent(id)}/heatmap`);
+        previews.add(heatmap);
+      }
+      showHeatmap(card, toggle, legend, heatmap, preview);
+    } catch (error) {
+      legend.textContent = `No heat map: ${error.message}`;
+      legend.classList.add("result__heatmap-legend--error");
+      legend.hidden = false;
+    } finally {
+      toggle.disabled = false;
+    }
+  });
+  return el("div", { class: "result__heatmap" }, toggle, legend);
+}
+
+/** The heat map at `url` in the card's preview, or (null) the preview of the file again. */
+function showHeatmap(card, toggle, legend, url, preview) {
+  card.image.src = url ?? preview.src;
+  card.image.alt = url ? `Heat map of ${card.name}: where the model found evidence of malignant` : preview.alt;
+  card.preview.classList.toggle("result__preview--heatmap", Boolean(url));
+  toggle.setAttribute("aria-pressed", String(Boolean(url)));
+  legend.classList.remove("result__heatmap-legend--error");
+  legend.hidden = !url;
 }
 
 function showError(card, error) {
