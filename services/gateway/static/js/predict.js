@@ -123,16 +123,27 @@ function resultCard(file) {
 function showAnswer(card, answer) {
   const label = answer.label === "malignant" ? "malignant" : "benign";
   card.root.dataset.label = label;
+  const meta = el(
+    "dl",
+    { class: "meta" },
+    el("div", {}, el("dt", { text: "Model" }), el("dd", { text: answer.model_version })),
+    el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
+  );
+  if (answer.domain?.available === false) {
+    meta.append(el("div", {}, el("dt", { text: "Image check" }), el("dd", { text: "not available for this model" })));
+  }
+  if (answer.domain?.not_dermoscopy) {
+    // The strong warning replaces the result: a probability for such an image means nothing.
+    card.root.dataset.label = "not-dermoscopy";
+    card.status.replaceWith(notDermoscopyWarning(), meta);
+    return;
+  }
   card.status.replaceWith(
     el("p", { class: `result__label badge badge--${label}` }, label === "malignant" ? "Malignant" : "Benign"),
     probabilityBar(answer.probability_malignant, answer.threshold, answer.threshold_collection),
-    el(
-      "dl",
-      { class: "meta" },
-      el("div", {}, el("dt", { text: "Model" }), el("dd", { text: answer.model_version })),
-      el("div", {}, el("dt", { text: "Time taken" }), el("dd", { text: duration(answer.latency_ms) })),
-    ),
+    meta,
   );
+  if (answer.domain?.unlike_training) card.body.append(unlikeTrainingCaution());
   const retake = retakeHint(answer.quality);
   if (retake) card.body.append(retake);
   card.body.append(heatmapToggle(card, answer.id));
@@ -141,6 +152,28 @@ function showAnswer(card, answer) {
     note.textContent = answer.note;
     note.hidden = false;
   }
+}
+
+/** In place of the result: the image does not look like a dermatoscope image (answer.domain). */
+function notDermoscopyWarning() {
+  return el(
+    "p",
+    { class: "result__domain result__domain--strong", role: "alert" },
+    el("strong", { text: "Not a dermatoscope image: " }),
+    "this looks like an ordinary photograph of the skin, or something else, not an image taken through a " +
+      "dermatoscope. The model only judges dermatoscope images, so it gives no result for this one.",
+  );
+}
+
+/** Under the result: a dermatoscope image unlike those the model learnt from (answer.domain). */
+function unlikeTrainingCaution() {
+  return el(
+    "p",
+    { class: "result__domain", role: "note" },
+    el("strong", { text: "Read with caution: " }),
+    "this image differs from the dermatoscope images the model learnt from (another dermatoscope, lighting, " +
+      "magnification or skin type), so the result is less certain than usual.",
+  );
 }
 
 // Why an image should be taken again, in words a clinician uses (shared/image_quality.py).
