@@ -140,8 +140,13 @@ def load_photographs(folder: Path) -> Photographs:
 
 
 def photographs_from(folder: Path | None) -> Photographs | None:
-    """`load_photographs(folder)`, or None when no folder is configured."""
-    return load_photographs(folder) if folder is not None else None
+    """`load_photographs(folder)`; None when no folder is configured, or it holds no images
+    (compose mounts an empty folder unless one is named)."""
+    if folder is None or not any(
+        path.suffix.lower() in IMAGE_SUFFIXES for label in LABELS for path in (folder / label).glob("*")
+    ):
+        return None
+    return load_photographs(folder)
 
 
 def load_store(

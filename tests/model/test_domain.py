@@ -106,3 +106,19 @@ def test_an_artifact_with_the_probability_only_has_no_domain_judgement(tiny_arti
     assert served.judge_domain(outputs) is None
     answer = domains.not_available("old")
     assert answer["available"] is False and "old" in answer["reason"] and answer["score"] is None
+
+
+def test_the_fitted_half_of_a_photographs_folder_is_loaded_and_an_empty_folder_gives_none(tmp_path) -> None:
+    from shared.model.data import photographs_from
+    from tests.model.conftest import write_images
+
+    assert photographs_from(None) is None and photographs_from(tmp_path) is None
+    write_images(tmp_path / "photos", 20, seed=5)
+    photographs = photographs_from(tmp_path / "photos")
+    expected = sum(
+        domains.in_fitted_half(f"{label}_{index}.{'png' if index % 2 else 'jpg'}")
+        for label in ("benign", "malignant")
+        for index in range(20)
+    )
+    assert len(photographs.pixels) == expected and 0 < expected < 40
+    assert f"{expected} of 40 images" in photographs.source
