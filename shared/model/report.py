@@ -72,6 +72,7 @@ def markdown(card: dict[str, Any], *, split: str = "test") -> str:
         "",
         *_external_section(card, split),
         *_collections_section(card),
+        *_domain_section(card),
         "## Data",
         "",
         "| split | source | images | malignant | content hash |",
@@ -117,6 +118,31 @@ def _collections_section(card: dict[str, Any]) -> list[str]:
         "| collection | part | images (malignant) | ROC AUC (95% CI) | threshold | sensitivity | specificity |",
         "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+    ]
+
+
+def _domain_section(card: dict[str, Any]) -> list[str]:
+    """How often each domain warning is raised on every collection's held-out part."""
+    collections = (card.get("metrics") or {}).get("collections") or {}
+    shares = {name: result["domain"] for name, result in sorted(collections.items()) if result.get("domain")}
+    if not card.get("domain") or not shares:
+        return []
+    detector = card["domain"]["not_dermoscopy"].get("detector")
+    fitted = f"a detector fitted on {detector['photographs_source']}" if detector else "no photographs"
+    return [
+        "## Out-of-domain warnings",
+        "",
+        f"Shares of each held-out part flagged `unlike_training` (score >= 1) and `not_dermoscopy` (score >="
+        f" {card['domain']['not_dermoscopy']['far_score']}, or {fitted}); dermoscopy images all, so every"
+        " `not_dermoscopy` here is a false warning.",
+        "",
+        "| collection | images | unlike_training | not_dermoscopy | median score |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {name} | {d['n']} | {d['unlike_training']:.1%} | {d['not_dermoscopy']:.1%} | {d['median_score']:.2f} |"
+            for name, d in shares.items()
+        ],
         "",
     ]
 
