@@ -112,3 +112,20 @@ def test_the_report_says_how_the_threshold_was_chosen() -> None:
     text = markdown(made)
     assert "0.200 and 0.150, so the external collection decided" in text
     assert "kept low enough to reach its sensitivity target on it as well" in text
+
+
+def test_the_report_lists_each_collections_domain_warnings_when_the_card_has_them() -> None:
+    made = card(external=False)
+    assert "Out-of-domain" not in markdown(made)
+    made["domain"] = {"not_dermoscopy": {"far_score": 2.0, "detector": {"photographs_source": "photos: 10 of 20"}}}
+    made["metrics"]["collections"] = {
+        "clinic": {
+            **made["metrics"]["test"],
+            "external": False,
+            "threshold_collection": None,
+            "domain": {"n": 80, "unlike_training": 0.025, "not_dermoscopy": 0.0, "median_score": 0.5},
+        }
+    }
+    report = markdown(made)
+    assert "## Out-of-domain warnings" in report and "photos: 10 of 20" in report
+    assert "| clinic | 80 | 2.5% | 0.0% | 0.50 |" in report
