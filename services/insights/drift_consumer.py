@@ -73,9 +73,10 @@ class DriftMonitor:
             if window is None:
                 window = self._windows[version] = VersionWindow(self._window)
             window.add(scored, now)
-            INPUT_DRIFT_PREDICTIONS.labels(version).inc(len(scored))
             window.note_drift(self._drift(version, window, now), now)
             self._export(version, window)
+            # Last: a scrape that sees this event counted sees its figures too.
+            INPUT_DRIFT_PREDICTIONS.labels(version).inc(len(scored))
             self._forget_idle(now)
             self.changes += 1
 

@@ -1,52 +1,33 @@
-"""The alert rules, evaluated by Prometheus's own rule engine (promtool), not read as text.
-
-promtool comes from Debian's `prometheus` package (`make test` installs it when missing);
-without it these tests fail rather than skip, like every test of something CI must provide.
-"""
+"""The alert rules, evaluated by Prometheus's own rule engine (promtool), not read as text."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
 import yaml
 
 from services.insights.drift import DRIFT_THRESHOLD
+from shared.settings import REPO_ROOT
+from tests.support.promtool import ALERT_RULES, run_promtool
 
-REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "deploy/prometheus/alerts.yml"
-RULE_TESTS = REPO / "deploy/prometheus/alerts_test.yml"
-DASHBOARD = REPO / "deploy/grafana/dashboards/skin-lesion-classifier.json"
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail("no promtool: install Debian's prometheus package (apt-get install -y prometheus)")
-    return found
-
-
-def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, check=False)
+RULE_TESTS = REPO_ROOT / "deploy/prometheus/alerts_test.yml"
+DASHBOARD = REPO_ROOT / "deploy/grafana/dashboards/skin-lesion-classifier.json"
 
 
 def drift_rule() -> dict:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
     (rule,) = [rule for group in groups for rule in group["rules"] if rule["alert"] == "InputDrift"]
     return rule
 
 
 def test_promtool_accepts_every_alert_rule() -> None:
-    checked = run_promtool("check", "rules", str(RULES))
+    checked = run_promtool("check", "rules", ALERT_RULES)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_alert_rules_pass_their_promtool_unit_tests() -> None:
-    tested = run_promtool("test", "rules", str(RULE_TESTS))
+    tested = run_promtool("test", "rules", RULE_TESTS)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +17,7 @@ from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout
 from tests.services.insights.support import distinct_png, put_images
-from tests.support.system import RunningSystem, system_env
-
-
-@pytest.fixture
-def system(s3_settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[RunningSystem]:
-    log_dir = output_dir / "logs" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(s3_settings), log_dir)
-    try:
-        yield running
-    finally:
-        running.stop()
+from tests.support.system import RunningSystem
 
 
 def snapshot(store: ObjectStore) -> dict[str, Any] | None:

@@ -91,7 +91,7 @@ def test_insights_outlives_a_store_outage_and_catches_up_on_the_change_it_heard_
     assert service.process.poll() is None, "insights exited while the store was away"
     assert probe(service, "/healthz").json() == {
         "status": "ok",
-        "checks": {"consumer": "alive", "retention_sweep": "alive"},
+        "checks": {"consumer": "alive", "retention_sweep": "alive", "drift_consumer": "alive", "drift_record": "alive"},
     }
     not_ready = probe(service, "/readyz")
     assert not_ready.status_code == 503, not_ready.text
