@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from playwright.sync_api import Page, expect
 from shared import dataset
 from shared.errors import ObjectNotFound
 from shared.settings import Settings
-from shared.storage import ObjectStore, get_json, put_json
+from shared.storage import ObjectStore, get_json, layout, put_json
 from tests.support.system import RunningSystem
 from tests.ui import data
 from tests.ui.browsing import has_no_sideways_scroll, open_ui, screenshot
@@ -181,3 +182,55 @@ def test_insights_lists_every_collection_and_fits_a_narrow_screen(
     screenshot(page, screenshots, "narrow-insights-collections")
     # The table scrolls within its box; the page does not scroll sideways.
     assert has_no_sideways_scroll(page)
+
+
+def version_drift(
+    predictions: int, drift: float | None, drift_max: float | None, shares: tuple[float, float], last_seen: float
+) -> dict:
+    """One version's entry of the insights service's drift record."""
+    flagged = {"unlike_training": shares[0], "not_dermoscopy": shares[1]}
+    return {
+        "window": {"predictions": min(predictions, 200), "drift": drift, "flagged_share": flagged},
+        "last_day": {"predictions": predictions, "flagged_share": flagged, "drift_max": drift_max},
+        "last_seen": last_seen,
+    }
+
+
+def test_insights_shows_the_last_days_drift_and_flagged_shares_in_words(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    now = time.time()
+    versions = {
+        "v-clinic": version_drift(1840, 0.12, 0.16, (0.004, 0.001), now - 60),
+        "v-elsewhere": version_drift(320, 0.42, 0.44, (0.046, 0.0), now - 30),
+        "v-new": version_drift(40, None, None, (0.0, 0.0), now - 10),
+        "v-retired": version_drift(900, 0.1, 0.1, (0.0, 0.0), now - 2 * 86_400),
+    }
+    record = {"computed_at": now, "threshold": 0.2, "window_size": 200, "min_window": 100, "versions": versions}
+    put_json(store, layout.INSIGHTS_DRIFT, record)
+    system.start_gateway()  # no insights service: the record as it would have written it
+    open_ui(page, system, "insights")
+
+    section = page.locator("section", has=page.locator("#insights-drift-title"))
+    expect(page.locator("#insights-drift-title")).to_have_text("Input drift (last 24 hours)")
+    table = section.locator("table.drift-table")
+    # Versions served in the last day only; a retired one is left out.
+    expect(table.locator("tbody th")).to_have_text(["v-clinic", "v-elsewhere", "v-new"])
+    expect(table.locator('tr[data-version="v-clinic"] td')).to_have_text(
+        ["1,840", "0.12", "0.16", "0.4%", "0.1%", "Like the training images"]
+    )
+    drifted = table.locator('tr[data-version="v-elsewhere"] td')
+    expect(drifted).to_have_text(["320", "0.42", "0.44", "4.6%", "0.0%", re.compile("^Drifted: recent images differ")])
+    expect(table.locator('tr[data-version="v-new"] td').last).to_have_text(
+        "Not enough recent predictions to judge (40 of 100)"
+    )
+    expect(section.locator(".hint")).to_contain_text("above 0.20 the InputDrift alert fires")
+    screenshot(page, screenshots, "insights-drift")
+
+
+def test_insights_says_when_there_is_no_drift_figure_yet(page: Page, system: RunningSystem) -> None:
+    system.start_gateway()
+    open_ui(page, system, "insights")
+    expect(page.locator("#insights-content")).to_contain_text(
+        "No predictions in the last 24 hours from a model version with domain statistics"
+    )

@@ -1,7 +1,7 @@
 // Insights tab: the dataset snapshot (images per collection and part, class counts, sizes,
-// intensities) and the production model's test evaluation (ROC curve, confusion matrix,
+// intensities), the production model's test evaluation (ROC curve, confusion matrix,
 // calibration) beside its evaluation on an external collection (another clinic's images), when
-// it has one.
+// it has one, and the input drift of the last day's predictions per model version.
 
 import { getJson } from "./api.js";
 import { barChart, legend, lineChart, scatterChart } from "./charts.js";
@@ -20,6 +20,8 @@ const CLASS_LEGEND = legend(CLASSES.map((name) => ({ name, text: capitalised(nam
 export async function showInsights() {
   const status = byId("insights-status");
   setStatus(status, "Loading…");
+  // Drift is a section of its own: a failure to load it leaves the rest of the tab standing.
+  const drift = getJson("/insights/drift").catch((error) => ({ error }));
   let data;
   try {
     data = await getJson("/insights");
@@ -27,8 +29,9 @@ export async function showInsights() {
     return setStatus(status, `Could not load insights: ${error.message}`, "error");
   }
   const content = byId("insights-content");
+  const driftPart = driftSection(await drift);
   if (!data.snapshot && !data.model) {
-    replace(content);
+    replace(content, driftPart);
     return setStatus(status, "No statistics yet: they are computed when the dataset changes.");
   }
   setStatus(
@@ -37,7 +40,7 @@ export async function showInsights() {
       ? `Snapshot of ${dateTime(data.snapshot.computed_at)}`
       : "No dataset statistics yet: they are computed when the dataset changes.",
   );
-  replace(content, data.snapshot ? datasetSection(data.snapshot) : null, modelSection(data.model));
+  replace(content, data.snapshot ? datasetSection(data.snapshot) : null, modelSection(data.model), driftPart);
 }
 
 function figure(title, chart, ...extra) {
@@ -365,4 +368,84 @@ function reliability(bins) {
     markers: true,
   });
   return figure("Calibration (closer to the diagonal is better)", chart);
+}
+
+// --- input drift --------------------------------------------------------------------------
+
+const DAY_S = 86_400;
+
+/** Per model version served in the last day: how far its recent images are from the ones it
+ * was trained on (the drift figure, against the alert threshold) and how many were flagged. */
+function driftSection(answer) {
+  const section = el(
+    "section",
+    { class: "insights-section", "aria-labelledby": "insights-drift-title" },
+    el("h3", { id: "insights-drift-title", text: "Input drift (last 24 hours)" }),
+  );
+  if (answer.error) {
+    section.append(el("p", { class: "empty", text: `Could not load the drift figures: ${answer.error.message}` }));
+    return section;
+  }
+  const record = answer.drift;
+  const versions = record
+    ? Object.entries(record.versions).filter(([, entry]) => entry.last_seen > record.computed_at - DAY_S)
+    : [];
+  if (!versions.length) {
+    const text = "No predictions in the last 24 hours from a model version with domain statistics: nothing to compare yet.";
+    section.append(el("p", { class: "empty", text }));
+    return section;
+  }
+  section.append(driftTable(versions, record), el("p", { class: "hint", text: driftExplanation(record) }));
+  return section;
+}
+
+function driftTable(versions, record) {
+  const number = (text) => el("td", { class: "num", text });
+  const row = ([version, entry]) =>
+    el(
+      "tr",
+      { "data-version": version },
+      el("th", { scope: "row", text: version }),
+      number(entry.last_day.predictions.toLocaleString()),
+      number(fixed(entry.window.drift, 2)),
+      number(fixed(entry.last_day.drift_max, 2)),
+      number(percent(entry.last_day.flagged_share.unlike_training)),
+      number(percent(entry.last_day.flagged_share.not_dermoscopy)),
+      el("td", {}, verdict(entry, record)),
+    );
+  const headings = ["Model version", "Predictions", "Drift now", "Highest drift", "Unlike training", "Not dermoscopy", "Verdict"];
+  return el(
+    "div",
+    { class: "table-scroll" },
+    el(
+      "table",
+      { class: "data-table drift-table" },
+      el("thead", {}, el("tr", {}, headings.map((text, i) => el("th", { scope: "col", class: i && i < 6 ? "num" : null, text })))),
+      el("tbody", {}, versions.map(row)),
+    ),
+  );
+}
+
+/** What the figures mean for the version, in words. */
+function verdict(entry, record) {
+  const drift = entry.window.drift;
+  if (drift === null || drift === undefined) {
+    const text = `Not enough recent predictions to judge (${entry.window.predictions} of ${record.min_window})`;
+    return el("span", { class: "empty", text });
+  }
+  if (drift > record.threshold) {
+    const text = "Drifted: recent images differ from the training images; read its probabilities with care";
+    return el("span", { class: "badge badge--drifted", text });
+  }
+  return el("span", { class: "badge badge--production", text: "Like the training images" });
+}
+
+function driftExplanation(record) {
+  return (
+    `Drift compares the images of each version's last ${record.window_size} predictions with the images it was ` +
+    `validated on: about 0.1–0.2 for images like those of the training clinics, more for images from ` +
+    `elsewhere; above ${fixed(record.threshold, 2)} the InputDrift alert fires. The shares are the last 24 hours' ` +
+    `predictions with a warning: unlike training (a dermatoscope image from a setting unlike the training ` +
+    `images) and not dermoscopy (not a dermatoscope image at all). As of ${dateTime(record.computed_at)}.`
+  );
 }
