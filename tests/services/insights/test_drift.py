@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pytest
 
-from services.insights.drift import MIN_WINDOW, Reference, Scored, VersionWindow, median_bandwidth
+from services.insights.drift import MIN_WINDOW, RELOAD_AFTER_S, Reference, Scored, VersionWindow, median_bandwidth
 from services.insights.drift_consumer import DriftMonitor
-from shared.errors import MessageDecodeError
+from shared.errors import MessageDecodeError, StorageUnavailable
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED
 from shared.metrics import INPUT_DRIFT, INPUT_DRIFT_WINDOW, INPUT_FLAGGED_SHARE
@@ -153,3 +153,22 @@ def test_an_event_without_a_version_or_predictions_is_refused(data: dict) -> Non
     body = Event(name=EVENT_PREDICTIONS_SCORED, event_id="e", occurred_at=0.0, data=data).encode()
     with pytest.raises(MessageDecodeError):
         DriftMonitor(lambda _version: None).ingest(body)
+
+
+def test_a_reference_that_cannot_be_loaded_is_tried_again_after_a_while() -> None:
+    version, now, calls = f"v-{uuid.uuid4().hex[:6]}", [1_000.0], []
+
+    def flaky_loader(_version: str) -> np.ndarray:
+        calls.append(now[0])
+        if len(calls) == 1:
+            raise StorageUnavailable("the store is away")
+        return points(500, seed=1)
+
+    monitor = DriftMonitor(flaky_loader, clock=lambda: now[0])
+    monitor.ingest(event_body(version, points(MIN_WINDOW, seed=9)))
+    now[0] += RELOAD_AFTER_S / 2
+    monitor.ingest(event_body(version, points(1, seed=10)))
+    assert sample_value(INPUT_DRIFT, version) is None and len(calls) == 1, "not hammering the store"
+    now[0] += RELOAD_AFTER_S
+    monitor.ingest(event_body(version, points(1, seed=11)))
+    assert sample_value(INPUT_DRIFT, version) is not None and len(calls) == 2
