@@ -25,7 +25,8 @@ from shared.settings import SERVING_RUNTIMES, Settings
 log = logging.getLogger(__name__)
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_collection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the collections come from: folders, or the store (train and package)."""
     parser.add_argument(
         "--data",
         type=Path,
@@ -40,13 +41,31 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="another collection to train on (repeatable); a {benign,malignant}/ folder is held out by patient"
         " (its manifest.csv) or image hash, as the store would",
     )
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="another clinic's collection (benign/, malignant/; never trained on, repeatable): scored every"
+        " epoch and reported in the card; it chooses nothing",
+    )
     parser.add_argument("--from-store", action="store_true", help="train on the store's collections")
+    parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
+    parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
+    parser.add_argument(
+        "--clinical-photos",
+        type=Path,
+        help="clinical photographs (benign/, malignant/): half train the not_dermoscopy detector"
+        " (default: the CLINICAL_PHOTOS_DIR setting; none: only the distance rule raises not_dermoscopy)",
+    )
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_collection_arguments(parser)
     parser.add_argument(
         "--weights",
         help="MobileNetV2 no-top weights: a .h5 path or 'imagenet' (default: the PRETRAINED_WEIGHTS setting)",
     )
-    parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
-    parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
     parser.add_argument("--quick", action="store_true", help="tiny run for tests: few images, one epoch")
     parser.add_argument("--limit", type=int, help="use at most this many images per class and part")
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
@@ -62,39 +81,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="any other TrainingConfig field, e.g. collection_balance=1.0 (repeatable)",
     )
     parser.add_argument(
-        "--external",
-        action="append",
-        default=[],
-        metavar="[NAME=]DIR",
-        help="another clinic's collection (benign/, malignant/; never trained on, repeatable): scored every"
-        " epoch and reported in the card; it chooses nothing",
-    )
-    parser.add_argument(
         "--runtime",
         choices=SERVING_RUNTIMES,
         help="serving runtime to export and parity-check for (default: the SERVING_RUNTIME setting)",
-    )
-    add_photographs_argument(parser)
-
-
-def add_photographs_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--clinical-photos",
-        type=Path,
-        help="clinical photographs (benign/, malignant/): half train the not_dermoscopy warning"
-        " (default: the CLINICAL_PHOTOS_DIR setting; none: no such warning)",
     )
 
 
 def add_package_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="the trained version's folder (model.keras)")
-    parser.add_argument("--data", type=Path, help="the collections it was trained on, as for train")
-    parser.add_argument("--collection", action="append", default=[], metavar="[NAME=]DIR")
-    parser.add_argument("--external", action="append", default=[], metavar="[NAME=]DIR")
-    parser.add_argument("--from-store", action="store_true", help="the store's collections")
-    parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
-    parser.add_argument("--promote", action="store_true", help="point OUT/aliases/production.json at it")
-    add_photographs_argument(parser)
+    add_collection_arguments(parser)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,6 +40,7 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
         "roc.png",
         "confusion.png",
         "calibration.png",
+        "domain.npz",
     } <= names
     card = json.loads((folder / "card.json").read_text())
     assert card["version"] == version and card["serving_artifact"] == "model.tflite"
@@ -49,6 +50,9 @@ def test_quick_training_writes_a_complete_version_with_card_and_report(trained: 
     assert "not for clinical use" in card["note"]
     assert card["metrics"]["external"]["n"] == 12 and card["data"]["external"]["name"] == "other-clinic"
     assert sorted(card["metrics"]["collections"]) == [dataset_root.name, "other-clinic"]
+    # No clinical photographs configured: only the distance rule raises not_dermoscopy.
+    assert card["domain"]["file"] == "domain.npz" and card["domain"]["not_dermoscopy"]["detector"] is None
+    assert card["metrics"]["collections"]["other-clinic"]["domain"]["n"] == 12
 
 
 def test_the_external_collection_is_scored_every_epoch_but_chooses_nothing(trained: Path):
@@ -146,3 +150,25 @@ def test_runs_that_differ_after_the_lower_backbone_share_its_cached_outputs(data
     assert first[0].shape[:2] == (1, len(train_data))
     train(TrainingConfig.quick(augmentation="colour"), train_data, validation, shared_features=shared)
     assert len(shared) == 2, "another augmentation makes its own"
+
+
+def test_package_makes_a_new_version_of_a_trained_one_only_from_the_data_it_was_trained_on(
+    trained: Path, dataset_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from tests.model.conftest import write_images
+
+    version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
+    write_images(tmp_path / "photos", 10, seed=9)
+    out = tmp_path / "packaged"
+    arguments = ["package", "--model-dir", str(trained / "versions" / version), "--out", str(out)]
+    same_data = ["--data", str(dataset_root), "--external", f"other-clinic={dataset_root / 'test'}"]
+    assert main([*arguments, *same_data, "--clinical-photos", str(tmp_path / "photos")]) == 0
+    packaged = _last_json_line(capsys.readouterr().out)
+    assert packaged["packaged_from"] == version and packaged["max_abs_diff"] <= 1e-4
+    old = json.loads((trained / "versions" / version / "card.json").read_text())
+    card = json.loads((out / "versions" / packaged["version"] / "card.json").read_text())
+    assert card["threshold"] == old["threshold"] and card["calibration"] == old["calibration"]
+    assert card["domain"]["not_dermoscopy"]["detector"]["photographs"] > 0
+    assert (out / "versions" / packaged["version"] / "domain.npz").is_file()
+    with pytest.raises(SystemExit, match="not the data"):
+        main([*arguments, "--data", str(dataset_root)])  # the external collection is missing

@@ -56,7 +56,7 @@ def test_chosen_images_each_get_a_label_and_a_probability_bar_with_the_threshold
     # No collection named: the global threshold decided.
     expect(bright.locator(".probability__threshold-used")).to_have_text("global threshold 50.0%")
     # "41 ms", or "1.2 s" on a loaded machine: the time is shown, in a unit.
-    expect(bright.locator(".meta")).to_contain_text(re.compile(r"\d+(\.\d)? (ms|s)$"))
+    expect(bright.locator(".meta")).to_contain_text(re.compile(r"Time taken\s*\d+(\.\d)? (ms|s)"))
     expect(bright.locator("img")).to_have_attribute("alt", "Preview of bright lesion.jpg")
     expect(page.locator("#predict-note")).to_contain_text("not a diagnosis")
     expect(page.locator("#disclaimer")).to_be_visible()
