@@ -47,6 +47,9 @@ class HeatmapRenderer:
         self._store = store
         self._queue = topology.heatmap_queue
         self._pool = pool
+        # Every outcome's series exists from the start: the dashboard shows 0, not "no data".
+        for outcome in ("rendered", "refused", "unavailable", "failed"):
+            metrics.HEATMAPS.labels(outcome)
 
     def subscribe(self, channel: BlockingChannel) -> None:
         channel.basic_consume(self._queue, self._on_request)
