@@ -31,6 +31,7 @@ from services.insights.drift_consumer import DriftMonitor
 from shared import dataset
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED
+from shared.model.domain import drift_sample
 from shared.model.serving import ServingModel
 from shared.settings import REPO_ROOT, Settings
 
@@ -69,15 +70,7 @@ def scored_predictions(model: ServingModel, paths: list[Path], batch_size: int =
         for probability, judgement, projection in zip(
             model.probabilities(outputs), judgements, projections, strict=True
         ):
-            scored.append(
-                {
-                    "probability": float(probability),
-                    "score": judgement.score,
-                    "unlike_training": judgement.unlike_training,
-                    "not_dermoscopy": judgement.not_dermoscopy,
-                    "projection": [round(float(value), 4) for value in projection],
-                }
-            )
+            scored.append(drift_sample(float(probability), judgement, projection))
     return scored
 
 

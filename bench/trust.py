@@ -149,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     probe = pixels_of(image_paths(DATASETS / "ham10000" / "test")[:8])
     if plain is not None:
         report["worker_cost"] = worker_cost(trusted, plain, probe)
+    # Imported here: both import this module's helpers.
+    from bench.drift_replay import replay_drift
+    from bench.heatmap import measure_faithfulness, measure_heatmap_ms
+
+    report["heatmap"] = {"render": measure_heatmap_ms(), "faithfulness": measure_faithfulness(args.model_dir)}
+    print(f"heat map: {report['heatmap']}", flush=True)
+    report["drift"] = replay_drift(args.model_dir)
     print(json.dumps(report))
     return 0
 

@@ -251,13 +251,7 @@ class PredictionConsumer:
                 delivery.job, float(probability), model, quality, judgement, _activation(outputs, index)
             )
             if judgement is not None:
-                delivery.scored = {
-                    "probability": float(probability),
-                    "score": judgement.score,
-                    "unlike_training": judgement.unlike_training,
-                    "not_dermoscopy": judgement.not_dermoscopy,
-                    "projection": [round(float(value), 4) for value in projections[index]],
-                }
+                delivery.scored = domains.drift_sample(float(probability), judgement, projections[index])
             delivery.pixels = None
 
     def _prepare(self, delivery: Delivery) -> None:

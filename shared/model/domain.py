@@ -67,6 +67,17 @@ class DomainJudgement:
         }
 
 
+def drift_sample(probability: float, judgement: DomainJudgement, projection: np.ndarray) -> dict[str, Any]:
+    """What the drift monitor hears of one prediction (an item of a `predictions.scored` event)."""
+    return {
+        "probability": probability,
+        "score": judgement.score,
+        "unlike_training": judgement.unlike_training,
+        "not_dermoscopy": judgement.not_dermoscopy,
+        "projection": [round(float(value), 4) for value in projection],
+    }
+
+
 def not_available(version: str) -> dict[str, Any]:
     """The answer's `domain` when the serving version has no domain statistics (older cards)."""
     return {
