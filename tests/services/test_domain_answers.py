@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.storage import create_store, get_json, layout
 from tests.support.images import grainy_jpeg, solid_jpeg
 from tests.support.onnx_models import copy_shipped_production
-from tests.support.system import RunningSystem, system_env
+from tests.support.system import running_system, system_env
 
 
 @pytest.fixture
@@ -39,14 +39,6 @@ def scored_events(s3_settings: Settings) -> Iterator[tuple[pika.adapters.blockin
     connection.close()
 
 
-def _running(settings: Settings, models: Path, log_dir: Path) -> RunningSystem:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(settings, models), log_dir)
-    running.start_worker()
-    running.start_gateway()
-    return running
-
-
 def _predict(url: str, image: bytes) -> dict:
     response = requests.post(f"{url}/api/v1/predictions", files={"file": ("x.jpg", image, "image/jpeg")}, timeout=60)
     assert response.status_code == 200, response.text
@@ -57,13 +49,11 @@ def test_a_version_with_domain_statistics_answers_with_them_and_tells_the_drift_
     s3_settings: Settings, shipped_models: Path, scored_events, output_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     channel, queue = scored_events
-    running = _running(s3_settings, shipped_models, output_dir / "logs" / request.node.name)
-    try:
+    env = system_env(s3_settings, shipped_models)
+    with running_system(env, output_dir / "logs" / request.node.name, worker=True, gateway=True) as running:
         flat = _predict(running.gateway_url, solid_jpeg(128, (224, 224)))
         grainy = _predict(running.gateway_url, grainy_jpeg(150, (300, 200)))
         metrics_text = requests.get(f"http://127.0.0.1:{running.services[0].port}/metrics", timeout=10).text
-    finally:
-        running.stop()
     for answer in (flat, grainy):
         domain = answer["domain"]
         assert domain["available"] is True and domain["score"] > 0
@@ -91,12 +81,10 @@ def test_a_version_with_domain_statistics_answers_with_them_and_tells_the_drift_
 def test_a_version_without_domain_statistics_says_they_are_not_available(
     s3_settings: Settings, models_dir: Path, output_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    running = _running(s3_settings, models_dir, output_dir / "logs" / request.node.name)
-    try:
+    env = system_env(s3_settings, models_dir)
+    with running_system(env, output_dir / "logs" / request.node.name, worker=True, gateway=True) as running:
         answer = _predict(running.gateway_url, solid_jpeg(230))
         polled = requests.get(f"{running.gateway_url}/api/v1/predictions/{answer['id']}", timeout=10).json()
-    finally:
-        running.stop()
     for seen in (answer, polled):
         assert seen["label"] == "malignant"  # the probability is still answered
         assert seen["domain"]["available"] is False and seen["domain"]["score"] is None

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +89,24 @@ class RunningSystem:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
+
+
+@contextmanager
+def running_system(
+    env: dict[str, str], log_dir: Path, *, worker: bool = False, gateway: bool = False
+) -> Iterator[RunningSystem]:
+    """A RunningSystem logging into `log_dir` (created), with a worker and a gateway started
+    when asked; whatever was started is stopped on the way out."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = RunningSystem(env, log_dir)
+    try:
+        if worker:
+            running.start_worker()
+        if gateway:
+            running.start_gateway()
+        yield running
+    finally:
+        running.stop()
 
 
 def settings_env(**values: object) -> dict[str, str]:

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from shared.settings import Settings
 from tests.support.images import drawn_lesion_jpeg, solid_jpeg
 from tests.support.onnx_models import copy_shipped_production
-from tests.support.system import RunningSystem, system_env
+from tests.support.system import RunningSystem, running_system, system_env
 from tests.ui.browsing import open_ui, screenshot, upload
 
 
@@ -21,15 +21,9 @@ from tests.ui.browsing import open_ui, screenshot, upload
 def shipped_system(
     s3_settings: Settings, tmp_path: Path, output_dir: Path, request: pytest.FixtureRequest
 ) -> Iterator[RunningSystem]:
-    log_dir = output_dir / "logs" / "ui" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(s3_settings, copy_shipped_production(tmp_path / "models")), log_dir)
-    try:
-        running.start_worker()
-        running.start_gateway()
+    env = system_env(s3_settings, copy_shipped_production(tmp_path / "models"))
+    with running_system(env, output_dir / "logs" / "ui" / request.node.name, worker=True, gateway=True) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_non_dermoscopy_image_gets_a_warning_instead_of_a_result_and_an_unusual_one_a_caution(

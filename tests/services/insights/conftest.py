@@ -9,7 +9,7 @@ import pytest
 
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.system import RunningSystem, system_env
+from tests.support.system import RunningSystem, running_system, system_env
 
 
 @pytest.fixture
@@ -21,10 +21,5 @@ def store(s3_settings: Settings) -> ObjectStore:
 @pytest.fixture
 def system(s3_settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[RunningSystem]:
     """Services started as real processes on the test's broker namespace and store; stopped after."""
-    log_dir = output_dir / "logs" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(s3_settings), log_dir)
-    try:
+    with running_system(system_env(s3_settings), output_dir / "logs" / request.node.name) as running:
         yield running
-    finally:
-        running.stop()

@@ -24,7 +24,7 @@ from tests.conftest import AMQP_URL
 from tests.faults import conftest as fault_servers
 from tests.services.insights.support import LIMITS, distinct_png, put_images
 from tests.support.seaweedfs import SeaweedS3
-from tests.support.system import RunningSystem, ServiceProcess, system_env
+from tests.support.system import RunningSystem, ServiceProcess, running_system, system_env
 
 WAIT_S = 90
 
@@ -39,13 +39,8 @@ def settings(own_s3: SeaweedS3, namespace: str) -> Settings:
 
 @pytest.fixture
 def system(settings: Settings, output_dir: Path, request: pytest.FixtureRequest) -> Iterator[RunningSystem]:
-    log_dir = output_dir / "logs" / request.node.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = RunningSystem(system_env(settings), log_dir)
-    try:
+    with running_system(system_env(settings), output_dir / "logs" / request.node.name) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
