@@ -62,6 +62,11 @@ JOBS_HELD = Counter(
 )
 MODEL_INFO = Gauge("slc_model_info", "1 for the model version a worker serves.", ["version"])
 MODEL_SWAPS = Counter("slc_worker_model_swaps_total", "Model versions a worker switched to.")
+MODEL_ARTIFACTS_REFUSED = Counter(
+    "slc_model_artifacts_refused_total",
+    "Model files refused because their SHA-256 differs from the one their card recorded, by version.",
+    ["version"],
+)
 
 # Trainer
 TRAINING_RUNS = Counter("slc_training_runs_total", "Training runs by outcome.", ["outcome"])

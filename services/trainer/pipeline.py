@@ -4,9 +4,10 @@ Training reads every trained-on collection's training part; validation is drawn 
 parts by patient or image hash. Each collection's held-out part, and every external
 collection whole, is where candidate and production are compared.
 
-The version is named after the job, so a run repeated after a crash rewrites the same
-version instead of adding a second one; the card is written last, so a half-written
-version is never visible.
+The version is named after the job, so a run repeated after a crash finds its own version
+instead of adding a second one: unpublished, it is trained again (the card is written last,
+so a half-written version is never visible); published, it is never written again, and the
+gate's decision stands (`finish_published`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def run_training(
     from shared.model.data import concatenate, load_store_collections, photographs_from, split_validation
     from shared.model.training import train
 
+    published = registry.published_card(store, job_id)
+    if published is not None:
+        return finish_published(store, published, job_id, on_event)
     started = time.monotonic()
     config = training_config(settings, epochs)
     progress = RunProgress(on_progress, views=config.views, epochs=config.head_epochs + config.finetune_epochs)
@@ -127,6 +131,20 @@ def run_training(
     return {"status": "promoted" if gate["passed"] else "rejected", "candidate_version": version, "gate": gate}
 
 
+def finish_published(store: ObjectStore, card: dict[str, Any], job_id: str, on_event: EventCallback) -> dict[str, Any]:
+    """A run resumed after its version was published (a crash between publishing and the job
+    record): the version is not trained or written again. What the gate decided stands; a
+    passed gate whose promotion did not happen yet is promoted now (promoting is idempotent)."""
+    version = card["version"]
+    gate = card.get("gate") or {}
+    log.info("job %s: version %s is already published; not training it again", job_id, version)
+    if gate.get("passed") and registry.production_version(store) != version:
+        previous = registry.production_version(store)
+        registry.promote(store, version, reason=f"training job {job_id} passed the gate")
+        on_event("model.promoted", {"version": version, "previous": previous})
+    return {"status": "promoted" if gate.get("passed") else "rejected", "candidate_version": version, "gate": gate}
+
+
 def production_weights(store: ObjectStore, version: str | None, config: Any) -> tuple[list[Any] | None, str]:
     """Production's Keras weights to fine-tune from, when its architecture matches `config`.
 
@@ -143,9 +161,10 @@ def production_weights(store: ObjectStore, version: str | None, config: Any) -> 
 
     from shared.model.architecture import build_model
 
+    keras_file = registry.read_verified(store, registry.read_card(store, version), registry.KERAS_FILE)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / registry.KERAS_FILE
-        path.write_bytes(store.get(key))
+        path.write_bytes(keras_file)
         production = keras.models.load_model(path, compile=False)
     expected = build_model(
         None, alpha=config.alpha, dropout_rate=config.dropout_rate, colour_constancy=config.colour_constancy
@@ -171,7 +190,7 @@ def _production_metrics(store: ObjectStore, version: str | None, collections: li
     from shared.model.serving import ServingModel
 
     card = registry.read_card(store, version)
-    artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
+    artifact = registry.read_verified(store, card, card.get("serving_artifact", SERVING_ARTIFACT))
     return cards.evaluate_collections(ServingModel.from_bytes(version, artifact, card), collections)
 
 

@@ -67,6 +67,9 @@ class Worker:
         broker = "ok" if self.consumer.connected.is_set() else "disconnected"
         storage = storage_state(self.store)
         checks = {"broker": broker, "storage": storage, "model": self.consumer.models.current.version}
+        if self.consumer.models.refused:
+            # Still ready: the version it serves is sound; the refused one is for operators to see.
+            checks["refused_model"] = self.consumer.models.refused
         return broker == "ok" and storage == "ok", checks
 
     def liveness(self) -> tuple[bool, dict[str, str]]:

@@ -16,6 +16,7 @@ from shared import metrics
 from shared.errors import SkinLesionError, TransientError
 from shared.images import MODEL_INPUT_SIZE
 from shared.model import registry
+from shared.model.registry import ArtifactMismatch
 from shared.model.serving import ServingModel
 from shared.storage import ObjectStore
 
@@ -31,6 +32,9 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._wanted: str | None = None
         self._loader_running = False
+        # The last version refused because a file's bytes differ from its card's record
+        # (/readyz says so; the worker keeps serving what it has).
+        self.refused: str | None = None
         self.current: ServingModel = self._load(self._production_or_fail())
 
     def _production_or_fail(self) -> str:
@@ -51,6 +55,7 @@ class ModelHolder:
         metrics.MODEL_INFO.labels(previous.version).set(0)
         metrics.MODEL_INFO.labels(model.version).set(1)
         metrics.MODEL_SWAPS.inc()
+        self.refused = None  # what was refused is no longer what production wants
         log.info("now serving model %s (was %s)", model.version, previous.version)
 
     def swap_in_background(self, version: str) -> None:
@@ -75,7 +80,9 @@ class ModelHolder:
                     return
             try:
                 model = self._load(version)
-            except SkinLesionError:
+            except SkinLesionError as error:
+                if isinstance(error, ArtifactMismatch):
+                    self.refused = str(error)
                 log.exception("could not load model %s; still serving %s", version, self.current.version)
                 with self._lock:
                     if self._wanted == version:

@@ -17,7 +17,7 @@ from shared.model import domain as domains
 from shared.model.data import CollectionImages, LabelledImages, Photographs, combined_content_hash, concatenate
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
 from shared.model.export import PARITY_TOLERANCE, block_statistic_widths, check_parity, export_artifact, serving_graph
-from shared.model.registry import CARD_FILE, KERAS_FILE
+from shared.model.registry import CARD_FILE, KERAS_FILE, sha256_of
 from shared.model.serving import ServingModel, artifact_for_runtime, calibrate
 
 NOTE = (
@@ -169,11 +169,14 @@ def describe_parts(parts: list[LabelledImages], source: str) -> dict[str, Any]:
 
 
 def write_version(folder: Path, files: dict[str, bytes], card: dict[str, Any]) -> None:
-    """Write the files, then the card last (like `registry.publish_version`)."""
+    """Write the files, then the card last with the SHA-256 of each of them and of the Keras
+    file already there (like `registry.publish_version`)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    recorded = {*files, *([KERAS_FILE] if (folder / KERAS_FILE).is_file() else [])}
+    hashes = {name: sha256_of((folder / name).read_bytes()) for name in sorted(recorded)}
+    (folder / CARD_FILE).write_text(json.dumps({**card, "artifacts": hashes}, indent=2, sort_keys=True) + "\n")
 
 
 def make_card(

@@ -1,12 +1,15 @@
 """Model versions in the store, and the production alias that names the serving one.
 
 A version is visible once its `card.json` exists; the card is written last, so a process
-killed while publishing leaves no half-written version. Promotion and rollback only move
-the alias (`models/aliases/production.json`).
+killed while publishing leaves no half-written version, and it is written once: a published
+version never changes. The card records the SHA-256 of every file (`artifacts`), and a file
+whose bytes differ is refused when it is loaded (`read_verified`). Promotion and rollback only
+move the alias (`models/aliases/production.json`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -14,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ModelUnavailable, NotFound, ObjectNotFound
+from shared import metrics
+from shared.errors import ModelUnavailable, NotFound, ObjectNotFound, PermanentError
 from shared.model.domain import DomainModel
 from shared.model.serving import SERVING_ARTIFACT, ServingModel
 from shared.storage import ObjectStore, get_json, layout, put_json
@@ -23,6 +27,18 @@ log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 KERAS_FILE = "model.keras"
+
+
+class ArtifactMismatch(PermanentError):
+    """A version's file whose bytes are not those its card recorded: never loaded."""
+
+    code = "artifact_mismatch"
+
+
+class VersionExists(PermanentError):
+    """A published version is never written again."""
+
+    code = "version_exists"
 
 
 def new_version_name(now: float | None = None) -> str:
@@ -55,19 +71,62 @@ def list_versions(store: ObjectStore) -> list[str]:
     return sorted(versions)
 
 
+def published_card(store: ObjectStore, version: str) -> dict[str, Any] | None:
+    """The card of `version` if it is published, else None."""
+    try:
+        return get_json(store, layout.model_file(version, CARD_FILE))
+    except ObjectNotFound:
+        return None
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def publish_version(store: ObjectStore, version: str, files: dict[str, bytes], card: dict[str, Any]) -> None:
-    """Store a version's files, then its card: the card's arrival makes the version visible."""
+    """Store a version's files, then its card with each file's SHA-256: the card's arrival
+    makes the version visible. Raises VersionExists for a published version."""
+    if published_card(store, version) is not None:
+        raise VersionExists(f"model version {version} is already published; versions never change")
     for filename, data in files.items():
         store.put(layout.model_file(version, filename), data)
-    put_json(store, layout.model_file(version, CARD_FILE), {**card, "version": version})
+    hashes = {filename: sha256_of(data) for filename, data in files.items()}
+    put_json(store, layout.model_file(version, CARD_FILE), {**card, "version": version, "artifacts": hashes})
+
+
+def read_verified(store: ObjectStore, card: dict[str, Any], filename: str) -> bytes:
+    """A version's file, checked against the SHA-256 its card recorded (cards older than the
+    record are read unchecked). Raises ArtifactMismatch, logged and counted, for other bytes."""
+    version = card["version"]
+    data = store.get(layout.model_file(version, filename))
+    expected = (card.get("artifacts") or {}).get(filename)
+    if expected is not None and sha256_of(data) != expected:
+        metrics.MODEL_ARTIFACTS_REFUSED.labels(version).inc()
+        message = (
+            f"model {version}: {filename} has SHA-256 {sha256_of(data)[:16]}..., its card recorded"
+            f" {expected[:16]}...; refusing it"
+        )
+        log.error(message)
+        raise ArtifactMismatch(message)
+    return data
 
 
 def promote(store: ObjectStore, version: str, *, reason: str) -> dict[str, Any]:
-    """Point the production alias at `version` (also the way to roll back)."""
+    """Point the production alias at `version` (also the way to roll back).
+
+    Promoting the version already in production changes nothing: a retried promotion (after
+    a timeout or a broker outage) must not make the version its own rollback target.
+    """
     read_card(store, version)  # raises NotFound for an unknown version
+    try:
+        current = get_json(store, layout.PRODUCTION_ALIAS)
+    except ObjectNotFound:
+        current = None
+    if current is not None and current.get("version") == version:
+        return current
     alias = {
         "version": version,
-        "previous": production_version(store),
+        "previous": current.get("version") if current is not None else None,
         "promoted_at": time.time(),
         "reason": reason,
     }
@@ -78,7 +137,7 @@ def promote(store: ObjectStore, version: str, *, reason: str) -> dict[str, Any]:
 
 def load_serving_model(store: ObjectStore, version: str, *, threads: int = 0) -> ServingModel:
     card = read_card(store, version)
-    artifact = store.get(layout.model_file(version, card.get("serving_artifact", SERVING_ARTIFACT)))
+    artifact = read_verified(store, card, card.get("serving_artifact", SERVING_ARTIFACT))
     return ServingModel.from_bytes(version, artifact, card, threads=threads, domain=_domain_model(store, card))
 
 
@@ -92,7 +151,7 @@ def _domain_model(store: ObjectStore, card: dict[str, Any]) -> DomainModel | Non
     if not fitted:
         return None
     try:
-        return DomainModel.from_bytes(store.get(layout.model_file(card["version"], fitted["file"])))
+        return DomainModel.from_bytes(read_verified(store, card, fitted["file"]))
     except ObjectNotFound:
         raise ModelUnavailable(f"model {card['version']} names {fitted['file']}, which is missing") from None
     except (OSError, ValueError, KeyError) as error:
@@ -118,6 +177,10 @@ def seed_from_directory(store: ObjectStore, models_dir: Path) -> str | None:
     source = models_dir / "versions" / version
     files = {path.name: path.read_bytes() for path in source.iterdir() if path.is_file() and path.name != CARD_FILE}
     card = json.loads((source / CARD_FILE).read_text())
-    publish_version(store, version, files, card)
+    for filename, expected in (card.get("artifacts") or {}).items():
+        if sha256_of(files.get(filename, b"")) != expected:
+            raise ArtifactMismatch(f"shipped model {version}: {filename} is not the file its card recorded")
+    if published_card(store, version) is None:
+        publish_version(store, version, files, card)
     promote(store, version, reason="seeded from the shipped models/ folder")
     return version

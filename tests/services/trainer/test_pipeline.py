@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.pipeline import production_weights
+from shared.model import registry
 from shared.model.architecture import build_model
 from shared.model.training import TrainingConfig
 from shared.storage import FilesystemStore
@@ -28,7 +29,7 @@ def test_retraining_starts_from_production_weights_when_the_architecture_matches
     tmp_path: Path, small_keras_file: bytes
 ) -> None:
     store = FilesystemStore(tmp_path)
-    store.put("models/versions/v1/model.keras", small_keras_file)
+    registry.publish_version(store, "v1", {"model.keras": small_keras_file}, {"threshold": 0.5})
     weights, source = production_weights(store, "v1", TrainingConfig.quick())
     assert source == "production v1"
     assert weights is not None and len(weights) == len(build_model(None, alpha=0.35).get_weights())
@@ -48,7 +49,7 @@ def test_retraining_falls_back_to_pretrained_weights(
 ) -> None:
     store = FilesystemStore(tmp_path)
     if stored:
-        store.put("models/versions/v1/model.keras", small_keras_file)
+        registry.publish_version(store, "v1", {"model.keras": small_keras_file}, {"threshold": 0.5})
     weights, source = production_weights(store, "v1", config)
     assert weights is None
     assert reason in source
