@@ -4,7 +4,7 @@
 trains, picks the operating point on validation, exports the parity-checked serving
 artifact and writes `OUT/versions/<version>/`. `evaluate` scores a version's serving
 artifact on any folder with benign/ and malignant/; its last output line is one JSON object.
-`export` re-exports a trained version for another serving runtime, with the same checks.
+`export` makes a new version of a trained one for another serving runtime, with the same checks.
 `package` makes a new version of a trained one with today's serving artifact (trust outputs,
 domain statistics), checked against the data it was trained on.
 """
@@ -113,6 +113,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, required=True, help="images for the parity check: {benign,malignant}/ or a root's test/"
     )
+    parser.add_argument("--out", type=Path, default=Path("var/models"), help="writes OUT/versions/<version>/")
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -333,7 +334,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_export(args: argparse.Namespace, _settings: Settings) -> int:
-    """Serve a version from another runtime: export, parity-check, rewrite the card.
+    """Serve a version from another runtime: a new version with the same weights, exported,
+    parity-checked, its card carried over (a version never changes).
 
     The card's metrics carry over: the parity check holds every output to 1e-4 of Keras.
     """
@@ -342,21 +344,32 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import load_folder
-    from shared.model.registry import KERAS_FILE
+    from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.serving import artifact_for_runtime
 
-    folder = args.model_dir
-    card = json.loads((folder / "card.json").read_text())
-    model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
+    old = json.loads((args.model_dir / "card.json").read_text())
+    model = keras.saving.load_model(args.model_dir / KERAS_FILE, compile=False)
     name = artifact_for_runtime(args.runtime)
     data = args.data / "test" if (args.data / "test").is_dir() else args.data
     images = load_folder(data)
     artifact, worst = cards.export_checked(model, images.pixels, name)
-    card = {**card, "serving_artifact": name, "parity": cards.parity_record(args.runtime, worst, len(images))}
-    cards.write_version(folder, {name: artifact}, card)
+    version = new_version_name()
+    card = {
+        **old,
+        "version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "packaged_from": old["version"],
+        "parent_version": old["version"],
+        "serving_artifact": name,
+        "parity": cards.parity_record(args.runtime, worst, len(images)),
+    }
+    kept = [KERAS_FILE, *([old["domain"]["file"]] if old.get("domain") else [])]
+    files = {filename: (args.model_dir / filename).read_bytes() for filename in kept}
+    folder = args.out / "versions" / version
+    cards.write_version(folder, {**files, name: artifact}, card)
     write_report(folder, card, split="test")
-    print(json.dumps({"version": card["version"], "artifact": name, "max_abs_diff": worst}))
+    print(json.dumps({"version": version, "exported_from": old["version"], "artifact": name, "max_abs_diff": worst}))
     return 0
 
 

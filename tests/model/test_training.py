@@ -120,20 +120,25 @@ def test_train_takes_a_serving_runtime_and_refuses_unknown_ones():
         build_parser().parse_args(["train", "--runtime", "tensorrt"])
 
 
-def test_export_switches_a_version_to_another_runtime_with_parity_and_the_same_metrics(
+def test_export_makes_a_new_version_for_another_runtime_with_parity_and_the_same_metrics(
     trained: Path, dataset_root: Path, capsys, tmp_path: Path
 ):
     version = json.loads((trained / "aliases" / "production.json").read_text())["version"]
-    folder = shutil.copytree(trained / "versions" / version, tmp_path / version)  # the fixture stays as it was
+    folder = trained / "versions" / version
     before = json.loads((folder / "card.json").read_text())
-    code = main(["export", "--model-dir", str(folder), "--runtime", "onnxruntime", "--data", str(dataset_root)])
-    assert code == 0 and _last_json_line(capsys.readouterr().out)["artifact"] == "model.onnx"
-    card = json.loads((folder / "card.json").read_text())
+    arguments = ["--model-dir", str(folder), "--runtime", "onnxruntime", "--data", str(dataset_root)]
+    code = main(["export", *arguments, "--out", str(tmp_path)])
+    exported = _last_json_line(capsys.readouterr().out)
+    assert code == 0 and exported["artifact"] == "model.onnx" and exported["exported_from"] == version
+    assert json.loads((folder / "card.json").read_text()) == before, "the version exported from never changes"
+    new_folder = tmp_path / "versions" / exported["version"]
+    card = json.loads((new_folder / "card.json").read_text())
     assert card["serving_artifact"] == "model.onnx" and card["parity"]["runtime"] == "onnxruntime"
     assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["images"] == 12
     assert card["threshold"] == before["threshold"] and card["calibration"] == before["calibration"]
     assert card["metrics"] == before["metrics"], "parity holds every figure to 1e-4: they carry over"
-    served = ServingModel.from_bytes(version, (folder / "model.onnx").read_bytes(), card)
+    assert set(card["artifacts"]) == {"model.keras", "model.onnx", "domain.npz"}
+    served = ServingModel.from_bytes(card["version"], (new_folder / "model.onnx").read_bytes(), card)
     assert served.predict(load_folder(dataset_root / "test").pixels[:2]).shape == (2,)
 
 
