@@ -3,8 +3,10 @@
 Each overlay is rendered with `kubectl kustomize` (Debian's kubernetes-client or any newer
 kubectl). Kubernetes objects are validated against the Kubernetes API schemas of
 kubernetes-validate (oldest and newest version checked below); the KEDA ScaledObject and the
-RabbitmqCluster against the schema subsets kept in deploy/k8s/schemas. No cluster runs here:
-nothing below shows that the objects would be accepted by a real API server or work there.
+RabbitmqCluster against the schema subsets kept in deploy/k8s/schemas. Every pod template is
+checked against the Pod Security Standard "restricted" (tests/support/pod_security.py) and
+against the NetworkPolicies that limit its egress. No cluster runs here: nothing below shows
+that the objects would be accepted by a real API server or work there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from shared.messaging.topology import Topology
 from shared.settings import Settings
+from tests.support.pod_security import restricted_violations, selects
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -391,3 +394,185 @@ def test_new_secrets_makes_a_certificate_its_ca_verifies_and_takes_the_operators
     (tls,) = [doc for doc in yaml.safe_load_all(own.stdout) if doc and doc["metadata"]["name"] == "slc-gateway-tls"]
     assert base64.b64decode(tls["data"]["tls.crt"]) == (tmp_path / "tls.crt").read_bytes()
     assert "ca.crt" not in tls["data"]
+
+
+# Pod Security "restricted", service-account tokens and egress
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+# The one pod that keeps its token: RabbitMQ 3.13's Kubernetes peer discovery asks the API
+# server for the cluster's endpoints (deploy/k8s/base/rabbitmq.yaml).
+TOKEN_NEEDED = {"RabbitmqCluster/slc-rabbitmq"}
+RABBITMQ_POD_LABELS = {"app.kubernetes.io/name": RABBITMQ_CLUSTER}
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PodTemplate:
+    where: str
+    labels: dict[str, str]
+    spec: dict[str, Any]
+
+
+def pod_templates(overlay: str) -> list[PodTemplate]:
+    """Every pod the overlay makes: workloads' templates and the RabbitMQ operator's override."""
+    templates = []
+    for obj in rendered(overlay):
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in WORKLOAD_KINDS:
+            spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+            template = spec["template"]
+            templates.append(PodTemplate(where, template["metadata"].get("labels", {}), template["spec"]))
+        elif obj["kind"] == "RabbitmqCluster":
+            # The operator merges this into its StatefulSet's template (user 999, fsGroup 0).
+            template = obj["spec"].get("override", {}).get("statefulSet", {}).get("spec", {}).get("template", {})
+            templates.append(PodTemplate(where, RABBITMQ_POD_LABELS, template.get("spec", {})))
+    return templates
+
+
+def egress_rules(overlay: str, labels: dict[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The egress policies selecting a pod with `labels`, and the rules they allow together."""
+    names, rules = [], []
+    for name, policy in objects(overlay, "NetworkPolicy").items():
+        spec = policy["spec"]
+        if "Egress" in spec.get("policyTypes", []) and selects(spec["podSelector"], labels):
+            names.append(name)
+            rules += spec.get("egress", [])
+    return names, rules
+
+
+def allows(rules: list[dict[str, Any]], peer: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
+    return any(
+        peer in rule.get("to", []) and {"protocol": protocol, "port": port} in rule.get("ports", []) for rule in rules
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_meets_pod_security_restricted(overlay: str) -> None:
+    templates = pod_templates(overlay)
+    expected = {f"Deployment/{name}" for name in APP_PORTS} | {f"RabbitmqCluster/{RABBITMQ_CLUSTER}"}
+    assert expected <= {template.where for template in templates}
+    problems = [problem for template in templates for problem in restricted_violations(template.where, template.spec)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_without_a_writable_root_has_a_writable_tmp(overlay: str) -> None:
+    for template in pod_templates(overlay):
+        volumes = {volume["name"]: volume for volume in template.spec.get("volumes", [])}
+        for container in template.spec["containers"]:
+            if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+                continue
+            mounts = {mount["mountPath"]: mount["name"] for mount in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{template.where}: {container['name']} has a read-only root and no /tmp"
+            assert "emptyDir" in volumes[mounts["/tmp"]], template.where
+    for name in APP_PORTS:
+        assert app_containers(overlay)[name]["securityContext"]["readOnlyRootFilesystem"] is True, name
+
+
+def test_the_rabbitmq_override_uses_kubernetes_field_names() -> None:
+    """The override is a partial pod template: validated as a pod, with the images filled in."""
+    (template,) = [t for t in pod_templates("production") if t.where.startswith("RabbitmqCluster/")]
+    spec = {
+        **template.spec,
+        **{
+            kind: [{**container, "image": "rabbitmq"} for container in template.spec[kind]]
+            for kind in ("initContainers", "containers")
+        },
+    }
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rabbitmq-override"}, "spec": spec}
+    validate_kubernetes(pod, KUBERNETES_VERSIONS[-1])
+
+
+BROKEN_PODS = [
+    ("no seccomp profile", {"securityContext": {"runAsNonRoot": True}}, "seccompProfile.type"),
+    ("unconfined seccomp", {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "seccompProfile"),
+    ("root allowed", {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}, "runAsNonRoot"),
+    ("host network", {"hostNetwork": True}, "spec.hostNetwork"),
+    ("hostPath volume", {"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}, "volume 'host'"),
+    ("runs as root", {"securityContext": {"runAsUser": 0}}, "runAsUser must not be 0"),
+]
+BROKEN_CONTAINERS = [
+    ("privileged", {"privileged": True}, "privileged"),
+    ("escalation allowed", {"allowPrivilegeEscalation": True}, "allowPrivilegeEscalation"),
+    ("capabilities kept", {"capabilities": {"drop": []}}, "capabilities.drop"),
+    ("capability added", {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}, "NET_ADMIN"),
+    ("unmasked proc", {"procMount": "Unmasked"}, "procMount"),
+]
+
+
+@pytest.mark.parametrize(("case", "pod_change", "message"), BROKEN_PODS, ids=[case[0] for case in BROKEN_PODS])
+def test_a_pod_breaking_a_restricted_rule_is_named(case: str, pod_change: dict[str, Any], message: str) -> None:
+    spec = objects("local", "Deployment")["gateway"]["spec"]["template"]["spec"]
+    assert restricted_violations("gateway", spec) == []
+    broken = {**spec, **pod_change}
+    problems = restricted_violations("Deployment/gateway", broken)
+    assert any(message in problem and "Deployment/gateway" in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("case", "context_change", "message"), BROKEN_CONTAINERS, ids=[case[0] for case in BROKEN_CONTAINERS]
+)
+def test_a_container_breaking_a_restricted_rule_is_named(
+    case: str, context_change: dict[str, Any], message: str
+) -> None:
+    spec = objects("local", "Deployment")["worker"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    broken_container = {**container, "securityContext": {**container["securityContext"], **context_change}}
+    problems = restricted_violations("Deployment/worker", {**spec, "containers": [broken_container]})
+    assert any(message in problem and "containers[worker]" in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_namespace_enforces_restricted(overlay: str) -> None:
+    (namespace,) = objects(overlay, "Namespace").values()
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    assert re.fullmatch(r"v1\.(3\d|[4-9]\d)|latest", labels["pod-security.kubernetes.io/enforce-version"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_pod_mounts_a_service_account_token_but_the_one_that_needs_it(overlay: str) -> None:
+    for template in pod_templates(overlay):
+        expected = template.where in TOKEN_NEEDED
+        assert template.spec.get("automountServiceAccountToken") is expected, (
+            f"{template.where}: spec.automountServiceAccountToken must be {str(expected).lower()}"
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_denies_egress_by_default_and_may_resolve_names(overlay: str) -> None:
+    deny = objects(overlay, "NetworkPolicy")["default-deny-egress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Egress"] and "egress" not in deny
+    for template in pod_templates(overlay):
+        names, rules = egress_rules(overlay, template.labels)
+        assert "default-deny-egress" in names and rules, f"{template.where}: no egress policy selects it"
+        assert allows(rules, DNS_PEER, 53, "UDP") and allows(rules, DNS_PEER, 53), template.where
+        for rule in rules:
+            assert rule.get("to") and rule.get("ports"), f"{template.where}: an egress rule open to all ({names})"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_app_service_may_reach_the_broker_and_the_store(overlay: str) -> None:
+    rabbitmq = {"podSelector": {"matchLabels": RABBITMQ_POD_LABELS}}
+    store = (
+        ({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "minio"}}}, 9000)
+        if overlay == "local"
+        else ({"ipBlock": {"cidr": "0.0.0.0/0"}}, 443)
+    )
+    for name in APP_PORTS:
+        _, rules = egress_rules(overlay, {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "x"})
+        assert allows(rules, rabbitmq, 5672), f"{name} cannot reach RabbitMQ"
+        assert allows(rules, *store), f"{name} cannot reach the S3 service"
+        internal = {
+            port["port"] for rule in rules for peer in rule["to"] if "ipBlock" not in peer for port in rule["ports"]
+        }
+        assert internal == {53, 5672} | ({9000} if overlay == "local" else set()), name
+    _, rules = egress_rules(overlay, RABBITMQ_POD_LABELS)
+    assert allows(rules, rabbitmq, 25672), "RabbitMQ nodes cannot reach each other"
+    if overlay == "local":
+        _, rules = egress_rules(overlay, {"app.kubernetes.io/name": "minio"})
+        assert [rule["to"] for rule in rules] == [[DNS_PEER]], "MinIO talks to nothing but DNS"
