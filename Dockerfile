@@ -69,6 +69,8 @@ COPY shared/ shared/
 COPY services/ services/
 COPY models/ models/
 RUN mkdir -p /app/var && chown app:app /app/var
+# Compose runs it with a read-only root: Keras's and matplotlib's caches go to the /tmp tmpfs.
+ENV KERAS_HOME=/tmp/keras MPLCONFIGDIR=/tmp/matplotlib
 USER app
 EXPOSE 9102
 CMD ["python", "-m", "services.trainer", "serve"]
