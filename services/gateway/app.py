@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import (
+    audit_log,
     datasets,
     errors,
     heatmaps,
@@ -86,7 +87,7 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    blueprints = (ui, predictions, heatmaps, datasets, training, models, insights, openapi)
+    blueprints = (ui, predictions, heatmaps, datasets, training, models, audit_log, insights, openapi)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     _instrument(app)

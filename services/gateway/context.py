@@ -51,6 +51,16 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def audit_actor() -> dict[str, str | None]:
+    """Who a write is recorded as (shared/audit.py): the credential it passed (the write token,
+    or none when none is set) and where it came from."""
+    return {
+        "credential": "write-token" if settings().write_token else "anonymous",
+        "address": client_address(),
+        "origin": (request.headers.get("Origin") or "")[:200] or None,
+    }
+
+
 @contextmanager
 def upload_slot() -> Iterator[None]:
     """One of the process's UPLOAD_SLOTS while files are checked and stored (503 after the timeout).

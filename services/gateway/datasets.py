@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
 from services.gateway.auth import require_write_token
-from shared import dataset
+from shared import audit, dataset
 from shared.images import MODEL_INPUT_SIZE
 from shared.messaging.topology import EVENT_DATASET_CHANGED
 
@@ -33,6 +33,9 @@ def upload() -> Response:
         dataset.check_patient(patient)
     files = context.uploaded_files(settings.max_dataset_files_per_request)
     store = context.store()
+    # Recorded before any image is stored (the fields are checked by now): a store that
+    # refuses the entry refuses the upload (503). What was added is in the answer and the logs.
+    audit.record(store, "dataset_upload", context.audit_actor(), collection=name, label=label, files=len(files))
     with context.upload_slot():
         # Invalid files are reported one by one below; the request's pixels are bounded first.
         context.check_request_pixels(files, reduce_to=MODEL_INPUT_SIZE, skip_bad=True)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
 from services.gateway.auth import require_write_token
+from shared import audit
 from shared.errors import BadInput
 from shared.messaging.topology import EVENT_MODEL_PROMOTED
 from shared.model import registry
@@ -88,6 +89,22 @@ def promote(version: str) -> Response:
     """Move production to `version`; workers follow on the `model.promoted` event."""
     body = request.get_json(silent=True) or {}
     reason = str(body.get("reason") or "promoted through the API")[:200] if isinstance(body, dict) else ""
-    alias = registry.promote(context.store(), _checked_version(version), reason=reason or "promoted through the API")
+    reason = reason or "promoted through the API"
+    store = context.store()
+    card = registry.read_card(store, _checked_version(version))  # 404 before anything is recorded
+    current = registry.production_version(store)
+    if current != version:  # promoting production again changes nothing: nothing to record
+        # Recorded first: a store that refuses the entry refuses the promotion too (503).
+        action = "rollback" if audit.is_rollback(version, current) else "promote"
+        audit.record(
+            store,
+            action,
+            context.audit_actor(),
+            reason=reason,
+            version=version,
+            **{"from": current, "to": version},
+            gate_digest=audit.gate_digest(card.get("gate")),
+        )
+    alias = registry.promote(store, version, reason=reason)
     context.broker().publish_event(EVENT_MODEL_PROMOTED, {"version": version, "previous": alias["previous"]})
     return jsonify(alias)

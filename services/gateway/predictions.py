@@ -18,6 +18,7 @@ from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
 from services.gateway.request_body import SPOOL_ABOVE_BYTES
 from services.gateway.rpc import PendingReply
+from shared import audit
 from shared.dataset import check_collection_name
 from shared.errors import BadInput, Gone, NotFound, SkinLesionError
 from shared.images import (
@@ -310,6 +311,8 @@ def delete_prediction(job_id: str) -> Response | tuple[Response, int]:
     store = context.store()
     stored = store.exists(layout.prediction_result(job_id)) or upload_key(store, job_id) is not None
     if stored:
+        # Recorded before anything is deleted: a store that refuses it refuses the deletion (503).
+        audit.record(store, "prediction_deleted", context.audit_actor(), job_id=job_id)
         forget_prediction(store, job_id, day, "deleted on request")
         log.info("prediction %s deleted on request", job_id)
     elif _tombstone_reason(store, job_id) is None and not _policy().day_may_have_expired(day, time.time()):

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
 from services.gateway.auth import require_write_token
-from shared import training_jobs
+from shared import audit, training_jobs
 from shared.errors import BadInput
 from shared.messaging.schemas import TrainRequest
 from shared.storage import ObjectStore, layout
@@ -47,6 +47,8 @@ def create() -> tuple[Response, int]:
     if waiting is not None:
         return jsonify({**waiting, "url": f"/api/v1/training-jobs/{waiting['id']}", "already_queued": True}), 200
     record = training_jobs.new_record(training_jobs.new_job_id(), epochs)
+    # Recorded before anything is queued: a store that refuses it refuses the request (503).
+    audit.record(store, "training_requested", context.audit_actor(), job_id=record["id"], epochs=epochs)
     # The record first: once the request is on the queue the trainer may look for it.
     training_jobs.save(store, record)
     try:

@@ -24,6 +24,7 @@ import numpy as np
 
 from services.trainer.gate import decide
 from services.trainer.progress import ProgressCallback, RunProgress
+from shared import audit
 from shared.errors import BadInput
 from shared.model import registry
 from shared.model.serving import SERVING_ARTIFACT
@@ -126,6 +127,7 @@ def run_training(
     registry.publish_version(store, version, files, card)
     on_event("model.published", {"version": version, "gate_passed": gate["passed"]})
     if gate["passed"]:
+        audit.record_automatic_promotion(store, job_id, version, parent, gate)
         registry.promote(store, version, reason=f"training job {job_id} passed the gate")
         on_event("model.promoted", {"version": version, "previous": parent})
     return {"status": "promoted" if gate["passed"] else "rejected", "candidate_version": version, "gate": gate}
@@ -140,6 +142,7 @@ def finish_published(store: ObjectStore, card: dict[str, Any], job_id: str, on_e
     log.info("job %s: version %s is already published; not training it again", job_id, version)
     if gate.get("passed") and registry.production_version(store) != version:
         previous = registry.production_version(store)
+        audit.record_automatic_promotion(store, job_id, version, previous, gate)
         registry.promote(store, version, reason=f"training job {job_id} passed the gate")
         on_event("model.promoted", {"version": version, "previous": previous})
     return {"status": "promoted" if gate.get("passed") else "rejected", "candidate_version": version, "gate": gate}

@@ -78,6 +78,16 @@ def model_file(version: str, filename: str) -> str:
 PRODUCTION_ALIAS = "models/aliases/production.json"
 MODEL_VERSIONS_PREFIX = "models/versions/"
 
+# The audit log (shared/audit.py): one object per entry, written once, never rewritten.
+# In `models`, beside the alias it mostly records: no bucket of its own to create and grant,
+# and no lifecycle rule there (retention expires only what predictions leave behind).
+AUDIT_PREFIX = "models/audit/"
+
+
+def audit_entry(entry_id: str, when: datetime) -> str:
+    """`entry_id` starts with the zero-padded epoch milliseconds: keys sort by time."""
+    return f"{AUDIT_PREFIX}{when:%Y/%m/%d}/{entry_id}.json"
+
 
 def training_job(job_id: str) -> str:
     return f"training/jobs/{job_id}.json"

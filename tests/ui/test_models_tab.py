@@ -69,6 +69,41 @@ def test_a_version_is_promoted_and_rolled_back_after_the_token_is_given(
 
 
 @pytest.mark.write_token
+def test_the_audit_log_shows_once_the_token_is_given(
+    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+) -> None:
+    data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
+    data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)
+    system.start_gateway()
+    open_ui(page, system, "models")
+    audit = page.locator("#audit-table")
+    expect(audit.get_by_role("button", name="Show the audit log")).to_be_visible()
+    expect(audit.locator("table")).to_have_count(0)  # nothing without the token
+
+    page.get_by_role("button", name="Promote test-v2").click()
+    page.get_by_label("Write token", exact=True).fill(WRITE_TOKEN)
+    page.locator("#token-dialog").get_by_role("button", name="Continue").click()
+    expect(page.locator("#models-status")).to_contain_text("Production is now test-v2")
+    page.get_by_role("button", name="Roll back to test-v1").click()
+    expect(page.locator("#models-status")).to_contain_text("Production is now test-v1")
+
+    rows = audit.locator("tbody tr")
+    expect(rows).to_have_count(2)  # newest first
+    expect(rows.nth(0)).to_contain_text("Rolled back")
+    expect(rows.nth(0)).to_contain_text("test-v2 → test-v1")
+    expect(rows.nth(0)).to_contain_text("rolled back from the web UI")
+    expect(rows.nth(1)).to_contain_text("Promoted")
+    expect(rows.nth(1)).to_contain_text("test-v1 → test-v2")
+    expect(rows.nth(1)).to_contain_text("write-token from 127.0.0.1")
+    screenshot(page, screenshots, "models-audit-log")
+
+    # Forgetting the token hides the log again.
+    page.get_by_role("button", name="Forget write token").click()
+    expect(audit.locator("table")).to_have_count(0)
+    expect(audit.get_by_role("button", name="Show the audit log")).to_be_visible()
+
+
+@pytest.mark.write_token
 def test_cancelling_the_token_question_changes_nothing(page: Page, system: RunningSystem, store: ObjectStore) -> None:
     data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
     data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)

@@ -51,6 +51,9 @@ async function apiError(response) {
 
 export const getJson = (path) => request("GET", path);
 
+/** GET with the stored write token (none is asked for): the audit log. */
+export const getWithToken = (path) => request("GET", path, { token: storedToken() });
+
 /** GET an image (a heat map) as an object URL, which the caller revokes; errors as for JSON. */
 export async function getImageUrl(path) {
   let response;

@@ -3,8 +3,9 @@
 // ones marked); cards from before collections show their external collection's metrics
 // instead. Promote one, or roll back to an older one.
 
-import { getJson, write } from "./api.js";
+import { getJson, getWithToken, write } from "./api.js";
 import { byId, dateTime, el, fixed, percent, replace, setStatus } from "./dom.js";
+import { askForToken, forgetToken, onTokenChange, storedToken } from "./token.js";
 
 // Columns after the version and the evaluation's name; each evaluation row's values follow this order.
 const METRIC_COLUMNS = ["AUC (95% CI)", "Sensitivity", "Specificity", "Balanced accuracy", "ECE", "Images"];
@@ -17,6 +18,89 @@ export async function showModels() {
   } catch (error) {
     setStatus(status, `Could not load the models: ${error.message}`, "error");
   }
+  await showAudit();
+}
+
+const AUDIT_ENTRIES = 20;
+const AUDIT_ACTIONS = {
+  promote: "Promoted",
+  rollback: "Rolled back",
+  automatic_promotion: "Promoted by the trainer",
+  training_requested: "Training requested",
+  dataset_upload: "Dataset upload",
+  prediction_deleted: "Prediction deleted",
+};
+
+// The audit log follows the token: shown once one is stored, hidden again when it is forgotten.
+onTokenChange(() => {
+  if (!byId("panel-models").hidden) showAudit();
+});
+
+/** The newest audit entries once a write token is stored; else a button that asks for one. */
+async function showAudit() {
+  const holder = byId("audit-table");
+  const status = byId("audit-status");
+  setStatus(status, "");
+  if (!storedToken()) {
+    const ask = el("button", {
+      type: "button",
+      class: "button button--small",
+      text: "Show the audit log",
+      onclick: async () => {
+        if ((await askForToken()) === null) setStatus(status, "The audit log needs the write token.");
+      },
+    });
+    replace(holder, ask);
+    return;
+  }
+  try {
+    const { entries } = await getWithToken(`/audit?limit=${AUDIT_ENTRIES}`);
+    replace(holder, entries.length ? auditTable(entries) : el("p", { class: "empty", text: "Nothing recorded yet." }));
+  } catch (error) {
+    replace(holder);
+    if (error.status === 401) forgetToken(); // asks again through the button
+    setStatus(status, `Could not load the audit log: ${error.message}`, "error");
+  }
+}
+
+function auditTable(entries) {
+  const header = ["When", "Action", "What", "Reason", "By"];
+  return el(
+    "table",
+    { class: "data-table audit-table" },
+    el("caption", { class: "visually-hidden", text: `The ${entries.length} newest audit entries, newest first` }),
+    el("thead", {}, el("tr", {}, header.map((text) => el("th", { scope: "col", text })))),
+    el(
+      "tbody",
+      {},
+      entries.map((entry) =>
+        el(
+          "tr",
+          { "data-action": entry.action },
+          el("td", { "data-label": "When", text: dateTime(entry.at) }),
+          el("td", { "data-label": "Action", text: AUDIT_ACTIONS[entry.action] || entry.action }),
+          el("td", { "data-label": "What", text: auditWhat(entry) }),
+          el("td", { "data-label": "Reason", text: entry.reason || "–" }),
+          el("td", { "data-label": "By", text: auditActor(entry.actor || {}) }),
+        ),
+      ),
+    ),
+  );
+}
+
+function auditWhat(entry) {
+  if (entry.to) {
+    const gate = entry.gate_digest ? ` · gate ${entry.gate_digest.slice(0, 12)}` : "";
+    return `${entry.from || "none"} → ${entry.to}${gate}`;
+  }
+  if (entry.action === "dataset_upload") return `${entry.files} file(s), ${entry.label}, into ${entry.collection}`;
+  if (entry.job_id) return entry.epochs ? `${entry.job_id} (${entry.epochs} epochs)` : entry.job_id;
+  return "–";
+}
+
+function auditActor(actor) {
+  const where = actor.address ? ` from ${actor.address}` : "";
+  return `${actor.credential || "unknown"}${where}`;
 }
 
 function render({ production, versions }) {
