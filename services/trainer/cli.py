@@ -191,7 +191,7 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model.data import concatenate, photographs_from, split_validation
     from shared.model.domain import DOMAIN_FILE, DomainModel
     from shared.model.evaluation import metrics
-    from shared.model.registry import KERAS_FILE, new_version_name
+    from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import SERVING_ARTIFACT, ServingModel
 
@@ -212,20 +212,16 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     photographs = photographs_from(args.clinical_photos or settings.clinical_photos_dir)
     fitted = cards.fit_domain(model, plain, train_data, validation, photographs)
     served = ServingModel.from_bytes(old["version"], artifact, old, domain=DomainModel.from_bytes(fitted.file))
-    version = new_version_name()
-    card = {
-        **old,
-        "version": version,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "packaged_from": old["version"],
-        "parent_version": old["version"],
-        "parity": cards.parity_record(_runtime_of(name), worst, len(held_out)),
-        "domain": fitted.card,
-        "metrics": {
+    card = _new_version_of(
+        old,
+        parity=cards.parity_record(_runtime_of(name), worst, len(held_out)),
+        domain=fitted.card,
+        metrics={
             "validation": metrics(validation.labels, served.predict(validation.pixels), served.threshold),
             **cards.evaluate_collections(served, collections),
         },
-    }
+    )
+    version = card["version"]
     folder = args.out / "versions" / version
     files = {
         KERAS_FILE: (args.model_dir / KERAS_FILE).read_bytes(),
@@ -240,6 +236,20 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
         json.dumps({"version": version, "packaged_from": old["version"], "max_abs_diff": worst, "domain": fitted.card})
     )
     return 0
+
+
+def _new_version_of(old: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The card of a new version made from `old`'s weights: named now, pointing back at it."""
+    from shared.model.registry import new_version_name
+
+    return {
+        **old,
+        "version": new_version_name(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "packaged_from": old["version"],
+        "parent_version": old["version"],
+        **changes,
+    }
 
 
 def _runtime_of(artifact_name: str) -> str:
@@ -344,7 +354,7 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import load_folder
-    from shared.model.registry import KERAS_FILE, new_version_name
+    from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import artifact_for_runtime
 
@@ -354,16 +364,8 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     data = args.data / "test" if (args.data / "test").is_dir() else args.data
     images = load_folder(data)
     artifact, worst = cards.export_checked(model, images.pixels, name)
-    version = new_version_name()
-    card = {
-        **old,
-        "version": version,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "packaged_from": old["version"],
-        "parent_version": old["version"],
-        "serving_artifact": name,
-        "parity": cards.parity_record(args.runtime, worst, len(images)),
-    }
+    card = _new_version_of(old, serving_artifact=name, parity=cards.parity_record(args.runtime, worst, len(images)))
+    version = card["version"]
     kept = [KERAS_FILE, *([old["domain"]["file"]] if old.get("domain") else [])]
     files = {filename: (args.model_dir / filename).read_bytes() for filename in kept}
     folder = args.out / "versions" / version
