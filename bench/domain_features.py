@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from shared.images import model_input_from_bytes
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS = Settings.from_env().datasets_dir
 BLOCKS = range(5, 13)
 SHRINKAGE = 0.1
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}

@@ -35,7 +35,7 @@ from shared.model.domain import drift_sample
 from shared.model.serving import ServingModel
 from shared.settings import REPO_ROOT, Settings
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS = Settings.from_env().datasets_dir
 IN_DOMAIN_PREDICTIONS = 2_000
 SWITCHED_PREDICTIONS = 300
 EVENT_SIZE = 8  # predictions per event: a worker's batch under moderate load
@@ -46,6 +46,8 @@ SWITCHES = ("derm7pt", "isic2020")
 def collection_paths() -> dict[str, list[Path]]:
     """ISIC 2018 test, Derm7pt, and ISIC 2020's held-out part (by patient, as the store holds it out)."""
     isic2020 = DATASETS / "isic2020"
+    if not (isic2020 / "manifest.csv").is_file():
+        raise FileNotFoundError(f"no ISIC 2020 collection in {DATASETS}: set DATASETS_DIR to the shared datasets")
     record = dataset.Collection("isic2020", False, Settings().holdout_fraction)
     patients = dataset.read_manifest_patients(isic2020 / "manifest.csv")
     held_out = [

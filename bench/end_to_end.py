@@ -55,7 +55,7 @@ from shared.settings import REPO_ROOT, SERVING_RUNTIMES, Settings
 from shared.storage import FilesystemStore
 
 # The shared HAM10000 test split beside the checkout; read in place, never copied.
-DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "datasets" / "ham10000" / "test"
+DEFAULT_IMAGES = Settings.from_env().datasets_dir / "ham10000" / "test"
 # One models folder per runtime: var/bench-model/{onnxruntime,litert}/.
 BENCH_MODEL_CACHE = REPO_ROOT / "var" / "bench-model"
 BENCH_VERSION = "bench-random"

@@ -28,9 +28,9 @@ from PIL import Image
 
 from shared.heatmap import render_heatmap
 from shared.images import model_input_from_bytes
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS = Settings.from_env().datasets_dir
 MALIGNANT_TEST_IMAGES = DATASETS / "ham10000" / "test" / "malignant"
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 # (name, size, format) of the uploads rendered: what ISIC serves, and a phone camera's.

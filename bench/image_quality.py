@@ -25,9 +25,9 @@ from PIL import Image, ImageFilter
 
 from shared.image_quality import ImageQuality, assess
 from shared.images import model_input_from_bytes
-from shared.settings import REPO_ROOT
+from shared.settings import Settings
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS = Settings.from_env().datasets_dir
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 
 

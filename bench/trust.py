@@ -28,9 +28,9 @@ import numpy as np
 from shared.images import model_input_from_bytes
 from shared.model import domain as domains
 from shared.model.serving import ModelOutputs, ServingModel
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS = Settings.from_env().datasets_dir
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

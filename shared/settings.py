@@ -149,6 +149,9 @@ class Settings:
     # A collection's held-out part is judged by the gate with this many malignant cases;
     # smaller ones are reported only.
     gate_min_malignant: int = 30
+    # The shared image collections (ham10000/, derm7pt/, isic2020/, clinical-sd198/): read by
+    # the benchmarks and by the tests that need real images (heat-map faithfulness, drift).
+    datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
     # Clinical photographs (benign/, malignant/; not dermoscopy, e.g. SD-198): half of them
     # train each new version's `not_dermoscopy` warning, the other half is kept out to report
     # on (shared/model/domain.py). Unset: versions get the `unlike_training` caution only.

@@ -11,7 +11,6 @@ checkout), and their absence fails the test rather than skipping it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import keras
@@ -22,9 +21,9 @@ from shared.images import model_input_from_bytes
 from shared.model import architecture  # noqa: F401  (registers the model's own layer for loading)
 from shared.model.faithfulness import deletion_test, grad_cam, map_correlations
 from shared.model.serving import ServingModel
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
-DATASETS = Path(os.environ.get("DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
+DATASETS = Settings.from_env().datasets_dir
 MALIGNANT_TEST_IMAGES = DATASETS / "ham10000" / "test" / "malignant"
 # Enough for the shares to mean something, few enough for a minute of CPU.
 IMAGES = 100
