@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pika
 
-from tests.support.network import free_port
+from tests.support.network import free_ports
 from tests.support.processes import kill_process_group, stop_process_group
 
 RABBITMQ_BIN_DIR = Path("/usr/lib/rabbitmq/bin")  # where Debian's package keeps the real scripts
@@ -41,11 +41,10 @@ class RabbitNode:
         self.base_dir = base_dir
         self._cookie = cookie or uuid.uuid4().hex.upper()
         self.node_name = f"slc-test-{uuid.uuid4().hex[:8]}@localhost"
-        self.amqp_port = free_port()
-        self.dist_port = free_port()
+        self.amqp_port, self.dist_port, amqps_port = free_ports(3)
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
         self._tls_dir = tls_dir
-        self.amqps_port = free_port() if tls_dir else None
+        self.amqps_port = amqps_port if tls_dir else None
         self.amqps_url = f"amqps://guest:guest@127.0.0.1:{self.amqps_port}/%2F" if tls_dir else None
         self.log_path = base_dir / "log" / "server-output.log"
         self._process: subprocess.Popen | None = None

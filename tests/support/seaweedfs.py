@@ -20,7 +20,7 @@ from minio import Minio
 from minio.error import MinioException
 
 from shared.settings import Settings
-from tests.support.network import free_port
+from tests.support.network import free_ports
 from tests.support.processes import kill_process_group, stop_process_group
 
 VOLUME_SIZE_LIMIT_MB = 16  # the master starts a new volume past this; small keeps the data dir small
@@ -46,10 +46,11 @@ class SeaweedS3:
         self.data_dir = data_dir
         self.access_key = access_key
         self.secret_key = secret_key
-        self._ports = {name: free_port() for name in _PORT_FLAGS}
+        *ports, https_port = free_ports(len(_PORT_FLAGS) + 1)
+        self._ports = dict(zip(_PORT_FLAGS, ports, strict=True))
         self.endpoint = f"127.0.0.1:{self._ports['s3']}"
         self._tls_dir = tls_dir
-        self._https_port = free_port() if tls_dir else None
+        self._https_port = https_port if tls_dir else None
         self.https_endpoint = f"127.0.0.1:{self._https_port}" if tls_dir else None
         self.log_path = data_dir / "weed.log"
         self._process: subprocess.Popen | None = None
