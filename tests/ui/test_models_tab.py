@@ -20,16 +20,22 @@ SHIPPED = "20261127T173808Z-ad4a0b"
 NEWER = "20261203T091500Z-3f9c21"
 
 
+@pytest.fixture
+def two_versions(store: ObjectStore) -> ObjectStore:
+    """test-v1 in production, the newer test-v2 beside it."""
+    data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
+    data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)
+    return store
+
+
 def production(system: RunningSystem) -> str:
     return requests.get(f"{system.gateway_url}/api/v1/models", timeout=10).json()["production"]
 
 
 @pytest.mark.write_token
 def test_a_version_is_promoted_and_rolled_back_after_the_token_is_given(
-    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+    page: Page, system: RunningSystem, two_versions: ObjectStore, screenshots: Path
 ) -> None:
-    data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
-    data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)
     system.start_gateway()
     open_ui(page, system, "models")
 
@@ -70,10 +76,8 @@ def test_a_version_is_promoted_and_rolled_back_after_the_token_is_given(
 
 @pytest.mark.write_token
 def test_the_audit_log_shows_once_the_token_is_given(
-    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+    page: Page, system: RunningSystem, two_versions: ObjectStore, screenshots: Path
 ) -> None:
-    data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
-    data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)
     system.start_gateway()
     open_ui(page, system, "models")
     audit = page.locator("#audit-table")
@@ -104,9 +108,9 @@ def test_the_audit_log_shows_once_the_token_is_given(
 
 
 @pytest.mark.write_token
-def test_cancelling_the_token_question_changes_nothing(page: Page, system: RunningSystem, store: ObjectStore) -> None:
-    data.publish_brightness_version(store, "test-v1", auc=0.86, sensitivity=0.9, specificity=0.74, promote=True)
-    data.publish_brightness_version(store, "test-v2", auc=0.88, sensitivity=0.91, specificity=0.76)
+def test_cancelling_the_token_question_changes_nothing(
+    page: Page, system: RunningSystem, two_versions: ObjectStore
+) -> None:
     system.start_gateway()
     open_ui(page, system, "models")
     page.get_by_role("button", name="Promote test-v2").click()
