@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.images import model_input_from_bytes
+from shared.model.evaluation import roc_auc
 from shared.settings import REPO_ROOT, Settings
 
 DATASETS = Settings.from_env().datasets_dir
@@ -122,11 +123,10 @@ def logistic_regression(inside: np.ndarray, outside: np.ndarray, l2: float = 1.0
     return lambda samples: ((samples - mean) / scale) @ coef + bias
 
 
-def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counted half."""
-    greater = (positives[:, None] > negatives[None, :]).mean()
-    ties = (positives[:, None] == negatives[None, :]).mean()
-    return float(greater + ties / 2)
+def _separation(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """AUROC of positives (clinical photographs) against negatives (dermoscopy)."""
+    labels = np.concatenate([np.zeros(len(negatives)), np.ones(len(positives))])
+    return roc_auc(labels, np.concatenate([negatives, positives]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for score_name, score in scores.items():
         by_set = {name: score(name) for name in reported}
         row: dict[str, object] = {
-            "auroc_sd198_vs_isic2018": round(auroc(by_set["isic2018_test"], by_set["sd198_reported"]), 3)
+            "auroc_sd198_vs_isic2018": round(_separation(by_set["isic2018_test"], by_set["sd198_reported"]), 3)
         }
         for share in (0.01, 0.05):
             threshold = np.quantile(by_set["ham_heldout"], 1 - share)

@@ -27,6 +27,7 @@ import numpy as np
 
 from shared.images import model_input_from_bytes
 from shared.model import domain as domains
+from shared.model.evaluation import roc_auc
 from shared.model.serving import ModelOutputs, ServingModel
 from shared.settings import REPO_ROOT, Settings
 
@@ -70,13 +71,6 @@ def judge_all(served: ServingModel, pixels: np.ndarray, batch_size: int = 32) ->
     return judgements
 
 
-def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counted half."""
-    greater = (positives[:, None] > negatives[None, :]).mean()
-    ties = (positives[:, None] == negatives[None, :]).mean()
-    return float(greater + ties / 2)
-
-
 def out_of_domain(served: ServingModel, per_set: int | None) -> dict[str, Any]:
     sd198 = [p for p in image_paths(DATASETS / "clinical-sd198") if not domains.in_fitted_half(p.name)]
     sets = {
@@ -88,7 +82,7 @@ def out_of_domain(served: ServingModel, per_set: int | None) -> dict[str, Any]:
     judged = {name: judge_all(served, pixels) for name, pixels in sets.items()}
     scores = {name: np.array([j.score for j in judgements]) for name, judgements in judged.items()}
     report: dict[str, Any] = {
-        "score_auroc_sd198_vs_isic2018": round(auroc(scores["isic2018_test"], scores["sd198_reported_half"]), 4),
+        "score_auroc_sd198_vs_isic2018": round(_separation(scores["isic2018_test"], scores["sd198_reported_half"]), 4),
         "sets": {},
     }
     for name, judgements in judged.items():
@@ -132,6 +126,12 @@ def worker_cost(trusted: ServingModel, plain: ServingModel, pixels: np.ndarray, 
     }
     print(f"worker CPU per image: {result}", flush=True)
     return result
+
+
+def _separation(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """AUROC of positives (clinical photographs) against negatives (dermoscopy)."""
+    labels = np.concatenate([np.zeros(len(negatives)), np.ones(len(positives))])
+    return roc_auc(labels, np.concatenate([negatives, positives]))
 
 
 def main(argv: list[str] | None = None) -> int:
