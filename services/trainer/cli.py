@@ -189,8 +189,7 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import concatenate, photographs_from, split_validation
-    from shared.model.domain import DOMAIN_FILE, DomainModel
-    from shared.model.evaluation import metrics
+    from shared.model.domain import DOMAIN_FILE
     from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
     from shared.model.serving import SERVING_ARTIFACT, ServingModel
@@ -211,13 +210,13 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     plain = ServingModel.from_bytes(old["version"], artifact, old)
     photographs = photographs_from(args.clinical_photos or settings.clinical_photos_dir)
     fitted = cards.fit_domain(model, plain, train_data, validation, photographs)
-    served = ServingModel.from_bytes(old["version"], artifact, old, domain=DomainModel.from_bytes(fitted.file))
+    served = cards.with_domain(plain, fitted)
     card = _new_version_of(
         old,
         parity=cards.parity_record(_runtime_of(name), worst, len(held_out)),
         domain=fitted.card,
         metrics={
-            "validation": metrics(validation.labels, served.predict(validation.pixels), served.threshold),
+            "validation": cards.metrics_on(served, validation, served.threshold),
             **cards.evaluate_collections(served, collections),
         },
     )

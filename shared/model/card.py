@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,16 @@ def export_checked(model: keras.Model, pixels: np.ndarray, artifact_name: str) -
     `pixels` in the runtime that serves it (raises ParityError)."""
     artifact = export_artifact(serving_graph(model), artifact_name)
     return artifact, check_parity(model, artifact, pixels, artifact_name=artifact_name)
+
+
+def with_domain(served: ServingModel, fitted: domains.FittedDomain) -> ServingModel:
+    """`served` judging with the statistics just fitted: the runtime already loaded, not a second one."""
+    return replace(served, domain=domains.DomainModel.from_bytes(fitted.file))
+
+
+def metrics_on(served: ServingModel, data: LabelledImages, threshold: float) -> dict[str, Any]:
+    """The artifact's metrics on `data` at `threshold`, run a batch at a time."""
+    return metrics(data.labels, _in_batches(served.predict, data.pixels), threshold)
 
 
 def block_statistics(served: ServingModel, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -354,8 +364,8 @@ def package(
     }
     plain = ServingModel.from_bytes(version, artifact, provisional)
     fitted = fit_domain(result.model, plain, train_data, validation, photographs)
-    served = ServingModel.from_bytes(version, artifact, provisional, domain=domains.DomainModel.from_bytes(fitted.file))
-    validation_metrics = metrics(validation.labels, _in_batches(served.predict, validation.pixels), point.threshold)
+    served = with_domain(plain, fitted)
+    validation_metrics = metrics_on(served, validation, point.threshold)
     evaluated = evaluate_collections(served, collections)
     external = [c for c in collections if c.external and c.test is not None]
     data: dict[str, Any] = {
