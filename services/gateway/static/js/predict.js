@@ -135,7 +135,7 @@ function showAnswer(card, answer) {
   if (answer.domain?.not_dermoscopy) {
     // The strong warning replaces the result: a probability for such an image means nothing.
     card.root.dataset.label = "not-dermoscopy";
-    card.status.replaceWith(notDermoscopyWarning(), meta);
+    card.status.replaceWith(domainWarning("not_dermoscopy"), meta);
     return;
   }
   card.status.replaceWith(
@@ -143,7 +143,7 @@ function showAnswer(card, answer) {
     probabilityBar(answer.probability_malignant, answer.threshold, answer.threshold_collection),
     meta,
   );
-  if (answer.domain?.unlike_training) card.body.append(unlikeTrainingCaution());
+  if (answer.domain?.unlike_training) card.body.append(domainWarning("unlike_training"));
   const retake = retakeHint(answer.quality);
   if (retake) card.body.append(retake);
   card.body.append(heatmapToggle(card, answer.id));
@@ -154,26 +154,30 @@ function showAnswer(card, answer) {
   }
 }
 
-/** In place of the result: the image does not look like a dermatoscope image (answer.domain). */
-function notDermoscopyWarning() {
-  return el(
-    "p",
-    { class: "result__domain result__domain--strong", role: "alert" },
-    el("strong", { text: "Not a dermatoscope image: " }),
-    "this looks like an ordinary photograph of the skin, or something else, not an image taken through a " +
+// The answer's domain warnings in words a clinician uses (shared/model/domain.py): the strong
+// one replaces the result, the caution goes under it.
+const DOMAIN_WARNINGS = {
+  not_dermoscopy: {
+    class: "result__domain result__domain--strong",
+    role: "alert",
+    title: "Not a dermatoscope image: ",
+    text:
+      "this looks like an ordinary photograph of the skin, or something else, not an image taken through a " +
       "dermatoscope. The model only judges dermatoscope images, so it gives no result for this one.",
-  );
-}
-
-/** Under the result: a dermatoscope image unlike those the model learnt from (answer.domain). */
-function unlikeTrainingCaution() {
-  return el(
-    "p",
-    { class: "result__domain", role: "note" },
-    el("strong", { text: "Read with caution: " }),
-    "this image differs from the dermatoscope images the model learnt from (another dermatoscope, lighting, " +
+  },
+  unlike_training: {
+    class: "result__domain",
+    role: "note",
+    title: "Read with caution: ",
+    text:
+      "this image differs from the dermatoscope images the model learnt from (another dermatoscope, lighting, " +
       "magnification or skin type), so the result is less certain than usual.",
-  );
+  },
+};
+
+function domainWarning(name) {
+  const warning = DOMAIN_WARNINGS[name];
+  return el("p", { class: warning.class, role: warning.role }, el("strong", { text: warning.title }), warning.text);
 }
 
 // Why an image should be taken again, in words a clinician uses (shared/image_quality.py).
