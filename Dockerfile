@@ -1,8 +1,11 @@
 # Images of the app services, from one file:
 #   target `serving`: gateway, worker and insights (LiteRT, ONNX Runtime; no TensorFlow)
 #   target `trainer`: the trainer service (the serving set plus TensorFlow)
-# docker-compose.yml picks the service with `python -m services.<name>`. Versions are pinned in
-# requirements.txt only; requirements-serving.txt names the serving subset.
+# docker-compose.yml picks the service with `python -m services.<name>`. Versions are chosen in
+# requirements.txt only; requirements-serving.txt names the serving subset. The images install
+# the locks made from them (requirements/serving.lock, requirements/training.lock: every package
+# pinned with its hashes, `make lock`), and each writes its SBOM to /usr/share/slc/sbom.cdx.json
+# (deploy/images/sbom.sh IMAGE prints it).
 #
 # Build arguments (docs/operations.md, "Images"):
 #   BASE_IMAGE  a Debian-based image with Python 3.11 and its venv module. The default comes from
@@ -37,17 +40,32 @@ RUN if grep -q 'BEGIN CERTIFICATE' /usr/local/share/ca-certificates/slc-extra.cr
 
 WORKDIR /app
 
-# Dependencies first: these layers are rebuilt only when the requirement files change.
-# One layer, so that what is removed after the install takes no space: the packages' own test
-# suites (60 MB, pandas' alone 46 MB) and pip itself; these keep the image under 500 MB.
+# Dependencies first: these layers are rebuilt only when the locks change. --require-hashes:
+# every file pip installs must have a hash in the lock; --no-deps: the lock is the whole set,
+# which `pip check` confirms. One layer, so that what is removed after the install takes no
+# space: the packages' own test suites (60 MB, pandas' alone 46 MB) and pip itself; these keep
+# the image under 500 MB.
 FROM base AS serving-deps
-COPY requirements.txt requirements-serving.txt ./
+COPY requirements/serving.lock requirements/
 RUN python3 -m venv /opt/venv \
-    && python -m pip install --no-cache-dir -r requirements-serving.txt \
+    && python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements/serving.lock \
+    && python -m pip check \
     && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} + \
     && python -m pip uninstall --quiet --yes pip setuptools
 
+# The SBOM, made in a stage of its own so that the image keeps the file and not the tool:
+# CycloneDX's generator (requirements/sbom.lock) lists the venv's Python packages and
+# deploy/images/sbom-write.sh adds the Debian packages (dpkg-query). No time stamp or serial
+# number, so that two builds installing the same packages write the same file.
+FROM serving-deps AS serving-sbom
+COPY requirements/sbom.lock deploy/images/sbom-write.sh /tmp/sbom/
+RUN python3 -m venv /tmp/sbom/venv \
+    && /tmp/sbom/venv/bin/pip install --quiet --no-cache-dir --require-hashes --no-deps -r /tmp/sbom/sbom.lock \
+    && /tmp/sbom/venv/bin/cyclonedx-py environment --output-reproducible -o /tmp/sbom/python.cdx.json /opt/venv \
+    && /tmp/sbom/sbom-write.sh /usr/share/slc/sbom.cdx.json /tmp/sbom/python.cdx.json
+
 FROM serving-deps AS serving
+COPY --from=serving-sbom /usr/share/slc/sbom.cdx.json /usr/share/slc/sbom.cdx.json
 COPY shared/ shared/
 COPY services/ services/
 COPY models/ models/
@@ -60,11 +78,23 @@ EXPOSE 8000 9101 9103
 CMD ["python", "-m", "services.gateway"]
 
 # Last, so that building `serving` never builds this stage.
+# The serving set is already there at the same versions (serving.lock is resolved within
+# training.lock); pip installs the rest.
 FROM serving-deps AS trainer-deps
+COPY requirements/training.lock requirements/
 RUN python -m ensurepip --upgrade >/dev/null \
-    && python -m pip install --no-cache-dir -r requirements.txt
+    && python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements/training.lock \
+    && python -m pip check
+
+FROM trainer-deps AS trainer-sbom
+COPY requirements/sbom.lock deploy/images/sbom-write.sh /tmp/sbom/
+RUN python3 -m venv /tmp/sbom/venv \
+    && /tmp/sbom/venv/bin/pip install --quiet --no-cache-dir --require-hashes --no-deps -r /tmp/sbom/sbom.lock \
+    && /tmp/sbom/venv/bin/cyclonedx-py environment --output-reproducible -o /tmp/sbom/python.cdx.json /opt/venv \
+    && /tmp/sbom/sbom-write.sh /usr/share/slc/sbom.cdx.json /tmp/sbom/python.cdx.json
 
 FROM trainer-deps AS trainer
+COPY --from=trainer-sbom /usr/share/slc/sbom.cdx.json /usr/share/slc/sbom.cdx.json
 COPY shared/ shared/
 COPY services/ services/
 COPY models/ models/

@@ -37,17 +37,43 @@ KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint train ablations evaluate bench bench-trust bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
+.PHONY: lock images-reproducible debian-lock run test lint train ablations evaluate bench bench-trust bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
 
-$(VENV)/.runtime: requirements.txt
+# The venvs install the locks (requirements/*.lock: every package, transitive ones included,
+# pinned with its hashes), never the top-level files directly: `make lock` writes the locks
+# from requirements*.txt after a version there is changed.
+PIP_LOCKED := $(PYTHON) -m pip install --quiet --require-hashes --no-deps
+
+$(VENV)/.runtime: requirements/training.lock
 	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PIP_LOCKED) -r requirements/training.lock
+	$(PYTHON) -m pip check
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements/dev.lock
+	$(PIP_LOCKED) -r requirements/dev.lock
+	$(PYTHON) -m pip check
 	touch $@
+
+# The locks, from the human-edited requirements*.txt, for CPython 3.11 on Linux x86_64, from
+# PyPI alone (--no-config: no site index or local wheels end up in them). training.lock is the
+# whole runtime (requirements.txt); the others are resolved within it, so that a package has the
+# same version in every lock.
+UV := $(VENV)/bin/uv
+LOCK_COMPILE = $(UV) pip compile --no-config --native-tls --quiet --generate-hashes --index-url https://pypi.org/simple \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(LOCK_ARGS)
+
+# The lock tool alone, at its version in requirements-dev.txt (so that a broken lock can be rewritten).
+$(UV): requirements-dev.txt
+	test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet "$$(grep -oE '^uv==[^ ]+' requirements-dev.txt)"
+	touch $@
+
+lock: $(UV)  ## rewrite requirements/*.lock from requirements*.txt (LOCK_ARGS=--upgrade-package NAME)
+	$(LOCK_COMPILE) -o requirements/training.lock requirements.txt
+	$(LOCK_COMPILE) -c requirements/training.lock -o requirements/serving.lock requirements-serving.txt
+	$(LOCK_COMPILE) -c requirements/training.lock -o requirements/dev.lock requirements-dev.txt
+	$(LOCK_COMPILE) -c requirements/dev.lock -o requirements/sbom.lock requirements-sbom.txt
 
 run: $(VENV)/.runtime  ## start every service on this machine, restarting any that exits (Ctrl-C stops them)
 	PYTHON=$(PYTHON) deploy/local/run.sh
@@ -100,6 +126,15 @@ loadtest: $(VENV)/.dev  ## locust against a running system at LOADTEST_HOST
 
 replay-dead-letters: $(VENV)/.runtime  ## move dead prediction jobs back to the queue (after fixing the cause)
 	$(PYTHON) -m services.worker replay-dead-letters
+
+debian-lock:  ## rewrite deploy/images/*/debian.lock (the Debian packages of the air-gapped images) from the mirror
+	deploy/images/debian-base.sh
+	deploy/images/debian-lock.sh
+
+# TARGET=trainer, or DOCKERFILE=deploy/images/rabbitmq/Dockerfile TARGET= for another image.
+images-reproducible:  ## build an image twice (the second with --no-cache) and compare their SBOMs' package lists
+	deploy/images/build-bases.sh
+	deploy/images/sbom-compare.sh
 
 compose-test:  ## build the images, start the stack in Docker, check and scale it, remove it; last line JSON
 	$(PYTHON_BIN) deploy/compose/compose_test.py
