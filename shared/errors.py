@@ -126,6 +126,14 @@ class StorageUnavailable(TransientError):
     code = "storage_unavailable"
 
 
+class StorageAccessDenied(StorageUnavailable):
+    """Raised when the store refuses this service's credentials an operation (least privilege:
+    each service may touch only its own part of the store, docs/security.md). Retried like any
+    store error, since an operator may be fixing the grants; a 503 to a client."""
+
+    code = "storage_access_denied"
+
+
 class Overloaded(TransientError):
     """Raised when the prediction queue is full and the broker rejected the job."""
 

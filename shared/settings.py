@@ -62,6 +62,10 @@ class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     # Prefix for every queue and exchange name; lets tests and tenants share one broker.
     broker_namespace: str = ""
+    # True: each service declares every queue and exchange when it connects (one machine, one
+    # broker user). False where `python -m services.bootstrap` declared them and each service's
+    # own broker user may not (compose, Kubernetes): services then only check they exist.
+    declare_topology: bool = True
     predict_queue_max_length: int = 2000
     # Deliveries a job may have before it is dead-lettered. Transient failures do not spend
     # them (workers hold the job); a worker death or broker restart with the job in hand does.
@@ -164,6 +168,19 @@ class Settings:
     # serve each version with the runtime its card names, so versions of both kinds can be
     # promoted and rolled back freely.
     serving_runtime: str = "litert"
+    # Bootstrap only (`python -m services.bootstrap`, run with the administrators' AMQP_URL and
+    # S3 keys): RabbitMQ's management API, where it makes each service's broker user; "minio"
+    # to make each service's store user and policy too (SeaweedFS reads them from a file); and
+    # each service's secret: its broker password and S3 secret key (user slc-<service>).
+    # A service whose secret is empty gets no user of its own.
+    rabbitmq_management_url: str = ""
+    s3_admin_api: str = ""
+    gateway_secret: str = dataclasses.field(default="", repr=False)
+    worker_secret: str = dataclasses.field(default="", repr=False)
+    trainer_secret: str = dataclasses.field(default="", repr=False)
+    insights_secret: str = dataclasses.field(default="", repr=False)
+    keda_secret: str = dataclasses.field(default="", repr=False)
+    bootstrap_timeout_s: float = 300.0
     # Logging
     log_level: str = "INFO"
 
@@ -174,6 +191,8 @@ class Settings:
             )
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigurationError(f"setting HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
+        if self.s3_admin_api not in ("", "minio"):
+            raise ConfigurationError(f"setting S3_ADMIN_API={self.s3_admin_api!r} must be empty or 'minio'")
         if self.serving_runtime not in SERVING_RUNTIMES:
             raise ConfigurationError(
                 f"setting SERVING_RUNTIME={self.serving_runtime!r} is not one of {', '.join(SERVING_RUNTIMES)}"

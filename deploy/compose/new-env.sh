@@ -43,6 +43,12 @@ MINIO_ROOT_USER=slc-admin
 MINIO_ROOT_PASSWORD=$(secret)
 RABBITMQ_USER=slc
 RABBITMQ_PASSWORD=$(secret)
+# Each service's own secret: its broker password and S3 secret key, as user slc-<service>
+# (only the bootstrap service holds the administrators' ones above; docs/security.md).
+SLC_GATEWAY_SECRET=$(secret)
+SLC_WORKER_SECRET=$(secret)
+SLC_TRAINER_SECRET=$(secret)
+SLC_INSIGHTS_SECRET=$(secret)
 # Only the 3-node broker of docker-compose.cluster.yml reads it: the Erlang cookie its nodes share.
 RABBITMQ_CLUSTER_COOKIE=$(secret)
 GRAFANA_ADMIN_USER=admin

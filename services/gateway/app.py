@@ -31,7 +31,6 @@ from shared.errors import TransientError
 from shared.images import DecodeBudget
 from shared.messaging.topology import Topology
 from shared.model import registry
-from shared.retention import RetentionPolicy, apply_store_expiry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 
@@ -64,11 +63,6 @@ def create_app(
     except TransientError as error:
         # Workers seed the store too; the gateway starts anyway and says so on /readyz.
         log.warning("could not seed the store with the shipped model: %s", error)
-    try:
-        # The S3 store's own lifecycle rules; the insights service sets them too, and sweeps.
-        apply_store_expiry(store, RetentionPolicy.from_settings(settings))
-    except TransientError as error:
-        log.warning("could not set the store's expiry rules: %s", error)
     if prediction_client is None:
         prediction_client = PredictionClient(
             settings.amqp_url,

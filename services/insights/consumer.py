@@ -43,7 +43,7 @@ def declare_insights_queue(channel: BlockingChannel, topology: Topology) -> str:
     `Topology.declare` holds the queue's one definition (every service declares it, so events
     published while insights is down wait for it); this names what the consumer relies on.
     """
-    topology.declare(channel)
+    topology.prepare(channel)
     return topology.insights_queue
 
 

@@ -191,7 +191,7 @@ class DriftConsumer:
         connection = connect(self.amqp_url, timeout_s=5, ca_file=self.amqp_ca_file)
         try:
             channel = connection.channel()
-            self.topology.declare(channel)
+            self.topology.prepare(channel)
             channel.basic_qos(prefetch_count=PREFETCH_EVENTS)
             self.connected.set()
             log.info("consuming %s", self.topology.drift_queue)

@@ -2,8 +2,9 @@
 
 Every `retention_sweep_interval_s` it deletes expired prediction uploads, results and tombstones
 (shared/retention.py) from whichever store is configured, the filesystem or S3. At its first
-turn it also sets the S3 store's lifecycle rules, so that store expires predictions by itself
-should this loop ever stop. A store that is away is waited out: the loop logs and tries again.
+turn it also sets the S3 store's lifecycle rules (where its credentials may; else the
+deployment's bootstrap has), so that store expires predictions by itself should this loop stop.
+A store that is away is waited out: the loop logs and tries again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import threading
 
 from shared import metrics
+from shared.errors import StorageAccessDenied
 from shared.retention import RetentionPolicy, apply_store_expiry, sweep
 from shared.storage import ObjectStore
 
@@ -46,7 +48,12 @@ class RetentionSweeper:
     def turn(self) -> None:
         """One pass: the store's own expiry rules once, then a sweep."""
         if not self.expiry_rules_set:
-            native = apply_store_expiry(self.store, self.policy)
+            try:
+                native = apply_store_expiry(self.store, self.policy)
+            except StorageAccessDenied as error:
+                # Scoped credentials: the deployment's bootstrap sets the rules; the sweep goes on.
+                log.info("retention: the store's lifecycle rules are not this service's to set (%s)", error)
+                native = False
             self.expiry_rules_set = True
             if native:
                 log.info(

@@ -133,7 +133,7 @@ class TrainerService:
             # A short connect: the backoff below paces retries, and a stop is not held up long.
             connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
             channel = connection.channel()
-            self.topology.declare(channel)
+            self.topology.prepare(channel)
             channel.basic_qos(prefetch_count=1)
             self.connected.set()
             first = self._wait_for_one(connection, channel)

@@ -123,7 +123,7 @@ class PredictionConsumer:
 
     def _consume(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
-        self.topology.declare(channel)
+        self.topology.prepare(channel)
         channel.basic_qos(prefetch_count=2 * self.settings.worker_max_batch)
         buffer: list[Delivery] = []
         channel.basic_consume(

@@ -124,7 +124,7 @@ def replay(amqp_url: str, store: ObjectStore, topology: Topology, *, ca_file: Pa
     kept_tags: list[int] = []
     try:
         channel = connection.channel()
-        topology.declare(channel)
+        topology.prepare(channel)
         channel.confirm_delivery()
         waiting = channel.queue_declare(dead_queue, passive=True).method.message_count
         for _ in range(waiting):

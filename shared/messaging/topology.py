@@ -18,8 +18,10 @@ nothing once its client has stopped waiting (it can ask again).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from shared.settings import Settings
@@ -40,6 +42,8 @@ EVENT_PREDICTIONS_SCORED = "predictions.scored"
 # ones, and a stalled insights service must not let them pile up in the broker.
 DRIFT_QUEUE_MAX_EVENTS = 1_000
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -48,10 +52,17 @@ class Topology:
     namespace: str
     predict_max_length: int
     delivery_limit: int
+    # Whether `prepare` declares (Settings.declare_topology) or only checks what bootstrap declared.
+    declares: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        return cls(settings.broker_namespace, settings.predict_queue_max_length, settings.delivery_limit)
+        return cls(
+            settings.broker_namespace,
+            settings.predict_queue_max_length,
+            settings.delivery_limit,
+            settings.declare_topology,
+        )
 
     @property
     def predict_queue(self) -> str:
@@ -64,6 +75,11 @@ class Topology:
     @property
     def train_queue(self) -> str:
         return f"{self.namespace}train"
+
+    @property
+    def dataset_import_queue(self) -> str:
+        """Staged labelled uploads for the trainer to import (the gateway cannot write datasets/)."""
+        return f"{self.namespace}dataset-import"
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -89,6 +105,44 @@ class Topology:
     def dead_letter_notices_queue(queue: str) -> str:
         return f"{queue}.dead.notices"
 
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return (self.dead_letter_exchange, self.events_exchange)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue `declare` makes."""
+        work = (self.predict_queue, self.train_queue, self.dataset_import_queue)
+        return (
+            *work,
+            *(self.dead_letter_queue(queue) for queue in work),
+            self.dead_letter_notices_queue(self.predict_queue),
+            self.heatmap_queue,
+            self.insights_queue,
+            self.drift_queue,
+        )
+
+    def prepare(self, channel: BlockingChannel) -> None:
+        """What every service does at connect: declare everything, or, where bootstrap did and
+        this service's broker user may not (`declares` False), check that it all exists.
+
+        A missing queue or exchange closes the channel (pika's ChannelClosedByBroker, one of
+        shared/messaging/rabbitmq.py's CONNECTION_ERRORS): the caller reconnects with backoff,
+        as when the broker is away, until bootstrap has run.
+        """
+        if self.declares:
+            self.declare(channel)
+            return
+        try:
+            # Passive declarations need no permission: a user that may not configure can check.
+            for exchange in self.exchanges:
+                channel.exchange_declare(exchange, passive=True)
+            for queue in self.queues:
+                channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            log.error("the broker's topology is incomplete (%s): run `python -m services.bootstrap`", error)
+            raise
+
     def declare(self, channel: BlockingChannel) -> None:
         """Declare everything; safe to call from every service at every connect."""
         channel.exchange_declare(self.dead_letter_exchange, "direct", durable=True)
@@ -98,6 +152,7 @@ class Topology:
         channel.queue_declare(notices, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(notices, self.dead_letter_exchange, routing_key=self.predict_queue)
         self._declare_work_queue(channel, self.train_queue, max_length=None)
+        self._declare_work_queue(channel, self.dataset_import_queue, max_length=None)
         self._declare_heatmap_queue(channel)
         # Declared by everyone, not only by insights: a dataset change published while the
         # insights service is down must wait for it in this queue, not vanish.

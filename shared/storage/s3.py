@@ -16,12 +16,19 @@ from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
-from shared.errors import ObjectNotFound, StorageUnavailable
+from shared.errors import ObjectNotFound, StorageAccessDenied, StorageUnavailable
 from shared.storage.base import split_key
 from shared.storage.layout import BUCKETS
 from shared.tls import verifying_context
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+
+
+def _store_error(what: str, error: Exception) -> StorageUnavailable:
+    """The project's error for a failed call: refused credentials are told apart from the rest."""
+    if isinstance(error, S3Error) and error.code == "AccessDenied":
+        return StorageAccessDenied(f"{what}: this service's credentials may not ({error.message})")
+    return StorageUnavailable(f"{what}: {error}")
 
 
 class S3Store:
@@ -73,7 +80,11 @@ class S3Store:
                 if not self._client.bucket_exists(bucket):
                     self._client.make_bucket(bucket)
             except S3Error as error:
-                if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                if error.code == "AccessDenied":
+                    # A scoped credential may not ask about buckets it has no grant on, nor create
+                    # any: the deployment's bootstrap made them. Its calls say if one is missing.
+                    pass
+                elif error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise StorageUnavailable(f"cannot create bucket {bucket}: {error}") from error
             except (MinioException, urllib3.exceptions.HTTPError) as error:
                 raise StorageUnavailable(f"cannot reach S3 endpoint: {error}") from error
@@ -90,7 +101,7 @@ class S3Store:
         try:
             self._client.put_object(bucket, name, io.BytesIO(data), len(data), content_type=content_type)
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot store {key}: {error}") from error
+            raise _store_error(f"cannot store {key}", error) from error
 
     def get(self, key: str) -> bytes:
         bucket, name = self._locate(key)
@@ -101,9 +112,9 @@ class S3Store:
         except S3Error as error:
             if error.code in _MISSING_CODES:
                 raise ObjectNotFound(key) from None
-            raise StorageUnavailable(f"cannot read {key}: {error}") from error
+            raise _store_error(f"cannot read {key}", error) from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot read {key}: {error}") from error
+            raise _store_error(f"cannot read {key}", error) from error
         finally:
             if response is not None:
                 response.close()
@@ -117,9 +128,9 @@ class S3Store:
         except S3Error as error:
             if error.code in _MISSING_CODES:
                 return False
-            raise StorageUnavailable(f"cannot stat {key}: {error}") from error
+            raise _store_error(f"cannot stat {key}", error) from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot stat {key}: {error}") from error
+            raise _store_error(f"cannot stat {key}", error) from error
 
     def delete(self, key: str) -> None:
         bucket, name = self._locate(key)
@@ -127,9 +138,9 @@ class S3Store:
             self._client.remove_object(bucket, name)
         except S3Error as error:
             if error.code not in _MISSING_CODES:
-                raise StorageUnavailable(f"cannot delete {key}: {error}") from error
+                raise _store_error(f"cannot delete {key}", error) from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot delete {key}: {error}") from error
+            raise _store_error(f"cannot delete {key}", error) from error
 
     def list(self, prefix: str) -> Iterator[str]:
         # One listing serves both: S3 returns the modification time with every key anyway.
@@ -146,9 +157,9 @@ class S3Store:
         except S3Error as error:
             if error.code == "NoSuchBucket":
                 return
-            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+            raise _store_error(f"cannot list {prefix}", error) from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot list {prefix}: {error}") from error
+            raise _store_error(f"cannot list {prefix}", error) from error
 
     def set_expiry(self, bucket: str, days_by_prefix: dict[str, int]) -> bool:
         """Bucket lifecycle rules: one Expiration-after-days rule per prefix."""
@@ -166,7 +177,7 @@ class S3Store:
         try:
             self._client.set_bucket_lifecycle(name, LifecycleConfig(rules))
         except (MinioException, urllib3.exceptions.HTTPError) as error:
-            raise StorageUnavailable(f"cannot set the lifecycle rules of bucket {name}: {error}") from error
+            raise _store_error(f"cannot set the lifecycle rules of bucket {name}", error) from error
         return True
 
     def expiry_rules(self, bucket: str) -> dict[str, int]:
@@ -187,5 +198,9 @@ class S3Store:
     def ping(self) -> None:
         try:
             self._client.bucket_exists(self._bucket_prefix + BUCKETS[0])
+        except S3Error as error:
+            # A refusal is an answer: the store is up, this credential just has no grant there.
+            if error.code != "AccessDenied":
+                raise StorageUnavailable(f"cannot reach S3 endpoint: {error}") from error
         except (MinioException, urllib3.exceptions.HTTPError) as error:
             raise StorageUnavailable(f"cannot reach S3 endpoint: {error}") from error

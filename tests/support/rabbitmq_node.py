@@ -32,16 +32,21 @@ FLUSH_EXPRESSION = "[dets:sync(T) || T <- dets:all()]."
 class RabbitNode:
     """One RabbitMQ node under `base_dir`; its AMQP port stays the same across restarts."""
 
-    def __init__(self, base_dir: Path, *, cookie: str | None = None, tls_dir: Path | None = None) -> None:
+    def __init__(
+        self, base_dir: Path, *, cookie: str | None = None, tls_dir: Path | None = None, management: bool = False
+    ) -> None:
         """`cookie`: the Erlang cookie, shared by the nodes of one cluster; a fresh one by default.
 
         `tls_dir`: a folder with cert.pem and key.pem (deploy/compose/new-cert.sh writes them);
         the node then also listens for AMQP over TLS, at `amqps_url`.
+        `management`: the management plugin's HTTP API too, at `management_url`.
         """
         self.base_dir = base_dir
         self._cookie = cookie or uuid.uuid4().hex.upper()
         self.node_name = f"slc-test-{uuid.uuid4().hex[:8]}@localhost"
-        self.amqp_port, self.dist_port, amqps_port = free_ports(3)
+        self.amqp_port, self.dist_port, amqps_port, management_port = free_ports(4)
+        self._management_port = management_port if management else None
+        self.management_url = f"http://127.0.0.1:{management_port}" if management else None
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
         self._tls_dir = tls_dir
         self.amqps_port = amqps_port if tls_dir else None
@@ -53,10 +58,13 @@ class RabbitNode:
     def _write_files(self) -> None:
         (self.base_dir / "log").mkdir(parents=True, exist_ok=True)
         (self.base_dir / "mnesia").mkdir(exist_ok=True)
-        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        plugins = "rabbitmq_management" if self._management_port else ""
+        (self.base_dir / "enabled_plugins").write_text(f"[{plugins}].\n")
         (self.base_dir / "rabbitmq-env.conf").write_text("# empty: keeps /etc/rabbitmq/rabbitmq-env.conf out\n")
         # guest may log in from loopback only, which is RabbitMQ's default; said here so it is seen.
         config = f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\nloopback_users.guest = true\n"
+        if self._management_port:
+            config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self._management_port}\n"
         if self._tls_dir is not None:
             # The server presents cert.pem (the chain) and asks no certificate of its clients.
             config += (

@@ -39,11 +39,19 @@ class SeaweedS3:
     """SeaweedFS serving S3 at `endpoint` from `data_dir`, with one identity allowed everything."""
 
     def __init__(
-        self, data_dir: Path, access_key: str = "testing", secret_key: str = "testing", *, tls_dir: Path | None = None
+        self,
+        data_dir: Path,
+        access_key: str = "testing",
+        secret_key: str = "testing",
+        *,
+        tls_dir: Path | None = None,
+        more_identities: list[dict[str, object]] | None = None,
     ) -> None:
         """`tls_dir`: a folder with cert.pem and key.pem (deploy/compose/new-cert.sh writes them);
-        S3 is then also served over HTTPS, at `https_endpoint`."""
+        S3 is then also served over HTTPS, at `https_endpoint`.
+        `more_identities`: SeaweedFS identities beside the one allowed everything."""
         self.data_dir = data_dir
+        self._more_identities = more_identities or []
         self.access_key = access_key
         self.secret_key = secret_key
         *ports, https_port = free_ports(len(_PORT_FLAGS) + 1)
@@ -69,7 +77,8 @@ class SeaweedS3:
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
-        (self.data_dir / "s3-identities.json").write_text(json.dumps({"identities": [identity]}))
+        identities = [identity, *self._more_identities]
+        (self.data_dir / "s3-identities.json").write_text(json.dumps({"identities": identities}))
 
     def _command(self) -> list[str]:
         ports = [f"-{flag}={self._ports[name]}" for name, flag in _PORT_FLAGS.items()]

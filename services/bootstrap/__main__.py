@@ -1,0 +1,123 @@
+"""Entry point: `python -m services.bootstrap` prepares a deployment, then exits.
+
+Run with the administrators' credentials (AMQP_URL, S3_ACCESS_KEY/S3_SECRET_KEY) before the
+services start, at every start (compose's `bootstrap` service, a Kubernetes Job); every step
+is idempotent:
+- the broker: every queue and exchange, and each service's own user with permissions on only
+  what it uses (services/bootstrap/access.py), when RABBITMQ_MANAGEMENT_URL is set;
+- the store: every bucket, the predictions' expiry rules, the shipped model seeded, and on
+  MinIO (S3_ADMIN_API=minio) each service's own user and policy.
+The services then run with their own credentials, which may not do any of this.
+Exit 0 when all is done; 1 when it could not be done within BOOTSTRAP_TIMEOUT_S; 2 on a bad setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import urllib.parse
+
+from services.bootstrap.access import BROKER_ONLY_SERVICES, SERVICES, STORE_GRANTS, broker_permissions
+from services.bootstrap.users import BrokerAdmin, MinioUsers
+from shared.backoff import Backoff
+from shared.errors import SkinLesionError, TransientError
+from shared.logs import configure_logging
+from shared.messaging.rabbitmq import CONNECTION_ERRORS, broker_urls, close_quietly, connect
+from shared.messaging.topology import Topology
+from shared.model import registry
+from shared.retention import RetentionPolicy, apply_store_expiry
+from shared.settings import Settings
+from shared.storage import create_store
+from shared.storage.s3 import S3Store
+
+log = logging.getLogger("services.bootstrap")
+
+
+def service_secrets(settings: Settings, services: tuple[str, ...]) -> dict[str, str]:
+    """The services among `services` that have a secret set, with it."""
+    secrets = {service: getattr(settings, f"{service}_secret") for service in services}
+    return {service: secret for service, secret in secrets.items() if secret}
+
+
+def prepare_broker(settings: Settings) -> None:
+    topology = Topology.from_settings(settings)
+    connection = connect(settings.amqp_url, timeout_s=30, ca_file=settings.amqp_ca_file)
+    try:
+        topology.declare(connection.channel())
+    except CONNECTION_ERRORS as error:
+        raise TransientError(f"cannot declare the broker topology: {error!r}") from error
+    finally:
+        close_quietly(connection)
+    log.info("broker: %d queues and %d exchanges declared", len(topology.queues), len(topology.exchanges))
+    if not settings.rabbitmq_management_url:
+        log.info("broker: no RABBITMQ_MANAGEMENT_URL, so no service users made")
+        return
+    url = urllib.parse.urlsplit(broker_urls(settings.amqp_url)[0])
+    vhost = urllib.parse.unquote(url.path[1:]) if len(url.path) > 1 else "/"
+    admin = BrokerAdmin(
+        settings.rabbitmq_management_url,
+        urllib.parse.unquote(url.username or "guest"),
+        urllib.parse.unquote(url.password or "guest"),
+        vhost,
+    )
+    permissions = broker_permissions(topology)
+    for service, secret in service_secrets(settings, SERVICES + BROKER_ONLY_SERVICES).items():
+        admin.grant(service, secret, permissions[service])
+
+
+def prepare_store(settings: Settings) -> None:
+    store = create_store(settings)
+    if isinstance(store, S3Store):
+        store.ensure_buckets()
+    # The services' own keys may not set lifecycle rules or publish versions: done here.
+    apply_store_expiry(store, RetentionPolicy.from_settings(settings))
+    seeded = registry.seed_from_directory(store, settings.models_dir)
+    log.info("store: buckets ready%s", f", seeded with model {seeded}" if seeded else "")
+    if settings.s3_admin_api != "minio":
+        return
+    users = MinioUsers(
+        settings.s3_endpoint,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        secure=settings.s3_secure,
+        bucket_prefix=settings.s3_bucket_prefix,
+    )
+    for service, secret in service_secrets(settings, SERVICES).items():
+        users.grant(service, secret, STORE_GRANTS[service])
+
+
+def bootstrap(settings: Settings) -> bool:
+    """Every step, each retried with backoff until done or BOOTSTRAP_TIMEOUT_S has passed."""
+    deadline = time.monotonic() + settings.bootstrap_timeout_s
+    for step in (prepare_broker, prepare_store):
+        backoff = Backoff(1.0, 10.0)
+        while True:
+            try:
+                step(settings)
+                break
+            except TransientError as error:
+                delay_s = backoff.next()
+                if time.monotonic() + delay_s > deadline:
+                    log.error("%s failed and time is up: %s", step.__name__, error)
+                    return False
+                log.warning("%s failed (%s); retrying in %.1fs", step.__name__, error, delay_s)
+                time.sleep(delay_s)
+    return True
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SkinLesionError as error:
+        print(f"bootstrap: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, "bootstrap")
+    if not bootstrap(settings):
+        return 1
+    log.info("deployment ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
