@@ -7,6 +7,12 @@
 #
 # DEBIAN_MIRROR defaults to the first Debian mirror this machine's apt uses (so a site mirror
 # keeps working); DEBIAN_SECURITY_MIRROR likewise. Needs root and debootstrap.
+#
+# DEBIAN_SNAPSHOT=20261201T000000Z (a snapshot.debian.org time stamp) takes the packages from
+# that snapshot of the archive instead, for the base and, through its sources.list, for every
+# image built on it: two builds then get the same minbase set too. Not the default: it needs
+# snapshot.debian.org, which not every network reaches; the images' debian.lock files must then
+# be made from the same snapshot (deploy/images/debian-lock.sh).
 set -euo pipefail
 
 IMAGE=${DEBIAN_BASE_IMAGE:-slc-debian:bookworm}
@@ -23,8 +29,13 @@ apt_mirror() {
   cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
     | grep -v '^\s*#' | grep -oE '(https?|file)://[^ ]+' | grep -E "/${suffix}/?$" | head -n 1 || true
 }
-MIRROR=${DEBIAN_MIRROR:-$(apt_mirror debian)}
-SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror debian-security)}
+if [ -n "${DEBIAN_SNAPSHOT:-}" ]; then
+  MIRROR=${DEBIAN_MIRROR:-http://snapshot.debian.org/archive/debian/$DEBIAN_SNAPSHOT}
+  SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://snapshot.debian.org/archive/debian-security/$DEBIAN_SNAPSHOT}
+else
+  MIRROR=${DEBIAN_MIRROR:-$(apt_mirror debian)}
+  SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror debian-security)}
+fi
 if [ -z "$MIRROR" ]; then
   echo "no Debian mirror found in /etc/apt; set DEBIAN_MIRROR" >&2
   exit 2
@@ -54,6 +65,10 @@ debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOTFS" "$MIR
 } > "$ROOTFS/etc/apt/sources.list"
 # Images install with --no-install-recommends anyway; this makes it the default.
 printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' > "$ROOTFS/etc/apt/apt.conf.d/01-slim"
+# A snapshot's Release files are past their Valid-Until date by design.
+if [ -n "${DEBIAN_SNAPSHOT:-}" ]; then
+  echo 'Acquire::Check-Valid-Until "false";' > "$ROOTFS/etc/apt/apt.conf.d/02-snapshot"
+fi
 # debootstrap unpacks its first packages without dpkg's excludes: remove those files now, and
 # the package caches (every image runs apt-get update before installing).
 find "$ROOTFS"/usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
