@@ -46,7 +46,7 @@ TRAIN_PART, TEST_PART = layout.DATASET_PARTS
 DEFAULT_UPLOAD_COLLECTION = "uploads"
 _COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _PATIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_CONTENT_TYPE_OF_EXTENSION = {EXTENSIONS[kind]: CONTENT_TYPES[kind] for kind in EXTENSIONS}
+CONTENT_TYPE_OF_EXTENSION = {EXTENSIONS[kind]: CONTENT_TYPES[kind] for kind in EXTENSIONS}
 # Images whose records are written together, so a crash loses no patient of a stored image;
 # a batch is also stored once it holds this many bytes, so a large upload is not all in memory.
 _BATCH = 200
@@ -212,20 +212,61 @@ def add_images(
     Files are read from `files` one at a time, and each is decoded within `budget`.
     """
     outcomes: list[AddOutcome | None] = []  # in the order sent; None until the batch is stored
-    batch: list[tuple[int, _Ready]] = []
+    batch: list[tuple[int, CheckedImage]] = []
     batch_bytes = 0
-    limits = _Limits(max_bytes, max_pixels, budget, budget_wait_s)
-    for file in files:
-        outcome, ready = _prepare(file, collection, part, known, limits)
-        outcomes.append(outcome)
-        if ready is not None:
-            batch.append((len(outcomes) - 1, ready))
-            batch_bytes += len(ready.stored)
+    checked_files = check_files(
+        files,
+        collection,
+        part=part,
+        known=known,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        budget=budget,
+        budget_wait_s=budget_wait_s,
+    )
+    for checked in checked_files:
+        if isinstance(checked, AddOutcome):
+            outcomes.append(checked)
+            continue
+        outcomes.append(None)
+        batch.append((len(outcomes) - 1, checked))
+        batch_bytes += len(checked.stored)
         if len(batch) >= _BATCH or batch_bytes >= _BATCH_BYTES:
             _store_batch(store, collection, batch, outcomes)
             batch, batch_bytes = [], 0
     _store_batch(store, collection, batch, outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """A checked, new file: its bytes without metadata (what is stored), where it goes, its hash."""
+
+    file: LabelledFile
+    part: str
+    sha256: str
+    stored: bytes
+    extension: str
+    content_type: str
+
+
+def check_files(
+    files: Iterable[LabelledFile],
+    collection: Collection,
+    *,
+    part: str | None = None,
+    known: set[str],
+    max_bytes: int,
+    max_pixels: int,
+    budget: DecodeBudget = UNLIMITED_DECODE_BUDGET,
+    budget_wait_s: float = 10.0,
+) -> Iterator[AddOutcome | CheckedImage]:
+    """Each file checked in turn, in order: an AddOutcome for a duplicate or rejected one, a
+    CheckedImage (its part chosen as `add_images` says) for a new one, whose hash joins `known`.
+    Nothing is stored: the caller stores (`add_images`) or stages (shared/dataset_staging.py)."""
+    limits = _Limits(max_bytes, max_pixels, budget, budget_wait_s)
+    for file in files:
+        yield _prepare(file, collection, part, known, limits)
 
 
 @dataclass(frozen=True)
@@ -236,36 +277,24 @@ class _Limits:
     budget_wait_s: float
 
 
-@dataclass(frozen=True)
-class _Ready:
-    """A checked file waiting for its batch to be stored: its bytes without metadata, and where they go."""
-
-    file: LabelledFile
-    part: str
-    sha256: str
-    stored: bytes
-    extension: str
-    content_type: str
-
-
 def _prepare(
     file: LabelledFile, collection: Collection, part: str | None, known: set[str], limits: _Limits
-) -> tuple[AddOutcome | None, _Ready | None]:
-    """(outcome, None) for a duplicate or rejected file; (None, what to store) otherwise."""
+) -> AddOutcome | CheckedImage:
+    """The outcome of a duplicate or rejected file; what to store of a new one."""
     check_label(file.label)
     sent_sha256 = hashlib.sha256(file.data).hexdigest()
     if sent_sha256 in known:
-        return AddOutcome(file.filename, "duplicate", sent_sha256), None
+        return AddOutcome(file.filename, "duplicate", sent_sha256)
     try:
         stored, image_format = _checked_and_stripped(file.data, limits)
     except BadInput as error:
-        return AddOutcome(file.filename, "rejected", reason=str(error)), None
+        return AddOutcome(file.filename, "rejected", reason=str(error))
     sha256 = hashlib.sha256(stored).hexdigest()
     if sha256 in known:
-        return AddOutcome(file.filename, "duplicate", sha256), None
+        return AddOutcome(file.filename, "duplicate", sha256)
     known.add(sha256)
     chosen = part or assign_part(collection, sha256, file.patient)
-    return None, _Ready(file, chosen, sha256, stored, EXTENSIONS[image_format], CONTENT_TYPES[image_format])
+    return CheckedImage(file, chosen, sha256, stored, EXTENSIONS[image_format], CONTENT_TYPES[image_format])
 
 
 def _checked_and_stripped(data: bytes, limits: _Limits) -> tuple[bytes, str]:
@@ -286,7 +315,7 @@ def _checked_and_stripped(data: bytes, limits: _Limits) -> tuple[bytes, str]:
 
 
 def _store_batch(
-    store: ObjectStore, collection: Collection, batch: list[tuple[int, _Ready]], outcomes: list[AddOutcome | None]
+    store: ObjectStore, collection: Collection, batch: list[tuple[int, CheckedImage]], outcomes: list[AddOutcome | None]
 ) -> None:
     patients = {ready.sha256: ready.file.patient for _, ready in batch if ready.file.patient}
     if patients:
@@ -361,7 +390,7 @@ def migrate_legacy_layout(
         else:
             collection, part = target(data_collection, False), split
         key_to = layout.dataset_image(collection.name, part, label, sha256, extension)
-        store.put(key_to, store.get(key), _CONTENT_TYPE_OF_EXTENSION.get(extension, "application/octet-stream"))
+        store.put(key_to, store.get(key), CONTENT_TYPE_OF_EXTENSION.get(extension, "application/octet-stream"))
         store.delete(key)
         moved += 1
     return moved

@@ -61,7 +61,7 @@ def namespace(amqp_url: str) -> Iterator[str]:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     queues = ("predict", "predict.dead", "predict.dead.notices", "train", "train.dead", "insights.dataset-changed")
-    for queue in (*queues, "insights.predictions-scored", "heatmap"):
+    for queue in (*queues, "insights.predictions-scored", "heatmap", "dataset-import", "dataset-import.dead"):
         channel.queue_delete(prefix + queue)
     for exchange in ("dead-letter", "events"):
         channel.exchange_delete(prefix + exchange)

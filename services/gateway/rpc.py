@@ -25,7 +25,7 @@ from shared import metrics
 from shared.errors import BrokerUnavailable, MessageDecodeError, Overloaded, SkinLesionError
 from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
 from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
-from shared.messaging.schemas import Event, Message, PredictionJob, PredictionResult, TrainRequest
+from shared.messaging.schemas import DatasetImportRequest, Event, Message, PredictionJob, PredictionResult, TrainRequest
 from shared.messaging.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,10 @@ class PredictionClient:
 
     def request_training(self, request: TrainRequest) -> None:
         self.publish("", self._topology.train_queue, request)
+
+    def request_dataset_import(self, request: DatasetImportRequest) -> None:
+        """Queue a staged batch for the trainer's import (persistent, confirmed)."""
+        self.publish("", self._topology.dataset_import_queue, request)
 
     def training_requests_waiting(self) -> int:
         """Training requests on the `train` queue that no trainer has taken yet."""

@@ -38,6 +38,7 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
     The store and the broker may be away at start-up, or go away later: the service waits for
     them. Its work runs in one thread, which /healthz reports; the main thread takes signals.
     """
+    from services.trainer.imports import DatasetImporter
     from services.trainer.service import ServiceStopping, TrainerService
 
     configure_logging(settings.log_level, "trainer")
@@ -47,6 +48,9 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
         log.error("cannot start: %s", error)
         return 2
     service = TrainerService(settings, store)
+    # Staged dataset uploads, imported in a thread (and connection) of its own: a run never holds them back.
+    importer = DatasetImporter(settings, store, service.stopping)
+    imports = threading.Thread(target=importer.run, name="dataset-import", daemon=True)
     exit_code = 0
 
     def work() -> None:
@@ -60,12 +64,18 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
             exit_code = 2
             service.stopping.set()
             return
+        imports.start()  # once the store is prepared (collections moved, DATA_DIR imported)
         service.run()
 
+    def readiness() -> tuple[bool, dict[str, str]]:
+        ready, checks = service.readiness()
+        checks["dataset_imports"] = "ok" if importer.connected.is_set() else "disconnected"
+        return ready, checks
+
     loop = threading.Thread(target=work, name="trainer-loop", daemon=True)
-    liveness = threads_alive({"trainer-loop": loop})
+    liveness = threads_alive({"trainer-loop": loop, "dataset-import": imports})
     try:
-        start_ops_server(settings.http_host, settings.trainer_metrics_port, service.readiness, liveness=liveness)
+        start_ops_server(settings.http_host, settings.trainer_metrics_port, readiness, liveness=liveness)
     except OSError as error:
         log.error("cannot serve /metrics on port %d: %s", settings.trainer_metrics_port, error)
         return 2
@@ -85,6 +95,8 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
     while not service.stopping.is_set():
         time.sleep(0.5)
     loop.join(timeout=30)
+    if imports.is_alive():
+        imports.join(timeout=10)
     return exit_code
 
 

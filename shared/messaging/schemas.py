@@ -121,6 +121,19 @@ class TrainRequest(Message):
 
 
 @dataclass(frozen=True)
+class DatasetImportRequest(Message):
+    """A staged batch of labelled images for the trainer to import (shared/dataset_staging.py)."""
+
+    kind: ClassVar[str] = "dataset.import"
+    batch_id: str
+    staged_at: float
+
+    @property
+    def message_id(self) -> str:
+        return self.batch_id
+
+
+@dataclass(frozen=True)
 class Event(Message):
     """A fact published on the `events` topic exchange; `name` is the routing key."""
 

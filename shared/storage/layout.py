@@ -67,6 +67,25 @@ def patient_record(collection: str, batch: str) -> str:
     return f"datasets/{collection}/patients/{batch}.json"
 
 
+# Labelled uploads staged by the gateway for the trainer to import into `datasets/` (the
+# gateway may not write there): the accepted images, then the manifest, written last.
+# Not among PREDICTION_PREFIXES: retention never expires a batch waiting for its import.
+DATASET_STAGING_PREFIX = "uploads/datasets/"
+
+
+def dataset_staging_prefix(batch_id: str) -> str:
+    return f"{DATASET_STAGING_PREFIX}{batch_id}/"
+
+
+def dataset_staging_manifest(batch_id: str) -> str:
+    """What a staged batch is (collection, label, patients, each image): its presence claims the batch."""
+    return f"{DATASET_STAGING_PREFIX}{batch_id}/manifest.json"
+
+
+def dataset_staging_image(batch_id: str, sha256: str, extension: str) -> str:
+    return f"{DATASET_STAGING_PREFIX}{batch_id}/{sha256}.{extension}"
+
+
 def model_version_prefix(version: str) -> str:
     return f"models/versions/{version}/"
 

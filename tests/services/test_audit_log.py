@@ -160,7 +160,7 @@ def test_a_store_that_refuses_the_entry_refuses_the_action(settings: Settings, s
         form = {"label": "benign", "file": [(io.BytesIO(noise_png()), "a.png")]}
         upload = http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=AUTH)
         assert upload.status_code == 503
-        assert list(store.list(layout.DATASETS_PREFIX)) == []
+        assert list(store.list(layout.DATASETS_PREFIX)) == [] and list(store.list("uploads/")) == []
     assert list(store.list(layout.AUDIT_PREFIX)) == []
 
 

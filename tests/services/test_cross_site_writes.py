@@ -73,6 +73,7 @@ def test_another_sites_form_cannot_promote_train_or_upload_and_changes_nothing(
     assert "own pages" in answers[0].get_json()["error"]["message"]
     assert registry.production_version(store) == "test-v1"
     assert list(store.list("datasets/")) == [] and list(store.list("training/")) == []
+    assert list(store.list("uploads/")) == []
     assert message_count(s3_settings.amqp_url, Topology.from_settings(s3_settings).train_queue) == 0
 
 

@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout, put_json
 from tests.support.broker import CONNECT_TIMEOUT_S, connected_client
 from tests.support.images import encode
+from tests.support.imports import import_queued
 
 TOKEN = "privacy-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -95,7 +96,7 @@ def test_a_jpeg_with_gps_exif_comes_out_of_the_store_without_it(http: FlaskClien
 
 
 def test_a_labelled_upload_is_stored_stripped_under_the_hash_of_what_is_stored(
-    http: FlaskClient, store: ObjectStore
+    http: FlaskClient, store: ObjectStore, settings: Settings
 ) -> None:
     original = gps_jpeg(200)
     response = http.post(
@@ -105,6 +106,9 @@ def test_a_labelled_upload_is_stored_stripped_under_the_hash_of_what_is_stored(
         data={"label": "benign", "file": (io.BytesIO(original), "with-gps.jpg")},
     )
     assert response.status_code == 200 and response.get_json()["added"] == 1
+    staged = [key for key in store.list(layout.DATASET_STAGING_PREFIX) if not key.endswith("/manifest.json")]
+    assert [b"PhoneMaker" in store.get(key) for key in staged] == [False], "stripped before it is staged"
+    import_queued(settings, store)  # the trainer's part
     [image] = iter_images(store)
     key, part = image.key, response.get_json()["files"][0]["part"]
     kept = store.get(key)

@@ -171,6 +171,12 @@ def test_through_the_api_a_clinic_adds_images_retrains_sees_the_gate_per_collect
         for patient, label in enumerate(["benign", "malignant"] * 10)
     ]
     assert sum(upload["added"] for upload in uploads) == 40
+    assert {upload["import"] for upload in uploads} == {"queued"}
+    # The gateway staged them; the trainer's import loop puts them into the dataset.
+    deadline = time.monotonic() + 60
+    while len(list(iter_images(store, "clinic-a"))) < 40:
+        assert time.monotonic() < deadline, "the trainer did not import the uploads"
+        time.sleep(0.2)
     held_out = sum(upload["held_out"] for upload in uploads)
     assert {image.part for image in iter_images(store, "clinic-a")} == {"train", "test"}
     assert held_out == sum(1 for image in iter_images(store, "clinic-a") if image.part == "test")

@@ -22,6 +22,7 @@ from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
 from tests.support.images import noise_png, solid_jpeg
+from tests.support.imports import import_queued
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -47,8 +48,14 @@ def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
 def upload(
     http: FlaskClient, files: list[tuple[bytes, str]], label: str = "benign", headers: dict | None = None, **fields: str
 ):
+    """Post an upload, then import what it queued as the trainer would (the gateway only stages)."""
     form = {"label": label, **fields, "file": [(io.BytesIO(data), name) for data, name in files]}
-    return http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=headers or AUTH)
+    response = http.post(
+        "/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=headers or AUTH
+    )
+    settings: Settings = http.application.config["SETTINGS"]
+    import_queued(settings, http.application.extensions["store"])
+    return response
 
 
 def queued(settings: Settings, queue: str) -> int:
@@ -79,9 +86,10 @@ def test_write_operations_without_the_right_token_get_401_and_change_nothing(
     response = getattr(http, method)(path, headers=headers)
     assert response.status_code == 401
     assert "Bearer" in response.get_json()["error"]["message"]
-    assert list(store.list("datasets/")) == []
+    assert list(store.list("datasets/")) == [] and list(store.list("uploads/")) == []
     assert list(store.list("training/")) == []
     assert queued(settings, Topology.from_settings(settings).train_queue) == 0
+    assert queued(settings, Topology.from_settings(settings).dataset_import_queue) == 0
     assert registry.production_version(store) == "test-v1"
 
 
@@ -93,7 +101,8 @@ def test_uploads_report_added_duplicate_and_rejected_files(http: FlaskClient, st
     body = second.get_json()
     assert (body["added"], body["duplicates"], body["rejected"]) == (1, 2, 0)
     assert [entry["status"] for entry in body["files"]] == ["duplicate", "added", "duplicate"]
-    assert body["collection"] == "uploads" and body["external"] is False
+    assert body["collection"] == "uploads" and body["external"] is False and body["import"] == "queued"
+    assert upload(http, [(noise_png(1), "a.png")]).get_json()["import"] == "none", "nothing new, nothing queued"
     images = list(iter_images(store))
     assert len(images) == 3 and {(image.collection, image.label) for image in images} == {("uploads", "benign")}
     assert body["held_out"] == sum(entry["part"] == "test" for entry in body["files"])
@@ -158,7 +167,7 @@ def test_a_wrong_label_collection_or_patient_gets_400_and_stores_nothing(
     response = upload(http, [(noise_png(5), "x.png")], **{"label": "benign", **fields})
     assert response.status_code == 400
     assert message in response.get_json()["error"]["message"]
-    assert list(store.list("datasets/")) == []
+    assert list(store.list("datasets/")) == [] and list(store.list("uploads/")) == []
 
 
 def test_a_training_request_is_queued_with_a_record(http: FlaskClient, store: ObjectStore, settings: Settings) -> None:

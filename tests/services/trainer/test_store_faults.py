@@ -124,6 +124,9 @@ def test_a_trainer_started_without_the_store_waits_for_it_instead_of_exiting(
         returns.join(timeout=90)
     log = trainer.log_path.read_text()
     assert "cannot seed the model registry" in log, "the trainer did not meet the store away"
-    assert probe(trainer, "/readyz").json()["checks"] == {"broker": "ok", "storage": "ok", "training": "idle"}
-    assert probe(trainer, "/healthz").json() == {"status": "ok", "checks": {"trainer-loop": "alive"}}
+    ready = {"broker": "ok", "storage": "ok", "training": "idle", "dataset_imports": "ok"}
+    # The import loop starts once the store is prepared: it connects a moment after the rest.
+    wait_until(lambda: probe(trainer, "/readyz").json()["checks"] == ready, "the trainer ready, imports too", 30)
+    alive = {"trainer-loop": "alive", "dataset-import": "alive"}
+    assert probe(trainer, "/healthz").json() == {"status": "ok", "checks": alive}
     wait_until(lambda: len(list(iter_images(create_store(settings)))) == 48, "the dataset imported", 60)

@@ -1,0 +1,188 @@
+"""The trainer's import loop: staged labelled uploads (`dataset-import`) into the dataset.
+
+The gateway stages uploads and queues their batches (shared/dataset_staging.py); this loop,
+in a thread of its own with its own connection, imports each with `import_batch`, announces
+`dataset.changed`, and acks. A training run, which holds no connection, never holds imports back.
+
+A job is acked only once its batch is imported (or was already: its manifest is gone). While
+the store is away the job is held and retried with capped, jittered backoff, the connection
+served meanwhile, instead of being given back: each return would spend one of its
+`DELIVERY_LIMIT` deliveries. A job that can never be imported (not a batch id, a malformed
+manifest) is dead-lettered to `dataset-import.dead`, and so, by the broker, is one on which
+the loop keeps failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from shared import dataset_staging
+from shared.backoff import Backoff
+from shared.errors import BrokerUnavailable, PermanentError, StorageUnavailable
+from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
+from shared.messaging.schemas import DatasetImportRequest, Event
+from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class DatasetImporter:
+    """Consumes `dataset-import` until `stopping` is set; no broker or store error ends it."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, stopping: threading.Event) -> None:
+        self.settings = settings
+        self.store = store
+        self.stopping = stopping
+        self.topology = Topology.from_settings(settings)
+        self.connected = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-import")
+
+    def run(self) -> None:
+        """Consume until `stopping`; after any failure, back off (capped) and connect again."""
+        backoff = Backoff(first_s=1.0, cap_s=30.0)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._connect_and_consume()
+                    backoff.reset()
+                    continue
+                except BrokerUnavailable as error:
+                    delay_s = backoff.next()
+                    log.warning("%s; staged uploads wait in the queue, retrying in %.1fs", error, delay_s)
+                except Exception:  # a surprise is logged and outlived, never a reason to exit
+                    delay_s = backoff.next()
+                    log.exception("the dataset import loop failed; starting again in %.1fs", delay_s)
+                self.stopping.wait(delay_s)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _connect_and_consume(self) -> None:
+        """One connection's life; returns when it is lost or the service stops."""
+        connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
+        try:
+            channel = connection.channel()
+            self.topology.prepare(channel)  # declares, or checks what bootstrap declared
+            channel.confirm_delivery()  # for the dataset.changed events published here
+            channel.basic_qos(prefetch_count=1)
+            self.connected.set()
+            log.info("consuming %s", self.topology.dataset_import_queue)
+            queue = self.topology.dataset_import_queue
+            for method, _properties, body in channel.consume(queue, inactivity_timeout=0.5):
+                if self.stopping.is_set():
+                    break
+                if method is not None:
+                    self._handle(connection, channel, method.delivery_tag, body)
+        except CONNECTION_ERRORS as error:
+            log.warning("lost the broker connection (%r); reconnecting", error)
+        finally:
+            self.connected.clear()
+            close_quietly(connection)
+
+    def _handle(self, connection: BlockingConnection, channel: BlockingChannel, tag: int, body: bytes) -> None:
+        """Import one job's batch, announce it, ack; dead-letter a job that can never succeed."""
+        try:
+            batch_id = dataset_staging.check_batch_id(DatasetImportRequest.decode(body).batch_id)
+        except PermanentError as error:
+            log.warning("dead-lettering a dataset import job: %s", error)
+            channel.basic_reject(tag, requeue=False)
+            return
+        backoff = Backoff(first_s=0.5, cap_s=10.0)
+        while True:
+            try:
+                report = self._import_pumping(connection, channel, batch_id)
+                break
+            except StorageUnavailable as error:
+                # Held, not returned: a return would spend one of the job's deliveries.
+                delay_s = backoff.next()
+                log.warning("cannot import batch %s yet (%s); retrying in %.1fs", batch_id, error, delay_s)
+                self._pump(connection, delay_s)
+                if self.stopping.is_set():
+                    return  # unacked: it goes back to the queue when the connection closes
+            except PermanentError as error:
+                log.error("dead-lettering dataset import %s: %s", batch_id, error)
+                channel.basic_reject(tag, requeue=False)
+                return
+        if report is None:
+            log.info("dataset batch %s was imported already (no staged manifest); acking its job", batch_id)
+        else:
+            log.info(
+                "imported dataset batch %s into %s: %d added, %d already there, %d duplicates, %d missing",
+                batch_id,
+                report.collection,
+                report.added,
+                report.already_imported,
+                report.duplicates,
+                report.missing,
+            )
+        channel.basic_ack(tag)
+
+    def _import_pumping(
+        self, connection: BlockingConnection, channel: BlockingChannel, batch_id: str
+    ) -> dataset_staging.ImportReport | None:
+        """`import_batch` in the helper thread while this one serves the connection (heartbeats).
+
+        The dataset.changed event goes out on this thread (pika connections are not thread
+        safe) before the staged objects are deleted: a crash in between repeats the event (a
+        hint, harmless twice) rather than losing it.
+        """
+        announce_requests: list[tuple[dataset_staging.ImportReport, Future[None]]] = []
+
+        def announce(report: dataset_staging.ImportReport) -> None:
+            done: Future[None] = Future()
+            announce_requests.append((report, done))
+            _wake(connection)
+            done.result()  # raises what the publish raised: the batch is then kept staged
+
+        future = self._pool.submit(dataset_staging.import_batch, self.store, batch_id, before_discard=announce)
+        future.add_done_callback(lambda _future: _wake(connection))
+        try:
+            while not future.done():
+                while announce_requests:
+                    report, done = announce_requests.pop()
+                    try:
+                        self._announce(channel, report)
+                    except BaseException as error:
+                        done.set_exception(error)
+                        raise
+                    done.set_result(None)
+                connection.process_data_events(time_limit=0.5)
+        except BaseException:
+            _wait_quietly(future)
+            raise
+        return future.result()
+
+    def _announce(self, channel: BlockingChannel, report: dataset_staging.ImportReport) -> None:
+        event = Event(
+            name=EVENT_DATASET_CHANGED,
+            event_id=f"import-{report.batch_id}",
+            occurred_at=time.time(),
+            data={"collection": report.collection, "added": report.added, "batch": report.batch_id},
+        )
+        publish(channel, self.topology.events_exchange, EVENT_DATASET_CHANGED, event, mandatory=False)
+
+    def _pump(self, connection: BlockingConnection, seconds: float) -> None:
+        """Serve the connection for `seconds` or until stopping."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            connection.process_data_events(time_limit=min(remaining, 0.5))
+
+
+def _wake(connection: BlockingConnection) -> None:
+    """Make the connection thread's `process_data_events` return now (from any thread)."""
+    with contextlib.suppress(pika.exceptions.ConnectionWrongStateError, *CONNECTION_ERRORS):
+        connection.add_callback_threadsafe(lambda: None)
+
+
+def _wait_quietly(future: Future[object]) -> None:
+    """Let a running import finish (never two at once) before the caller reconnects."""
+    with contextlib.suppress(Exception):
+        future.result()

@@ -1,0 +1,178 @@
+"""Dataset uploads without the gateway writing `datasets/` (issue 24): the gateway stages a batch
+and queues it on `dataset-import`; the trainer's import loop puts it into the dataset.
+
+In-process gateway and import loop, the real RabbitMQ and the suite's S3 endpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+from flask.testing import FlaskClient
+
+from services.gateway.app import create_app
+from services.gateway.rpc import PredictionClient
+from services.trainer.imports import DatasetImporter
+from shared import audit, dataset
+from shared.errors import BrokerUnavailable, StorageUnavailable
+from shared.messaging.schemas import DatasetImportRequest, Event
+from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
+from shared.settings import Settings
+from shared.storage import ObjectStore, create_store, layout
+from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
+from tests.support.images import noise_png
+from tests.support.imports import import_queued
+
+TOKEN = "import-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WAIT_S = 20
+
+
+@pytest.fixture
+def settings(s3_settings: Settings) -> Settings:
+    return Settings(**{**s3_settings.__dict__, "write_token": TOKEN})
+
+
+@pytest.fixture
+def store(settings: Settings) -> ObjectStore:
+    return create_store(settings)
+
+
+class NoDatasetWrites:
+    """The store as the gateway's least-privilege credentials see it: `datasets/` is read-only."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if key.startswith(layout.DATASETS_PREFIX):
+            raise StorageUnavailable(f"access denied: {key}")
+        self._store.put(key, data, content_type)
+
+    def delete(self, key: str) -> None:
+        if key.startswith(layout.DATASETS_PREFIX):
+            raise StorageUnavailable(f"access denied: {key}")
+        self._store.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.fixture
+def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        yield create_app(settings, store=NoDatasetWrites(store), prediction_client=client).test_client()  # type: ignore[arg-type]
+
+
+def upload(http: FlaskClient, seeds: list[int], **fields: str):
+    form = {"label": "malignant", **fields, "file": [(io.BytesIO(noise_png(seed)), f"{seed}.png") for seed in seeds]}
+    return http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=AUTH)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S}s"
+        time.sleep(0.1)
+
+
+def test_a_gateway_that_cannot_write_the_dataset_accepts_uploads_and_the_import_stores_them(
+    http: FlaskClient, store: ObjectStore, settings: Settings
+) -> None:
+    response = upload(http, [1, 2, 3], collection="clinic-a", patient="P7")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert (body["added"], body["import"]) == (3, "queued")
+    assert list(store.list(layout.DATASETS_PREFIX)) == [], "the gateway wrote nothing into datasets/"
+    assert [entry["action"] for entry in audit.read(store)] == ["dataset_upload"]
+    [report] = import_queued(settings, store)
+    assert report is not None and report.added == 3
+    parts = {image.sha256: image.part for image in dataset.iter_images(store, "clinic-a")}
+    assert parts == {entry["sha256"]: entry["part"] for entry in body["files"]}, "each in the part the answer named"
+    assert set(dataset.read_patients(store, "clinic-a").values()) == {"P7"}
+    # Now in the dataset: the same images again are duplicates, and nothing is queued.
+    again = upload(http, [1, 2]).get_json()
+    assert (again["added"], again["duplicates"], again["import"]) == (0, 2, "none")
+    assert import_queued(settings, store) == []
+
+
+def test_a_batch_delivered_twice_is_imported_once(http: FlaskClient, store: ObjectStore, settings: Settings) -> None:
+    assert upload(http, [4, 5]).status_code == 200
+    queue = Topology.from_settings(settings).dataset_import_queue
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()  # the copy is queued before the imports below look
+        method, properties, body = channel.basic_get(queue)
+        assert DatasetImportRequest.decode(body).batch_id == properties.message_id
+        channel.basic_publish("", queue, body, properties)  # the same job once more
+        channel.basic_nack(method.delivery_tag, requeue=True)  # and the original back
+    finally:
+        connection.close()
+    first, second = import_queued(settings, store)
+    assert first is not None and first.added == 2 and second is None
+    assert len(list(dataset.iter_images(store))) == 2
+    assert list(store.list(layout.DATASET_STAGING_PREFIX)) == []
+
+
+def test_a_publish_that_fails_answers_503_and_leaves_nothing_staged(
+    settings: Settings, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_self: PredictionClient, _request: DatasetImportRequest) -> None:
+        raise BrokerUnavailable("the broker did not confirm in time")
+
+    monkeypatch.setattr(PredictionClient, "request_dataset_import", refuse)
+    with connected_client(settings) as client:
+        assert client.connected.wait(CONNECT_TIMEOUT_S)
+        http = create_app(settings, store=store, prediction_client=client).test_client()
+        response = upload(http, [6, 7])
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "broker_unavailable"
+    assert list(store.list("uploads/")) == [] and list(store.list(layout.DATASETS_PREFIX)) == []
+    assert message_count(settings.amqp_url, Topology.from_settings(settings).dataset_import_queue) == 0
+
+
+@pytest.fixture
+def importer(settings: Settings, store: ObjectStore) -> Iterator[DatasetImporter]:
+    stopping = threading.Event()
+    running = DatasetImporter(settings, store, stopping)
+    thread = threading.Thread(target=running.run, name="dataset-import", daemon=True)
+    thread.start()
+    try:
+        assert running.connected.wait(CONNECT_TIMEOUT_S)
+        yield running
+    finally:
+        stopping.set()
+        thread.join(timeout=10)
+
+
+def test_through_the_broker_an_upload_reaches_the_dataset_and_insights_hears_of_it(
+    http: FlaskClient, store: ObjectStore, settings: Settings, importer: DatasetImporter
+) -> None:
+    topology = Topology.from_settings(settings)
+    body = upload(http, [8, 9], collection="clinic-b").get_json()
+    assert (body["added"], body["import"]) == (2, "queued")
+    wait_for(lambda: len(list(dataset.iter_images(store, "clinic-b"))) == 2, "the images in the dataset")
+    wait_for(lambda: list(store.list(layout.DATASET_STAGING_PREFIX)) == [], "the staged batch deleted")
+    wait_for(lambda: message_count(settings.amqp_url, topology.dataset_import_queue) == 0, "the job acked")
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        channel = connection.channel()
+        method, _properties, event_body = channel.basic_get(topology.insights_queue, auto_ack=True)
+        assert method is not None, "no dataset.changed event for insights"
+        event = Event.decode(event_body)
+        assert event.name == EVENT_DATASET_CHANGED and event.data["collection"] == "clinic-b"
+        # A job that names no batch is dead-lettered, and the loop goes on with the next one.
+        channel.basic_publish("", topology.dataset_import_queue, b'{"batch_id": "../../models", "staged_at": 0}')
+    finally:
+        connection.close()
+    dead = topology.dead_letter_queue(topology.dataset_import_queue)
+    wait_for(lambda: message_count(settings.amqp_url, dead) == 1, "the bad job dead-lettered")
+    assert upload(http, [10]).get_json()["added"] == 1
+    wait_for(lambda: len(list(dataset.iter_images(store))) == 3, "the next upload imported")
