@@ -18,7 +18,9 @@ TARGET=${TARGET-serving}
 BASE_IMAGE=${BASE_IMAGE:-${SLC_AIRGAP_PYTHON_IMAGE:-slc-python:3.11-bookworm}}
 DEBIAN_BASE=${DEBIAN_BASE:-${SLC_AIRGAP_DEBIAN_IMAGE:-slc-debian:bookworm}}
 CA_BUNDLE=${CA_BUNDLE:-${SLC_CA_BUNDLE:-deploy/images/ca/none.pem}}
-tag=slc-sbom-compare:$(basename "$(dirname "$DOCKERFILE")")-${TARGET:-image}
+image_dir=$(basename "$(dirname "$DOCKERFILE")")
+[ "$image_dir" != . ] || image_dir=app
+tag=slc-sbom-compare:$image_dir-${TARGET:-image}
 out=$(mktemp -d)
 build() {
   docker build --quiet "$@" -f "$DOCKERFILE" ${TARGET:+--target "$TARGET"} \
