@@ -6,7 +6,10 @@ From empty volumes, in a compose project of its own (never the operator's `slc`)
    none runs (and stops only the one it started), builds every image (air-gapped by default:
    docker-compose.airgap.yml; COMPOSE_TEST_AIRGAP=0 uses the registry images of
    docker-compose.yml alone);
-2. starts the stack with two workers and waits until every container is healthy;
+2. starts the stack with two workers and waits until bootstrap has succeeded and every container
+   is healthy; from inside the gateway and a worker, with their own credentials, checks that
+   deleting a model version, writing a dataset object and declaring or deleting a queue are
+   refused, and that SeaweedFS's master, filer and volume ports are closed to them;
 3. through the proxy (nginx, HTTPS verified against the run's own certificate authority) to the
    gateway: a synchronous and a ?wait=false prediction, a labelled upload, a quick retraining
    job to its gate decision, a promotion that both workers follow, insights;
@@ -366,11 +369,21 @@ def health(container: dict[str, Any]) -> str:
     return state.get("Health", {}).get("Status", state["Status"]) if state["Status"] == "running" else state["Status"]
 
 
+# Services that run once at `up` and exit: they must have exited with 0, and are not counted.
+ONE_SHOT_SERVICES = ("bootstrap",)
+
+
 def wait_healthy(stack: Stack, expected: dict[str, int], timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
-    """Until the project runs exactly `expected` (service -> containers), each one healthy."""
+    """Until the project runs exactly `expected` (service -> containers), each one healthy, and
+    every one-shot service has exited successfully."""
 
     def probe() -> bool:
-        containers = stack.containers()
+        containers = []
+        for container in stack.containers():
+            if container["Config"]["Labels"]["com.docker.compose.service"] not in ONE_SHOT_SERVICES:
+                containers.append(container)
+            elif container["State"]["Status"] == "exited" and container["State"]["ExitCode"] != 0:
+                raise CheckFailed(f"{container['Name'].lstrip('/')} exited with {container['State']['ExitCode']}")
         counts: dict[str, int] = {}
         for container in containers:
             if health(container) == "healthy":
@@ -485,6 +498,86 @@ def check_promotion(stack: Stack, job: dict[str, Any], previous: str) -> str:
     if served != target:
         raise CheckFailed(f"after promoting {target} a prediction came from {served}")
     return target
+
+
+# Run inside a service's container with its own credentials (its environment); prints JSON.
+STORE_BOUNDARY_PROBE = """
+import json, socket
+from shared.errors import StorageAccessDenied
+from shared.model import registry
+from shared.settings import Settings
+from shared.storage import create_store
+store = create_store(Settings.from_env())
+version = registry.production_version(store)
+card = f"models/versions/{version}/card.json"
+outcome = {}
+for name, action in {
+    "delete_model_version": lambda: store.delete(card),
+    "write_dataset_object": lambda: store.put("datasets/probe/train/benign/probe.png", b"forged"),
+}.items():
+    try:
+        action()
+        outcome[name] = "allowed"
+    except StorageAccessDenied:
+        outcome[name] = "refused"
+outcome["model_version_intact"] = store.exists(card)
+for name, port in {"s3": 9000, "master": 9333, "filer": 8888, "volume": 8080}.items():
+    try:
+        socket.create_connection(("minio", port), timeout=3).close()
+        outcome[f"{name}_port"] = "open"
+    except OSError:
+        outcome[f"{name}_port"] = "closed"
+print(json.dumps(outcome))
+"""
+BROKER_BOUNDARY_PROBE = """
+import json, pika, pika.exceptions
+from shared.settings import Settings
+parameters = pika.URLParameters(Settings.from_env().amqp_url.split(",")[0])
+outcome = {}
+for name, action in {
+    "declare_queue": lambda channel: channel.queue_declare("probe-rogue", durable=True),
+    "delete_queue": lambda channel: channel.queue_delete("predict"),
+}.items():
+    connection = pika.BlockingConnection(parameters)
+    try:
+        action(connection.channel())
+        outcome[name] = "allowed"
+    except pika.exceptions.ChannelClosedByBroker as error:
+        outcome[name] = "refused" if error.reply_code == 403 else f"closed {error.reply_code}"
+    finally:
+        if connection.is_open:
+            connection.close()
+print(json.dumps(outcome))
+"""
+
+
+def run_in(stack: Stack, service: str, program: str) -> dict[str, Any]:
+    container = stack.containers(service)[0]
+    output = run(["docker", "exec", container["Id"], "python", "-c", program], timeout_s=60)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def check_least_privilege(stack: Stack) -> int:
+    """Each boundary tried from inside the container it should stop; the number checked."""
+    store = run_in(stack, "gateway", STORE_BOUNDARY_PROBE)
+    expected_store = {
+        "delete_model_version": "refused",
+        "write_dataset_object": "refused",
+        "model_version_intact": True,
+        "s3_port": "open",
+        "master_port": "closed",
+        "filer_port": "closed",
+        "volume_port": "closed",
+    }
+    if not stack.airgap:  # MinIO has no master, filer or volume ports to close
+        expected_store = {k: v for k, v in expected_store.items() if not k.endswith("_port") or k == "s3_port"}
+        store = {k: v for k, v in store.items() if k in expected_store}
+    if store != expected_store:
+        raise CheckFailed(f"the gateway's store credentials or network reach too far: {store}")
+    broker = run_in(stack, "worker", BROKER_BOUNDARY_PROBE)
+    if broker != {"declare_queue": "refused", "delete_queue": "refused"}:
+        raise CheckFailed(f"the worker's broker user may configure queues: {broker}")
+    return len(expected_store) + len(broker)
 
 
 def check_insights(stack: Stack) -> None:
@@ -774,6 +867,8 @@ def exercise(stack: Stack, report: dict[str, Any]) -> None:
     check_insights(stack)
     report["predictions_ok"] = predictions
     log("gateway checks passed")
+    report["least_privilege_checks"] = check_least_privilege(stack)
+    log(f"least privilege: {report['least_privilege_checks']} boundaries hold from inside the containers")
 
     report["targets_up"] = check_targets(stack, workers=2)
     report["alert_rules_ok"] = check_alert_rules(stack)

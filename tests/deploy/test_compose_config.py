@@ -37,7 +37,13 @@ APP_SERVICES = tuple(APP_PORTS)
 INFRA_SERVICES = ("rabbitmq", "minio", "prometheus", "grafana", "proxy")
 SERVING_SERVICES = ("gateway", "worker", "insights")
 # Variables that hold a secret: the stack must refuse to start without them.
-SECRETS = ("WRITE_TOKEN", "MINIO_ROOT_PASSWORD", "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = (
+    "WRITE_TOKEN",
+    "MINIO_ROOT_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    *(f"SLC_{service.upper()}_SECRET" for service in ("gateway", "worker", "trainer", "insights")),
+)
 # The proxy's certificate and key: required too, written by new-env.sh (new-cert.sh).
 TLS_FILES = ("SLC_TLS_CERT", "SLC_TLS_KEY")
 _REQUIRED_VARIABLE = re.compile(r"\$\{(\w+):\?[^}]+\}")
@@ -134,7 +140,7 @@ def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
 
 
 def test_compose_defines_the_app_and_infrastructure_services(services):
-    assert set(services) == set(APP_SERVICES) | set(INFRA_SERVICES)
+    assert set(services) == set(APP_SERVICES) | set(INFRA_SERVICES) | {"bootstrap"}
 
 
 def test_compose_file_has_no_top_level_name_which_docker_compose_1_29_refuses():
@@ -192,10 +198,36 @@ def test_worker_can_be_scaled_because_it_has_no_fixed_name_or_host_port(services
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_app_service_starts_after_the_broker_and_store_are_healthy(services, name):
-    depends_on = services[name]["depends_on"]
+def test_app_service_starts_after_bootstrap_which_waits_for_the_broker_and_store(services, name):
+    assert services[name]["depends_on"] == {"bootstrap": {"condition": "service_completed_successfully"}}
+    depends_on = services["bootstrap"]["depends_on"]
     assert depends_on["rabbitmq"]["condition"] == "service_healthy"
     assert depends_on["minio"]["condition"] == "service_healthy"
+    assert services["bootstrap"]["restart"] == "no"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_has_its_own_credentials_and_only_checks_the_topology(services, name):
+    environment = _environment(services[name])
+    own_secret = f"${{SLC_{name.upper()}_SECRET:?"
+    assert urlsplit(_interpolate(environment["AMQP_URL"])).username == f"slc-{name}"
+    assert own_secret in environment["AMQP_URL"]
+    assert environment["S3_ACCESS_KEY"] == f"slc-{name}"
+    assert environment["S3_SECRET_KEY"].startswith(own_secret)
+    assert environment["DECLARE_TOPOLOGY"] == "false"
+    administrators = ("RABBITMQ_PASSWORD", "MINIO_ROOT_PASSWORD", "MINIO_ROOT_USER", "RABBITMQ_USER")
+    assert not any(variable in value for value in environment.values() for variable in administrators)
+
+
+def test_only_bootstrap_holds_the_administrators_credentials_and_every_service_secret(services):
+    environment = _environment(services["bootstrap"])
+    assert "${RABBITMQ_PASSWORD:?" in environment["AMQP_URL"]
+    assert environment["S3_SECRET_KEY"].startswith("${MINIO_ROOT_PASSWORD:?")
+    for name in APP_SERVICES:
+        assert environment[f"{name.upper()}_SECRET"].startswith(f"${{SLC_{name.upper()}_SECRET:?")
+    assert services["bootstrap"]["command"] == ["python", "-m", "services.bootstrap"]
+    unknown = set(environment) - {field.name.upper() for field in dataclasses.fields(Settings)}
+    assert not unknown
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -208,14 +240,17 @@ def test_app_service_environment_names_are_settings_fields(services, name):
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_service_reaches_the_broker_and_store_of_the_stack(services, name):
     environment = _environment(services[name])
-    minio = _environment(services["minio"])
     assert urlsplit(_interpolate(environment["AMQP_URL"])).hostname == "rabbitmq"
     assert 5672 in _container_ports(services["rabbitmq"])
     assert environment["S3_ENDPOINT"] == "minio:9000"
     assert 9000 in _container_ports(services["minio"])
-    assert environment["S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
-    assert environment["S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
     assert environment["HTTP_HOST"] == "0.0.0.0"
+    bootstrap, minio = _environment(services["bootstrap"]), _environment(services["minio"])
+    assert bootstrap["S3_ENDPOINT"] == environment["S3_ENDPOINT"]
+    assert bootstrap["S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
+    assert bootstrap["S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert urlsplit(_interpolate(bootstrap["RABBITMQ_MANAGEMENT_URL"])).hostname == "rabbitmq"
+    assert 15672 in _container_ports(services["rabbitmq"])
 
 
 def test_gateway_is_configured_with_a_write_token(services):
