@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.model.registry import load_production, load_serving_model, publish_version, seed_from_directory
+from shared.model.registry import (
+    load_production,
+    load_serving_model,
+    publish_version,
+    seed_from_directory,
+    sha256_of,
+)
 from shared.settings import REPO_ROOT
 from shared.storage import FilesystemStore
 
@@ -25,6 +31,13 @@ def test_the_shipped_card_has_what_serving_and_the_gate_need():
     assert {"version", "threshold", "calibration", "serving_artifact", "metrics", "data", "note"} <= card.keys()
     assert card["metrics"]["test"]["auc"] > 0.85 and "not for clinical use" in card["note"]
     assert (_shipped_folder() / card["serving_artifact"]).stat().st_size < MAX_ARTIFACT_BYTES
+
+
+def test_every_shipped_card_records_the_sha256_of_each_of_its_files():
+    for folder in (MODELS / "versions").iterdir():
+        card = json.loads((folder / "card.json").read_text())
+        files = {path.name: sha256_of(path.read_bytes()) for path in folder.iterdir() if path.name != "card.json"}
+        assert card["artifacts"] == files, folder.name
 
 
 def test_an_empty_store_is_seeded_with_the_shipped_model_which_then_answers(tmp_path: Path):
