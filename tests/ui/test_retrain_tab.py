@@ -6,6 +6,7 @@ from before collections keep their old tables)."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from services.trainer.gate import decide, metric_summary
 from shared import dataset
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout
+from tests.support.imports import import_queued
 from tests.support.system import RunningSystem
 from tests.ui import data
 from tests.ui.browsing import open_ui, screenshot, upload
@@ -29,7 +31,7 @@ TRAINING_TIMEOUT_MS = 300_000
 def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decision(
     page: Page, system: RunningSystem, store: ObjectStore, s3_settings: Settings, screenshots: Path
 ) -> None:
-    data.seed_dataset(
+    seeded = data.seed_dataset(
         store, per_class=12, max_bytes=s3_settings.max_upload_bytes, max_pixels=s3_settings.max_image_pixels
     )
     system.env["TRAINING_PROFILE"] = "quick"
@@ -53,11 +55,16 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
     expect(page.locator("#upload-status")).to_have_text(
         re.compile(
             r"^Done: 2 added to ham10000 as benign \([0-2] of them held out for testing\),"
-            r" 0 already in the dataset, 1 rejected\.$"
+            r" 0 already in the dataset, 1 rejected\. The trainer adds them to the dataset in a moment\.$"
         )
     )
     expect(page.locator("#upload-added")).to_have_text("2")
     held_out = int(page.locator("#upload-held-out").inner_text())
+    # The gateway staged them; the trainer's import loop puts them into the collection.
+    deadline = time.monotonic() + 30
+    while len(list(dataset.iter_images(store, "ham10000"))) < len(seeded) + 2:
+        assert time.monotonic() < deadline, "the trainer did not import the upload"
+        time.sleep(0.2)
     assert held_out == sum(image.part == "test" for image in dataset.iter_images(store, "ham10000")) - 24
     expect(page.locator("#upload-duplicates")).to_have_text("0")
     expect(page.locator("#upload-rejected")).to_have_text("1")
@@ -100,7 +107,7 @@ def test_labelled_uploads_are_counted_and_a_retraining_run_shows_its_gate_decisi
 
 @pytest.mark.write_token
 def test_an_upload_goes_to_the_collection_and_patient_given_and_says_how_many_were_held_out(
-    page: Page, system: RunningSystem, store: ObjectStore, screenshots: Path
+    page: Page, system: RunningSystem, store: ObjectStore, s3_settings: Settings, screenshots: Path
 ) -> None:
     system.start_gateway()
     page.add_init_script(f"sessionStorage.setItem('slc.writeToken', {WRITE_TOKEN!r})")
@@ -120,6 +127,7 @@ def test_an_upload_goes_to_the_collection_and_patient_given_and_says_how_many_we
     page.get_by_label("Patient").fill("p-0042")
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-status")).to_contain_text("Done: 3 added to clinic-north as malignant")
+    import_queued(s3_settings, store)  # the trainer's part: the gateway only staged them
 
     # Sent with the collection and the patient: one patient's images go to the same part, all
     # three held out or none.
@@ -129,7 +137,7 @@ def test_an_upload_goes_to_the_collection_and_patient_given_and_says_how_many_we
     assert held_out in (0, 3)
     expect(page.locator("#upload-status")).to_have_text(
         f"Done: 3 added to clinic-north as malignant ({held_out} of them held out for testing),"
-        " 0 already in the dataset, 0 rejected."
+        " 0 already in the dataset, 0 rejected. The trainer adds them to the dataset in a moment."
     )
     expect(page.locator("#upload-held-out")).to_have_text(str(held_out))
     patients = {}

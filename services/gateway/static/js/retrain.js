@@ -87,7 +87,7 @@ async function uploadLabelled() {
   const submit = byId("upload-submit");
   submit.disabled = true;
   setStatus(status, `Uploading ${files.length} image${files.length === 1 ? "" : "s"}…`);
-  const totals = { added: 0, heldOut: 0, duplicates: 0, rejected: 0, files: [], collection, external: false };
+  const totals = { added: 0, heldOut: 0, duplicates: 0, rejected: 0, files: [], collection, external: false, queued: false };
   try {
     for (const batch of batches(files, maxFiles, maxBytes)) {
       const form = new FormData();
@@ -103,6 +103,8 @@ async function uploadLabelled() {
       totals.files.push(...answer.files);
       totals.collection = answer.collection ?? collection;
       totals.external = Boolean(answer.external);
+      // The gateway stages added images; the trainer imports them into the dataset.
+      totals.queued ||= answer.import === "queued";
     }
     const { added, heldOut, duplicates, rejected } = totals;
     // The held-out part is never trained on: it is where the collection's own metrics come from.
@@ -110,7 +112,8 @@ async function uploadLabelled() {
       ? "an external collection: all held out, never trained on"
       : `${heldOut} of them held out for testing`;
     const summary = `${added} added to ${totals.collection} as ${label} (${held}), ${duplicates} already in the dataset, ${rejected} rejected`;
-    setStatus(status, `Done: ${summary}.`, rejected ? "info" : "success");
+    const importing = totals.queued ? " The trainer adds them to the dataset in a moment." : "";
+    setStatus(status, `Done: ${summary}.${importing}`, rejected ? "info" : "success");
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, "error");
   } finally {
