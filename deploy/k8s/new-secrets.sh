@@ -5,16 +5,25 @@
 #   deploy/k8s/new-secrets.sh slc slc.example.org | ...   # the certificate also names this host
 #
 #   slc-gateway      write-token             bearer token for uploads, training and promotion
-#   slc-s3           access-key, secret-key  the S3 service's keys (the local overlay's MinIO
-#                                            takes them as its root credentials; for an external
-#                                            S3 service, replace them with the keys it issued)
+#   slc-s3           access-key, secret-key  the S3 service's administrator keys, read by the
+#                                            bootstrap Job only (the local overlay's MinIO takes
+#                                            them as its root credentials; for an external S3
+#                                            service, replace them with the keys it issued)
+#   slc-<service>-credentials                each service's own user (gateway, worker, trainer,
+#                    username, secret        insights): username slc-<service>; secret is its
+#                                            broker password and S3 secret key. The bootstrap Job
+#                                            makes the users with them (README.md)
+#   slc-keda-credentials                     KEDA's broker user slc-keda (TriggerAuthentication
+#                    username, secret        worker-rabbitmq, base/worker.yaml)
 #   slc-gateway-tls  tls.crt, tls.key        the Ingress's certificate (ingress.yaml): the files
 #                    (ca.crt)                SLC_TLS_CERT and SLC_TLS_KEY name when both are set,
 #                                            else a self-signed one for localhost, 127.0.0.1 and
 #                                            the optional host name (deploy/compose/new-cert.sh;
 #                                            clients trust its ca.crt)
-# The broker's credentials are not here: the RabbitMQ Cluster Operator writes them into
-# slc-rabbitmq-default-user. There are no default values anywhere in the manifests.
+# The broker administrator's credentials are not here: the RabbitMQ Cluster Operator writes
+# them into slc-rabbitmq-default-user. There are no default values anywhere in the manifests.
+# Applying the output again replaces every secret: run the bootstrap Job again then (README.md),
+# which sets the users' new passwords, and restart the app Deployments.
 set -euo pipefail
 namespace=${1:-slc}
 hostname=${2:-${SLC_TLS_HOSTNAME:-}}
@@ -57,6 +66,24 @@ type: Opaque
 stringData:
   access-key: "slc-$(secret | head -c 12)"
   secret-key: "$(secret)"
+YAML
+for service in gateway worker trainer insights keda; do
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: slc-${service}-credentials
+  namespace: ${namespace}
+  labels:
+    app.kubernetes.io/part-of: skin-lesion-classifier
+type: Opaque
+stringData:
+  username: "slc-${service}"
+  secret: "$(secret)"
+YAML
+done
+cat <<YAML
 ---
 apiVersion: v1
 kind: Secret

@@ -25,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.bootstrap.access import BROKER_ONLY_SERVICES, SERVICES, user_name
 from shared.messaging.topology import Topology
 from shared.settings import Settings
 from tests.support.pod_security import restricted_violations, selects
@@ -48,6 +49,12 @@ APP_PORT_SETTINGS = {
 HELPER_ENV = {"RABBITMQ_USERNAME", "RABBITMQ_PASSWORD"}
 RABBITMQ_CLUSTER = "slc-rabbitmq"
 RABBITMQ_NODES = 3
+# The administrators' credentials: the broker's (the RabbitMQ Cluster Operator's Secret) and the
+# store's root keys. Only the bootstrap Job may read them.
+ADMIN_SECRETS = {f"{RABBITMQ_CLUSTER}-default-user", "slc-s3"}
+BOOTSTRAP = "bootstrap"
+# Kinds kubernetes-validate has no schema for: checked against deploy/k8s/schemas instead.
+CUSTOM_KINDS = ("ScaledObject", "TriggerAuthentication", "RabbitmqCluster")
 _REFERENCE = re.compile(r"\$\((\w+)\)")
 
 
@@ -86,6 +93,32 @@ def app_containers(overlay: str) -> dict[str, dict[str, Any]]:
     return {name: deployments[name]["spec"]["template"]["spec"]["containers"][0] for name in APP_PORTS}
 
 
+def bootstrap_container(overlay: str) -> dict[str, Any]:
+    (container,) = objects(overlay, "Job")[BOOTSTRAP]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def serving_containers(overlay: str) -> dict[str, dict[str, Any]]:
+    """Every container running this project's code: the app services' and bootstrap's."""
+    return {**app_containers(overlay), BOOTSTRAP: bootstrap_container(overlay)}
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Each env name taken from a Secret, with the Secret's name and key."""
+    return {
+        entry["name"]: (entry["valueFrom"]["secretKeyRef"]["name"], entry["valueFrom"]["secretKeyRef"]["key"])
+        for entry in container.get("env", [])
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+
+
+def effective_env(overlay: str, container: dict[str, Any]) -> dict[str, str | None]:
+    """The container's env as the process sees it: slc-config, overridden by `env` (valueFrom: None)."""
+    config = objects(overlay, "ConfigMap")["slc-config"]["data"]
+    assert [source["configMapRef"]["name"] for source in container["envFrom"]] == ["slc-config"]
+    return {**config, **{entry["name"]: entry.get("value") for entry in container["env"]}}
+
+
 def validate_kubernetes(obj: dict[str, Any], version: str) -> None:
     try:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -103,6 +136,7 @@ def test_each_overlay_renders_every_part_in_one_namespace(overlay: str) -> None:
         assert ("Deployment", name) in kinds
     assert {("HorizontalPodAutoscaler", "gateway"), ("PodDisruptionBudget", "gateway")} <= kinds
     assert {("ScaledObject", "worker"), ("RabbitmqCluster", RABBITMQ_CLUSTER)} <= kinds
+    assert {("Job", BOOTSTRAP), ("TriggerAuthentication", "worker-rabbitmq")} <= kinds
     namespaced = [obj for obj in rendered(overlay) if obj["kind"] != "Namespace"]
     assert {obj["metadata"].get("namespace") for obj in namespaced} == {NAMESPACE}
 
@@ -112,7 +146,7 @@ def test_each_overlay_renders_every_part_in_one_namespace(overlay: str) -> None:
 def test_every_kubernetes_object_validates_against_the_api_schema(overlay: str, version: str) -> None:
     checked = 0
     for obj in [*rendered(overlay), *new_secrets()]:
-        if obj["kind"] in ("ScaledObject", "RabbitmqCluster"):
+        if obj["kind"] in CUSTOM_KINDS:
             continue  # custom resources: checked against their CRD schemas below
         validate_kubernetes(obj, version)
         checked += 1
@@ -185,7 +219,7 @@ def test_a_broken_object_fails_validation() -> None:
 def test_every_env_name_is_a_settings_field(overlay: str) -> None:
     config = objects(overlay, "ConfigMap")["slc-config"]["data"]
     assert set(config) <= SETTINGS_ENV, set(config) - SETTINGS_ENV
-    for name, container in app_containers(overlay).items():
+    for name, container in serving_containers(overlay).items():
         names = {entry["name"] for entry in container["env"]}
         assert names - HELPER_ENV <= SETTINGS_ENV, f"{name}: {names - HELPER_ENV - SETTINGS_ENV}"
         assert [source["configMapRef"]["name"] for source in container["envFrom"]] == ["slc-config"]
@@ -194,7 +228,7 @@ def test_every_env_name_is_a_settings_field(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_env_references_name_variables_defined_before_them(overlay: str) -> None:
     """Kubernetes expands $(NAME) only from variables earlier in the list; a later one stays literal."""
-    for name, container in app_containers(overlay).items():
+    for name, container in serving_containers(overlay).items():
         defined: set[str] = set()
         for entry in container["env"]:
             missing = set(_REFERENCE.findall(entry.get("value", ""))) - defined
@@ -209,14 +243,10 @@ def test_amqp_url_lists_every_node_of_the_rabbitmq_cluster(overlay: str) -> None
     expected = {
         f"{RABBITMQ_CLUSTER}-server-{index}.{RABBITMQ_CLUSTER}-nodes.{NAMESPACE}.svc:5672" for index in range(replicas)
     }
-    for name, container in app_containers(overlay).items():
+    for name, container in serving_containers(overlay).items():
         amqp_url = next(entry["value"] for entry in container["env"] if entry["name"] == "AMQP_URL")
         hosts = {url.split("@", 1)[1].split("/", 1)[0] for url in amqp_url.split(",")}
         assert hosts == expected, name
-        secrets = {
-            entry["valueFrom"]["secretKeyRef"]["name"] for entry in container["env"] if entry["name"] in HELPER_ENV
-        }
-        assert secrets == {f"{RABBITMQ_CLUSTER}-default-user"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -243,14 +273,18 @@ def test_every_container_has_resources_and_every_secret_reference_is_written_by_
         (s["metadata"]["name"], key) for s in new_secrets() for key in {**s.get("stringData", {}), **s.get("data", {})}
     }
     operator_written = {(f"{RABBITMQ_CLUSTER}-default-user", key) for key in ("username", "password")}
-    for deployment in objects(overlay, "Deployment").values():
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
-            assert {"requests", "limits"} <= set(container["resources"]), deployment["metadata"]["name"]
+    workloads = [*objects(overlay, "Deployment").values(), *objects(overlay, "Job").values()]
+    for workload in workloads:
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            assert {"requests", "limits"} <= set(container["resources"]), workload["metadata"]["name"]
             for entry in container.get("env", []):
                 if "valueFrom" in entry:
                     ref = entry["valueFrom"]["secretKeyRef"]
                     assert (ref["name"], ref["key"]) in written | operator_written
                     assert not ref.get("optional", False)
+    for auth in objects(overlay, "TriggerAuthentication").values():
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert (ref["name"], ref["key"]) in written, auth["metadata"]["name"]
     assert not [obj for obj in rendered(overlay) if obj["kind"] == "Secret"], "secrets must not be in the manifests"
 
 
@@ -267,8 +301,108 @@ def test_the_scaler_watches_the_predict_queue_of_the_cluster(overlay: str) -> No
     assert metadata["queueName"] == Topology.from_settings(Settings()).predict_queue
     assert metadata["mode"] == "QueueLength"
     assert metadata["host"] == f"amqp://{RABBITMQ_CLUSTER}.{NAMESPACE}.svc:5672/"
-    worker_env = {entry["name"] for entry in app_containers(overlay)["worker"]["env"]}
-    assert {metadata["usernameFromEnv"], metadata["passwordFromEnv"]} <= worker_env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_scaler_uses_kedas_own_broker_user_through_a_trigger_authentication(overlay: str) -> None:
+    """KEDA logs in as slc-keda (no permission but connecting), never with the worker's credentials."""
+    (trigger,) = objects(overlay, "ScaledObject")["worker"]["spec"]["triggers"]
+    assert not [key for key in trigger["metadata"] if key.endswith("FromEnv")], "credentials from the worker's env"
+    assert "@" not in trigger["metadata"]["host"], "credentials in the host"
+    reference = trigger["authenticationRef"]
+    assert reference.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+    auth = objects(overlay, "TriggerAuthentication")[reference["name"]]
+    schema = crd_schema("keda.sh_v1alpha1_triggerauthentication.yaml")
+    jsonschema.validate(auth, schema)
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    for parameter in refs:
+        jsonschema.validate(parameter, schema["x-rabbitmq-auth-parameters"])
+    assert set(refs) == {"username", "password"}
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in new_secrets() if "stringData" in s}
+    name, key = refs["username"]
+    assert secrets[name][key] == user_name("keda")
+    # The password is the one bootstrap gives slc-keda.
+    assert refs["password"] == secret_refs(bootstrap_container(overlay))["KEDA_SECRET"]
+
+
+# Least privilege: each service's own credentials; the administrators' for bootstrap alone
+
+
+def amqp_users(amqp_url: str) -> set[str]:
+    return {url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[0] for url in amqp_url.split(",")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_app_container_gets_the_administrators_credentials(overlay: str) -> None:
+    for name, container in app_containers(overlay).items():
+        used = {secret for secret, _ in secret_refs(container).values()}
+        assert not used & ADMIN_SECRETS, f"{name} reads {used & ADMIN_SECRETS}"
+        assert [source for source in container["envFrom"] if "secretRef" in source] == [], name
+        own = {f"slc-{name}-credentials"} | ({"slc-gateway"} if name == "gateway" else set())
+        assert used <= own, f"{name} reads another service's Secret: {used - own}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_app_service_logs_in_as_its_own_user_on_the_broker_and_the_store(overlay: str) -> None:
+    assert set(APP_PORTS) == set(SERVICES)
+    for name, container in app_containers(overlay).items():
+        env = {entry["name"]: entry.get("value") for entry in container["env"]}
+        refs = secret_refs(container)
+        own_secret = (f"slc-{name}-credentials", "secret")
+        assert env["S3_ACCESS_KEY"] == user_name(name) == f"slc-{name}"
+        assert refs["S3_SECRET_KEY"] == own_secret, name
+        assert amqp_users(env["AMQP_URL"]) == {user_name(name)}, name
+        passwords = {url.split("@", 1)[0].rsplit(":", 1)[1] for url in env["AMQP_URL"].split(",")}
+        assert passwords == {"$(RABBITMQ_PASSWORD)"} and refs["RABBITMQ_PASSWORD"] == own_secret, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_app_service_checks_the_topology_instead_of_declaring_it(overlay: str) -> None:
+    for name, container in app_containers(overlay).items():
+        env = effective_env(overlay, container)
+        assert env.get("DECLARE_TOPOLOGY") == "false", name
+        assert Settings.from_env({"DECLARE_TOPOLOGY": env["DECLARE_TOPOLOGY"]}).declare_topology is False
+
+
+def test_new_secrets_gives_each_service_and_keda_a_user_and_a_fresh_secret() -> None:
+    first, second = (
+        {s["metadata"]["name"]: s["stringData"] for s in new_secrets() if "stringData" in s} for _ in range(2)
+    )
+    secrets = []
+    for service in SERVICES + BROKER_ONLY_SERVICES:
+        credentials = first[f"slc-{service}-credentials"]
+        assert credentials["username"] == user_name(service)
+        assert re.fullmatch(r"[0-9a-f]{48}", credentials["secret"]), service
+        assert credentials["secret"] != second[f"slc-{service}-credentials"]["secret"], "not random"
+        secrets.append(credentials["secret"])
+    assert len(set(secrets)) == len(secrets)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_bootstrap_job_runs_with_the_administrators_credentials_and_every_services_secret(overlay: str) -> None:
+    job = objects(overlay, "Job")[BOOTSTRAP]
+    container = bootstrap_container(overlay)
+    assert container["command"] == ["python", "-m", "services.bootstrap"]
+    # The serving image, as the gateway's (not the trainer's).
+    assert container["image"] == app_containers(overlay)["gateway"]["image"]
+    env = effective_env(overlay, container)
+    refs = secret_refs(container)
+    admin = f"{RABBITMQ_CLUSTER}-default-user"
+    assert (refs["RABBITMQ_USERNAME"], refs["RABBITMQ_PASSWORD"]) == ((admin, "username"), (admin, "password"))
+    assert amqp_users(env["AMQP_URL"]) == {"$(RABBITMQ_USERNAME)"}
+    assert (refs["S3_ACCESS_KEY"], refs["S3_SECRET_KEY"]) == (("slc-s3", "access-key"), ("slc-s3", "secret-key"))
+    assert env["RABBITMQ_MANAGEMENT_URL"] == f"http://{RABBITMQ_CLUSTER}.{NAMESPACE}.svc:15672"
+    for service in SERVICES + BROKER_ONLY_SERVICES:
+        assert refs[f"{service.upper()}_SECRET"] == (f"slc-{service}-credentials", "secret"), service
+    # MinIO (the local overlay) gets its users from bootstrap; an external S3 service from its operator.
+    assert env.get("S3_ADMIN_API") == ("minio" if overlay == "local" else None)
+    settings = Settings.from_env({key: "x" if value is None else value for key, value in env.items()})
+    assert settings.rabbitmq_management_url and settings.s3_endpoint
+    spec = job["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+    assert spec["backoffLimit"] >= 1
+    # A finished Job goes away, so the next `kubectl apply -k` runs it again (README.md).
+    assert spec["ttlSecondsAfterFinished"] > 0
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -453,6 +587,7 @@ def allows(rules: list[dict[str, Any]], peer: dict[str, Any], port: int, protoco
 def test_every_pod_meets_pod_security_restricted(overlay: str) -> None:
     templates = pod_templates(overlay)
     expected = {f"Deployment/{name}" for name in APP_PORTS} | {f"RabbitmqCluster/{RABBITMQ_CLUSTER}"}
+    expected.add(f"Job/{BOOTSTRAP}")
     assert expected <= {template.where for template in templates}
     problems = [problem for template in templates for problem in restricted_violations(template.where, template.spec)]
     assert problems == []
@@ -576,3 +711,66 @@ def test_each_app_service_may_reach_the_broker_and_the_store(overlay: str) -> No
     if overlay == "local":
         _, rules = egress_rules(overlay, {"app.kubernetes.io/name": "minio"})
         assert [rule["to"] for rule in rules] == [[DNS_PEER]], "MinIO talks to nothing but DNS"
+
+
+def ingress_peers(overlay: str, labels: dict[str, str], port: int) -> list[dict[str, Any]]:
+    """Every peer the ingress policies selecting a pod with `labels` admit on TCP `port`."""
+    peers = []
+    for policy in objects(overlay, "NetworkPolicy").values():
+        spec = policy["spec"]
+        if "Ingress" in spec.get("policyTypes", []) and selects(spec["podSelector"], labels):
+            for rule in spec.get("ingress", []):
+                if {"protocol": "TCP", "port": port} in rule.get("ports", []):
+                    peers += rule["from"]
+    return peers
+
+
+def admits(peer: dict[str, Any], labels: dict[str, str], namespace: str = NAMESPACE) -> bool:
+    """Whether a NetworkPolicy peer (in namespace slc) admits a pod with `labels` in `namespace`."""
+    if "ipBlock" in peer:
+        return True
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+    else:
+        in_namespace = namespace == NAMESPACE
+    return in_namespace and selects(peer.get("podSelector", {}), labels)
+
+
+def pod_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "skin-lesion-classifier"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_bootstrap_job_may_reach_the_broker_its_management_api_and_the_store(overlay: str) -> None:
+    rabbitmq = {"podSelector": {"matchLabels": RABBITMQ_POD_LABELS}}
+    template = next(t for t in pod_templates(overlay) if t.where == f"Job/{BOOTSTRAP}")
+    assert template.labels["app.kubernetes.io/name"] == BOOTSTRAP
+    _, rules = egress_rules(overlay, template.labels)
+    assert allows(rules, rabbitmq, 5672) and allows(rules, rabbitmq, 15672)
+    if overlay == "local":
+        assert allows(rules, {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "minio"}}}, 9000)
+        assert any(
+            admits(peer, template.labels) for peer in ingress_peers(overlay, {"app.kubernetes.io/name": "minio"}, 9000)
+        )
+    else:
+        assert allows(rules, {"ipBlock": {"cidr": "0.0.0.0/0"}}, 443)
+    internal = {
+        port["port"] for rule in rules for peer in rule["to"] if "ipBlock" not in peer for port in rule["ports"]
+    }
+    assert internal == {53, 5672, 15672} | ({9000} if overlay == "local" else set())
+    for port in (5672, 15672):
+        assert any(admits(peer, template.labels) for peer in ingress_peers(overlay, RABBITMQ_POD_LABELS, port)), port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_app_pod_reaches_the_rabbitmq_management_api(overlay: str) -> None:
+    """Only bootstrap (and the RabbitMQ operator, and the nodes themselves) may use port 15672."""
+    peers = ingress_peers(overlay, RABBITMQ_POD_LABELS, 15672)
+    for name in APP_PORTS:
+        assert not [peer for peer in peers if admits(peer, pod_labels(name))], f"{name} is admitted to :15672"
+        _, rules = egress_rules(overlay, pod_labels(name))
+        assert not [rule for rule in rules if {"protocol": "TCP", "port": 15672} in rule["ports"]], name
+    assert not [peer for peer in peers if admits(peer, {}, "keda")], "KEDA needs AMQP only"
+    assert any(admits(peer, {}, "rabbitmq-system") for peer in peers), "the operator's post-deploy steps"
+    # Prometheus still scrapes the nodes' metrics (rabbitmq_prometheus), on its own port.
+    assert any(admits(peer, {}, "monitoring") for peer in ingress_peers(overlay, RABBITMQ_POD_LABELS, 15692))
