@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -33,6 +34,10 @@ from shared.settings import Settings
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+# How long an import waits for its dataset.changed event to be confirmed before it gives up
+# (the batch stays staged; the job is delivered again after the reconnect).
+ANNOUNCE_TIMEOUT_S = 30.0
 
 
 class DatasetImporter:
@@ -140,7 +145,10 @@ class DatasetImporter:
             done: Future[None] = Future()
             announce_requests.append((report, done))
             _wake(connection)
-            done.result()  # raises what the publish raised: the batch is then kept staged
+            try:
+                done.result(timeout=ANNOUNCE_TIMEOUT_S)  # raises what the publish raised: the batch stays staged
+            except FutureTimeout:
+                raise BrokerUnavailable("dataset.changed was not published in time") from None
 
         future = self._pool.submit(dataset_staging.import_batch, self.store, batch_id, before_discard=announce)
         future.add_done_callback(lambda _future: _wake(connection))
@@ -153,9 +161,15 @@ class DatasetImporter:
                     except BaseException as error:
                         done.set_exception(error)
                         raise
-                    done.set_result(None)
+                    if not done.done():
+                        done.set_result(None)
                 connection.process_data_events(time_limit=0.5)
         except BaseException:
+            # The connection is gone: an announcement waiting for it fails, and the batch stays staged.
+            while announce_requests:
+                _report, done = announce_requests.pop()
+                if not done.done():
+                    done.set_exception(BrokerUnavailable("lost the broker connection"))
             _wait_quietly(future)
             raise
         return future.result()

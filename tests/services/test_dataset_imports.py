@@ -176,3 +176,40 @@ def test_through_the_broker_an_upload_reaches_the_dataset_and_insights_hears_of_
     wait_for(lambda: message_count(settings.amqp_url, dead) == 1, "the bad job dead-lettered")
     assert upload(http, [10]).get_json()["added"] == 1
     wait_for(lambda: len(list(dataset.iter_images(store))) == 3, "the next upload imported")
+
+
+class StoreAwayAtFirst:
+    """The real store, except that its first `failures` reads fail as if it were down."""
+
+    def __init__(self, store: ObjectStore, failures: int) -> None:
+        self._store, self.failures = store, failures
+
+    def get(self, key: str) -> bytes:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable(f"cannot get {key}: connection refused")
+        return self._store.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_while_the_store_is_away_the_job_is_held_and_imported_once_it_is_back(
+    http: FlaskClient, store: ObjectStore, settings: Settings
+) -> None:
+    topology = Topology.from_settings(settings)
+    assert upload(http, [11, 12]).get_json()["import"] == "queued"
+    flaky = StoreAwayAtFirst(store, failures=3)
+    stopping = threading.Event()
+    importer = DatasetImporter(settings, flaky, stopping)  # type: ignore[arg-type]
+    thread = threading.Thread(target=importer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(list(dataset.iter_images(store))) == 2, "the images imported after the outage")
+        wait_for(lambda: message_count(settings.amqp_url, topology.dataset_import_queue) == 0, "the job acked")
+    finally:
+        stopping.set()
+        thread.join(timeout=10)
+    assert flaky.failures == 0
+    # Held in hand, not given back: no delivery was spent, nothing dead-lettered.
+    assert message_count(settings.amqp_url, topology.dead_letter_queue(topology.dataset_import_queue)) == 0
