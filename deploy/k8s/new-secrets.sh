@@ -22,8 +22,8 @@
 #                                            clients trust its ca.crt)
 # The broker administrator's credentials are not here: the RabbitMQ Cluster Operator writes
 # them into slc-rabbitmq-default-user. There are no default values anywhere in the manifests.
-# Applying the output again replaces every secret: run the bootstrap Job again then (README.md),
-# which sets the users' new passwords, and restart the app Deployments.
+# Apply it once, before the first deploy; to give the services new secrets later, see
+# README.md ("Credentials and the bootstrap Job").
 set -euo pipefail
 namespace=${1:-slc}
 hostname=${2:-${SLC_TLS_HOSTNAME:-}}
