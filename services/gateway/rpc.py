@@ -242,7 +242,7 @@ class PredictionClient:
             try:
                 self._connection = connect(self._amqp_url, timeout_s=5, ca_file=self._ca_file)
                 self._channel = self._connection.channel()
-                self._topology.declare(self._channel)
+                self._topology.prepare(self._channel)
                 self._channel.confirm_delivery()
                 # Direct reply-to: consume the pseudo-queue (no-ack) before publishing to it.
                 self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)

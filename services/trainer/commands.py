@@ -260,7 +260,7 @@ def announce_import(settings: Settings, collection: str, added: int) -> None:
     # The first service up may be this one: the exchange must exist before a publish to it.
     connection = connect(settings.amqp_url, timeout_s=10, ca_file=settings.amqp_ca_file)
     try:
-        topology.declare(connection.channel())
+        topology.prepare(connection.channel())
     except CONNECTION_ERRORS as error:
         raise BrokerUnavailable(f"cannot declare the broker topology: {error!r}") from error
     finally:
