@@ -407,9 +407,12 @@ def test_dockerfile_stage_has(stage, what, pattern):
 def test_dockerfile_installs_the_serving_set_then_the_full_pins_for_the_trainer_only():
     stages = _dockerfile_stages()
     assert "ENV PYTHONUNBUFFERED=1" in stages["base"]
-    assert "pip install --no-cache-dir -r requirements-serving.txt" in stages["serving-deps"]
-    assert "requirements.txt" not in stages["serving"] + stages["serving-deps"].replace("COPY requirements.txt", "")
-    assert "pip install --no-cache-dir -r requirements.txt" in stages["trainer-deps"]
+    # The locks made from requirements-serving.txt and requirements.txt (tests/deploy/test_locks.py).
+    locked = "pip install --no-cache-dir --require-hashes --no-deps -r requirements/{}.lock"
+    assert locked.format("serving") in stages["serving-deps"]
+    serving = stages["serving"] + stages["serving-deps"] + stages["serving-sbom"]
+    assert "training.lock" not in re.sub(r"^#.*$", "", serving, flags=re.MULTILINE)
+    assert locked.format("training") in stages["trainer-deps"]
     order = list(stages)
     # The legacy builder builds every stage before the target: `serving` must not need the trainer's.
     assert order.index("serving") < order.index("trainer-deps")
