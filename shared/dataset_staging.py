@@ -102,15 +102,15 @@ class Manifest:
                 staged_at=float(document.get("staged_at", 0.0)),
                 version=int(document.get("version", MANIFEST_VERSION)),
             )
+            for image in images:
+                valid_part = image.part in layout.DATASET_PARTS
+                valid_name = image.filename == f"{image.sha256}.{image.extension}"
+                if not (re.fullmatch(r"[0-9a-f]{64}", image.sha256) and valid_part and valid_name):
+                    raise BadBatch(f"malformed staged image in {manifest.batch_id}: {image}")
+                if image.extension not in dataset.CONTENT_TYPE_OF_EXTENSION:
+                    raise BadBatch(f"staged image of unknown type in {manifest.batch_id}: {image.extension!r}")
         except (KeyError, TypeError, ValueError, AttributeError, BadInput) as error:
             raise BadBatch(f"malformed staging manifest: {error}") from error
-        for image in images:
-            valid_part = image.part in layout.DATASET_PARTS
-            valid_name = image.filename == f"{image.sha256}.{image.extension}"
-            if not (re.fullmatch(r"[0-9a-f]{64}", image.sha256) and valid_part and valid_name):
-                raise BadBatch(f"malformed staged image in {manifest.batch_id}: {image}")
-            if image.extension not in dataset.CONTENT_TYPE_OF_EXTENSION:
-                raise BadBatch(f"staged image of unknown type in {manifest.batch_id}: {image.extension!r}")
         return manifest
 
 
