@@ -31,8 +31,8 @@ from services.insights.drift_consumer import DriftMonitor
 from shared import dataset
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED
-from shared.model.domain import drift_sample
-from shared.model.serving import ServingModel
+from shared.serving.domain import drift_sample
+from shared.serving.runtime import ServingModel
 from shared.settings import REPO_ROOT, Settings
 
 DATASETS = Settings.from_env().datasets_dir

@@ -81,7 +81,7 @@ def measure_faithfulness(model_dir: Path, images: int | None = None) -> dict[str
 
     from shared.model import architecture  # noqa: F401  (registers the model's own layer for loading)
     from shared.model.faithfulness import deletion_test, grad_cam, map_correlations
-    from shared.model.serving import ServingModel
+    from shared.serving.runtime import ServingModel
 
     card = json.loads((model_dir / "card.json").read_text())
     served = ServingModel.from_bytes(card["version"], (model_dir / card["serving_artifact"]).read_bytes(), card)

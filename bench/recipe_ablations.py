@@ -35,7 +35,7 @@ from shared.model.evaluation import (
     fit_platt,
     roc_auc,
 )
-from shared.model.serving import calibrate
+from shared.serving.runtime import calibrate
 
 log = logging.getLogger("bench.recipe_ablations")
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from shared.images import model_input_from_bytes
-from shared.model import domain as domains
 from shared.model.evaluation import roc_auc
-from shared.model.serving import ModelOutputs, ServingModel
+from shared.serving import domain as domains
+from shared.serving.runtime import ModelOutputs, ServingModel
 from shared.settings import REPO_ROOT, Settings
 
 DATASETS = Settings.from_env().datasets_dir

@@ -16,7 +16,7 @@ from pathlib import Path
 from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Values of SERVING_RUNTIME (shared.model.serving.RUNTIME_ARTIFACTS maps each to its artifact).
+# Values of SERVING_RUNTIME (shared.serving.runtime.RUNTIME_ARTIFACTS maps each to its artifact).
 SERVING_RUNTIMES = ("onnxruntime", "litert")
 
 
@@ -158,7 +158,7 @@ class Settings:
     datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
     # Clinical photographs (benign/, malignant/; not dermoscopy, e.g. SD-198): half of them
     # train each new version's `not_dermoscopy` warning, the other half is kept out to report
-    # on (shared/model/domain.py). Unset: versions get the `unlike_training` caution only.
+    # on (shared/serving/domain.py). Unset: versions get the `unlike_training` caution only.
     clinical_photos_dir: Path | None = None
     # Model
     models_dir: Path = REPO_ROOT / "models"

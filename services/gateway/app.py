@@ -30,7 +30,7 @@ from shared import metrics
 from shared.errors import TransientError
 from shared.images import DecodeBudget
 from shared.messaging.topology import Topology
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from services.gateway.models import external_name
 from shared.errors import NotFound, ObjectNotFound
-from shared.model import registry
+from shared.serving import registry
 from shared.storage import ObjectStore, get_json, layout
 
 blueprint = Blueprint("insights", __name__, url_prefix="/api/v1/insights")

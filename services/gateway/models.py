@@ -12,7 +12,7 @@ from services.gateway.auth import require_write_token
 from shared import audit
 from shared.errors import BadInput
 from shared.messaging.topology import EVENT_MODEL_PROMOTED
-from shared.model import registry
+from shared.serving import registry
 
 blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
 

@@ -8,8 +8,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from shared.errors import StorageUnavailable
-from shared.model import registry
 from shared.retention import RetentionPolicy
+from shared.serving import registry
 
 blueprint = Blueprint("operations", __name__)
 

@@ -20,9 +20,9 @@ from services.insights.snapshots import SnapshotBuilder
 from shared.errors import SkinLesionError
 from shared.images import DecodeBudget
 from shared.logs import configure_logging
-from shared.model import registry
 from shared.ops_server import start_ops_server, storage_state, threads_alive
 from shared.retention import RetentionPolicy
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 

@@ -1,7 +1,7 @@
 """Input drift: do the images of recent predictions look like the ones a version was trained on?
 
 Workers publish `predictions.scored` after each batch: per prediction, the domain score, the
-two warnings and a 16-number projection of the image's block statistics (shared/model/domain.py).
+two warnings and a 16-number projection of the image's block statistics (shared/serving/domain.py).
 `DriftMonitor` keeps the last `WINDOW` predictions of each model version and compares their
 projections with the version's `reference_projection` (validation images, never trained on) by
 the maximum mean discrepancy with a Gaussian (RBF) kernel. One image unlike the training

@@ -120,9 +120,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     # TensorFlow is imported here, not at module level: `evaluate` and `--help` stay light.
     from shared.model import card as cards
     from shared.model.data import concatenate, photographs_from, split_validation
-    from shared.model.registry import KERAS_FILE, new_version_name
     from shared.model.report import write_report
     from shared.model.training import TrainingConfig, train
+    from shared.serving.registry import KERAS_FILE, new_version_name
 
     overrides: dict[str, Any] = {"seed": args.seed, "target_sensitivity": args.target_sensitivity}
     if args.views:
@@ -189,10 +189,10 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import concatenate, photographs_from, split_validation
-    from shared.model.domain import DOMAIN_FILE
-    from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
-    from shared.model.serving import SERVING_ARTIFACT, ServingModel
+    from shared.serving.domain import DOMAIN_FILE
+    from shared.serving.registry import KERAS_FILE
+    from shared.serving.runtime import SERVING_ARTIFACT, ServingModel
 
     old = json.loads((args.model_dir / "card.json").read_text())
     model = keras.saving.load_model(args.model_dir / KERAS_FILE, compile=False)
@@ -239,7 +239,7 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
 
 def _new_version_of(old: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """The card of a new version made from `old`'s weights: named now, pointing back at it."""
-    from shared.model.registry import new_version_name
+    from shared.serving.registry import new_version_name
 
     return {
         **old,
@@ -252,7 +252,7 @@ def _new_version_of(old: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 def _runtime_of(artifact_name: str) -> str:
-    from shared.model.serving import RUNTIME_ARTIFACTS
+    from shared.serving.runtime import RUNTIME_ARTIFACTS
 
     return next(runtime for runtime, name in RUNTIME_ARTIFACTS.items() if name == artifact_name)
 
@@ -314,7 +314,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model.card import evaluate_artifact, summary
     from shared.model.data import load_folder
     from shared.model.report import write_report
-    from shared.model.serving import SERVING_ARTIFACT
+    from shared.serving.runtime import SERVING_ARTIFACT
 
     folder = args.model_dir or _production_folder(settings.models_dir)
     card = json.loads((folder / "card.json").read_text())
@@ -353,9 +353,9 @@ def run_export(args: argparse.Namespace, _settings: Settings) -> int:
     from shared.model import architecture  # noqa: F401  (registers the model's own layers for loading)
     from shared.model import card as cards
     from shared.model.data import load_folder
-    from shared.model.registry import KERAS_FILE
     from shared.model.report import write_report
-    from shared.model.serving import artifact_for_runtime
+    from shared.serving.registry import KERAS_FILE
+    from shared.serving.runtime import artifact_for_runtime
 
     old = json.loads((args.model_dir / "card.json").read_text())
     model = keras.saving.load_model(args.model_dir / KERAS_FILE, compile=False)

@@ -26,8 +26,8 @@ from services.trainer.gate import decide
 from services.trainer.progress import ProgressCallback, RunProgress
 from shared import audit
 from shared.errors import BadInput
-from shared.model import registry
-from shared.model.serving import SERVING_ARTIFACT
+from shared.serving import registry
+from shared.serving.runtime import SERVING_ARTIFACT
 from shared.settings import Settings
 from shared.storage import ObjectStore, layout
 
@@ -190,7 +190,7 @@ def _production_metrics(store: ObjectStore, version: str | None, collections: li
     if version is None:
         return None
     from shared.model import card as cards
-    from shared.model.serving import ServingModel
+    from shared.serving.runtime import ServingModel
 
     card = registry.read_card(store, version)
     artifact = registry.read_verified(store, card, card.get("serving_artifact", SERVING_ARTIFACT))

@@ -18,8 +18,8 @@ from shared.backoff import Backoff
 from shared.errors import SkinLesionError
 from shared.logs import configure_logging
 from shared.messaging.topology import Topology
-from shared.model import registry
 from shared.ops_server import start_ops_server, storage_state
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 

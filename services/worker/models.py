@@ -15,9 +15,9 @@ import numpy as np
 from shared import metrics
 from shared.errors import SkinLesionError, TransientError
 from shared.images import MODEL_INPUT_SIZE
-from shared.model import registry
-from shared.model.registry import ArtifactMismatch
-from shared.model.serving import ServingModel
+from shared.serving import registry
+from shared.serving.registry import ArtifactMismatch
+from shared.serving.runtime import ServingModel
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)

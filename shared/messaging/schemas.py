@@ -78,7 +78,7 @@ class PredictionResult(Message):
     error: dict[str, str] | None = None
     # Sharpness and exposure of the image (shared/image_quality.py); None for older results.
     quality: dict[str, Any] | None = None
-    # How like the training images it is (shared/model/domain.py): the score and warnings, or
+    # How like the training images it is (shared/serving/domain.py): the score and warnings, or
     # why they are not available; None for results older than the field.
     domain: dict[str, Any] | None = None
     # Each 7x7 location's share of the malignant logit, what the heat map is drawn from; kept

@@ -13,12 +13,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from shared.model import domain as domains
 from shared.model.data import CollectionImages, LabelledImages, Photographs, combined_content_hash, concatenate
 from shared.model.evaluation import choose_threshold, fit_platt, metrics
 from shared.model.export import PARITY_TOLERANCE, block_statistic_widths, check_parity, export_artifact, serving_graph
-from shared.model.registry import CARD_FILE, KERAS_FILE, sha256_of
-from shared.model.serving import ServingModel, artifact_for_runtime, calibrate
+from shared.serving import domain as domains
+from shared.serving.registry import CARD_FILE, KERAS_FILE, sha256_of
+from shared.serving.runtime import ServingModel, artifact_for_runtime, calibrate
 
 NOTE = (
     "Research and teaching tool, not for clinical use: it does not diagnose. Trained on dermoscopic "
@@ -229,7 +229,7 @@ class Candidate:
     card: dict[str, Any]
     validation: dict[str, Any]
     held_out: dict[str, Any]  # evaluate_collections' result
-    domain_file: bytes  # the fitted domain statistics (shared/model/domain.py)
+    domain_file: bytes  # the fitted domain statistics (shared/serving/domain.py)
 
     @property
     def artifact_name(self) -> str:

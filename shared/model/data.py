@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from shared import dataset
 from shared.images import model_input_from_bytes
-from shared.model.domain import in_fitted_half
+from shared.serving.domain import in_fitted_half
 from shared.storage import ObjectStore, layout
 
 LABELS = layout.LABELS  # index 0 = benign, 1 = malignant

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from shared.errors import PermanentError
 from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME
-from shared.model.domain import BLOCKS
-from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
+from shared.serving.domain import BLOCKS
+from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
 
 PARITY_TOLERANCE = 1e-4
 
@@ -31,7 +31,7 @@ def serving_graph(model: keras.Model) -> keras.Model:
 
     - block statistics: the channel mean and standard deviation of each of MobileNetV2's
       blocks 5-12 (its `block_N_project_BN` outputs), concatenated block by block: what the
-      out-of-domain score is computed from (shared/model/domain.py);
+      out-of-domain score is computed from (shared/serving/domain.py);
     - class activation: the output layer's weights applied at each of the last feature map's
       7x7 locations (no gradients): each location's share of the malignant logit, whose mean
       plus the bias is the logit itself. The heat map is drawn from it.

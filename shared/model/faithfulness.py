@@ -22,7 +22,7 @@ import tensorflow as tf
 from shared.heatmap import evidence_map, stretch
 from shared.images import MODEL_INPUT_SIZE
 from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME
-from shared.model.serving import ServingModel
+from shared.serving.runtime import ServingModel
 
 REMOVED_FRACTION = 0.2
 RANDOM_DRAWS = 5

@@ -28,7 +28,7 @@ from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME, build_model
 from shared.model.data import DIAGNOSES, LabelledImages, augmented_views
 from shared.model.evaluation import mean_auc_by_collection, roc_auc
 from shared.model.export import export_litert
-from shared.model.serving import LiteRtRuntime
+from shared.serving.runtime import LiteRtRuntime
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from PIL import Image
 from shared.model.architecture import build_model
 from shared.model.data import LABELS
 from shared.model.export import export_artifact
-from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT
+from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT
 
 SERVING_ARTIFACTS = (ONNX_ARTIFACT, LITERT_ARTIFACT)
 

@@ -10,8 +10,8 @@ import pytest
 from shared.model.architecture import BACKBONE_NAME, ShadesOfGray, build_model
 from shared.model.data import LabelledImages
 from shared.model.export import export_litert
-from shared.model.serving import LiteRtRuntime
 from shared.model.training import TrainingConfig, _cache_views, _lower_features, sample_weights
+from shared.serving.runtime import LiteRtRuntime
 
 
 def normalise(image: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ import numpy as np
 
 from shared.model import card as cards
 from shared.model.data import CollectionImages, load_collection_folder, load_folder
-from shared.model.serving import ServingModel, calibrate
 from shared.model.training import TrainingConfig, TrainingResult
+from shared.serving.runtime import ServingModel, calibrate
 
 
 def _collections(dataset_root: Path) -> list[CollectionImages]:

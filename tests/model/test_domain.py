@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.model import domain as domains
 from shared.model.export import block_statistic_widths, export_artifact, serving_graph
-from shared.model.serving import LITERT_ARTIFACT, ServingModel
+from shared.serving import domain as domains
+from shared.serving.runtime import LITERT_ARTIFACT, ServingModel
 from tests.model.conftest import SERVING_ARTIFACTS
 
 WIDTHS = [4, 6]

@@ -14,7 +14,7 @@ from shared.model.evaluation import (
     roc_auc,
     roc_curve,
 )
-from shared.model.serving import calibrate
+from shared.serving.runtime import calibrate
 
 # Eight cases: one malignant (0.35) scores below one benign (0.4): 15 of 16 pairs are ordered.
 LABELS = np.array([0, 0, 0, 1, 0, 1, 1, 1])

@@ -11,7 +11,7 @@ from ai_edge_litert import schema_py_generated as litert_schema
 from onnx import numpy_helper
 
 from shared.model.export import ParityError, check_parity, export_artifact
-from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT
+from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT
 from tests.model.conftest import SERVING_ARTIFACTS
 
 

@@ -20,7 +20,7 @@ import pytest
 from shared.images import model_input_from_bytes
 from shared.model import architecture  # noqa: F401  (registers the model's own layer for loading)
 from shared.model.faithfulness import deletion_test, grad_cam, map_correlations
-from shared.model.serving import ServingModel
+from shared.serving.runtime import ServingModel
 from shared.settings import REPO_ROOT, Settings
 
 DATASETS = Settings.from_env().datasets_dir

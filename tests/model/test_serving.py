@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ModelUnavailable
-from shared.model.serving import LITERT_ARTIFACT, ONNX_ARTIFACT, RUNTIME_ARTIFACTS, ServingModel
+from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT, RUNTIME_ARTIFACTS, ServingModel
 from shared.settings import SERVING_RUNTIMES
 from tests.model.conftest import SERVING_ARTIFACTS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.model.registry import (
+from shared.serving.registry import (
     load_production,
     load_serving_model,
     publish_version,

@@ -11,7 +11,7 @@ import pytest
 
 from services.trainer.__main__ import build_parser, main
 from shared.model.data import load_folder
-from shared.model.serving import ServingModel
+from shared.serving.runtime import ServingModel
 
 SUMMARY_KEYS = {"n", "auc", "sensitivity", "specificity", "balanced_accuracy", "threshold"}
 

@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 
 from shared.dataset import iter_images
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import create_store
 from tests.support.images import encode, solid_jpeg

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import create_store, layout
 from tests.support.images import solid_jpeg

@@ -25,8 +25,8 @@ from shared.images import (
     model_input_from_bytes,
     strip_metadata,
 )
-from shared.model.registry import load_production, seed_from_directory
-from shared.model.serving import ServingModel
+from shared.serving.registry import load_production, seed_from_directory
+from shared.serving.runtime import ServingModel
 from shared.settings import REPO_ROOT
 from shared.storage import FilesystemStore
 from tests.support.images import exif_rotated_jpeg

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from shared import dataset, training_jobs
-from shared.model import registry
+from shared.serving import registry
 from shared.storage import ObjectStore, layout
 from tests.support.onnx_models import brightness_model
 

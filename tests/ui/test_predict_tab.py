@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from shared.model import registry
+from shared.serving import registry
 from shared.storage import ObjectStore, get_json
 from tests.support.images import encode, grainy_jpeg, solid_jpeg
 from tests.support.onnx_models import brightness_model

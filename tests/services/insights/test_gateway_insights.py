@@ -20,7 +20,7 @@ from services.insights.drift import MIN_WINDOW
 from services.insights.drift_consumer import DriftMonitor
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED
-from shared.model import registry
+from shared.serving import registry
 from shared.storage import FilesystemStore, ObjectStore, layout, put_json
 
 TEST_METRICS: dict[str, Any] = {

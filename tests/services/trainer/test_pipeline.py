@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from services.trainer.pipeline import production_weights
-from shared.model import registry
 from shared.model.architecture import build_model
 from shared.model.training import TrainingConfig
+from shared.serving import registry
 from shared.storage import FilesystemStore
 
 DEFAULT_COLOUR_CONSTANCY = TrainingConfig().colour_constancy

@@ -154,7 +154,7 @@ function showAnswer(card, answer) {
   }
 }
 
-// The answer's domain warnings in words a clinician uses (shared/model/domain.py): the strong
+// The answer's domain warnings in words a clinician uses (shared/serving/domain.py): the strong
 // one replaces the result, the caution goes under it.
 const DOMAIN_WARNINGS = {
   not_dermoscopy: {

@@ -19,8 +19,8 @@ from typing import Any
 
 from shared import metrics
 from shared.errors import ModelUnavailable, NotFound, ObjectNotFound, PermanentError
-from shared.model.domain import DomainModel
-from shared.model.serving import SERVING_ARTIFACT, ServingModel
+from shared.serving.domain import DomainModel
+from shared.serving.runtime import SERVING_ARTIFACT, ServingModel
 from shared.storage import ObjectStore, get_json, layout, put_json
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 
 from shared.errors import ModelUnavailable
-from shared.model.domain import DomainJudgement, DomainModel
+from shared.serving.domain import DomainJudgement, DomainModel
 
 ONNX_ARTIFACT = "model.onnx"
 LITERT_ARTIFACT = "model.tflite"
@@ -146,7 +146,7 @@ class ServingModel:
     runtime: Runtime
     # Thresholds chosen for the collections that had enough cases (card.operating_point).
     collection_thresholds: dict[str, float] = field(default_factory=dict)
-    # Fitted when the version was packaged (shared/model/domain.py); None for older versions.
+    # Fitted when the version was packaged (shared/serving/domain.py); None for older versions.
     domain: DomainModel | None = None
 
     @classmethod
