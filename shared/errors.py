@@ -140,6 +140,13 @@ class Overloaded(TransientError):
     code = "overloaded"
 
 
+class PublishRefused(TransientError):
+    """Raised when the broker refused a message it was asked to route: a full bounded queue, or
+    no queue bound for its routing key."""
+
+    code = "publish_refused"
+
+
 class PermanentError(SkinLesionError):
     """Raised when processing a message can never succeed; it goes to the dead-letter queue."""
 

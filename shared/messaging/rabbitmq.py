@@ -1,7 +1,9 @@
-"""The only module that touches pika: connections, publishing with confirms, consuming.
+"""The only module that imports pika: connections, publishing with confirms, pika's
+deliveries and errors turned into the project's own.
 
-A pika connection belongs to the thread that made it; other threads hand work to it with
-`connection.add_callback_threadsafe`. pika's errors become the project's own here.
+Services never see pika: they get a `Channel` (channel.py) from `open_channel` or from the
+consumer loop (consumer.py), and `Delivery` values (delivery.py). A pika connection belongs to
+the thread that made it; other threads hand work to it with `Channel.call_soon_threadsafe`.
 
 `AMQP_URL` may name the nodes of a cluster as comma-separated URLs: `connect` tries them in
 turn, from a random one, so that clients spread over the nodes and a dead node is skipped.
@@ -13,17 +15,24 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from shared.errors import BrokerUnavailable, ConfigurationError, Overloaded
+from shared.errors import BrokerUnavailable, ConfigurationError, Overloaded, PublishRefused
+from shared.messaging.delivery import Delivery
 from shared.messaging.schemas import CONTENT_TYPE, SCHEMA_VERSION, Message
 from shared.tls import verifying_context
+
+if TYPE_CHECKING:
+    from shared.messaging.channel import Channel
+    from shared.messaging.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+# The broker closed a channel over what was asked on it (403: not permitted, 404: no such queue).
+CHANNEL_CLOSED_BY_BROKER: type[pika.exceptions.ChannelClosedByBroker] = pika.exceptions.ChannelClosedByBroker
+# ...and, for a callback handed to a connection already closed, its "wrong state" too.
+WRONG_STATE_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.ConnectionWrongStateError, *CONNECTION_ERRORS)
 
 
 def connection_parameters(amqp_url: str, *, heartbeat_s: int = 30, ca_file: Path | None = None) -> pika.URLParameters:
@@ -95,12 +108,13 @@ def connect(
             delay_s = min(delay_s * 2, 5.0)
 
 
-def message_properties(message: Message, **extra: object) -> BasicProperties:
-    """Persistent JSON with the job id as message_id, a timestamp and the schema version."""
+def message_properties(message: Message, *, persistent: bool = True, **extra: object) -> BasicProperties:
+    """JSON with the job id as message_id, a timestamp and the schema version; persistent unless
+    `persistent` is False (events that are only samples)."""
     return BasicProperties(
         message_id=message.message_id,
         content_type=CONTENT_TYPE,
-        delivery_mode=pika.DeliveryMode.Persistent,
+        delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
         timestamp=int(time.time()),
         type=message.kind,
         headers={"schema_version": SCHEMA_VERSION},
@@ -115,6 +129,7 @@ def publish(
     message: Message,
     *,
     mandatory: bool = True,
+    persistent: bool = True,
     **properties: object,
 ) -> None:
     """Publish on a channel in confirm mode; return once the broker has taken the message.
@@ -129,7 +144,7 @@ def publish(
             exchange,
             routing_key,
             message.encode(),
-            message_properties(message, **properties),
+            message_properties(message, persistent=persistent, **properties),
             mandatory=mandatory,
         )
     except pika.exceptions.NackError as error:
@@ -151,10 +166,9 @@ def publish_event(
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        try:
-            channel.basic_publish(exchange, routing_key, message.encode(), message_properties(message))
-        except CONNECTION_ERRORS as error:
-            raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
+        channel.basic_publish(exchange, routing_key, message.encode(), message_properties(message))
+    except (pika.exceptions.AMQPError, *CONNECTION_ERRORS) as error:
+        raise BrokerUnavailable(f"publish to RabbitMQ failed: {error!r}") from error
     finally:
         close_quietly(connection)
 
@@ -166,9 +180,113 @@ def close_quietly(connection: BlockingConnection | None) -> None:
     try:
         if connection.is_open:
             connection.close()
-    except (*CONNECTION_ERRORS, pika.exceptions.ConnectionWrongStateError):
+    except WRONG_STATE_ERRORS:
         pass
 
 
-Delivery = tuple[Basic.Deliver, BasicProperties, bytes]
-OnDelivery = Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]
+@contextmanager
+def open_channel(
+    amqp_url: str,
+    *,
+    topology: Topology | None = None,
+    prefetch: int | None = None,
+    confirms: bool = False,
+    timeout_s: float = 5.0,
+    ca_file: Path | None = None,
+) -> Iterator[Channel]:
+    """Connect, open a channel, prepare `topology` (declare or check), set the prefetch and
+    confirm mode; yield the Channel; close the connection quietly on the way out.
+
+    Raises BrokerUnavailable when no node answers within `timeout_s`; errors of a connection
+    lost later are CONNECTION_ERRORS, which callers treat as "reconnect".
+    """
+    from shared.messaging.channel import Channel  # channel.py builds on this module
+
+    connection = connect(amqp_url, timeout_s=timeout_s, ca_file=ca_file)
+    try:
+        raw = connection.channel()
+        if topology is not None:
+            topology.prepare(raw)
+        if prefetch is not None:
+            raw.basic_qos(prefetch_count=prefetch)
+        if confirms:
+            raw.confirm_delivery()
+        yield Channel(connection, raw)
+    finally:
+        close_quietly(connection)
+
+
+def prepare_topology(
+    amqp_url: str, topology: Topology, *, declare: bool = False, timeout_s: float = 10.0, ca_file: Path | None = None
+) -> None:
+    """Connect once and prepare `topology` (`Topology.prepare`), or, with `declare`, declare it
+    whatever its `declares` says (bootstrap); raise BrokerUnavailable when that fails."""
+    connection = connect(amqp_url, timeout_s=timeout_s, ca_file=ca_file)
+    try:
+        channel = connection.channel()
+        if declare:
+            topology.declare(channel)
+        else:
+            topology.prepare(channel)
+    except CONNECTION_ERRORS as error:
+        raise BrokerUnavailable(f"cannot declare the broker topology: {error!r}") from error
+    finally:
+        close_quietly(connection)
+
+
+def delivery_of(method: Basic.Deliver | Basic.GetOk, properties: BasicProperties, body: bytes) -> Delivery:
+    """pika's delivery as the project's own."""
+    return Delivery(
+        body=body,
+        tag=method.delivery_tag,
+        redelivered=bool(method.redelivered),
+        persistent=properties.delivery_mode == pika.DeliveryMode.Persistent.value,
+        headers=dict(properties.headers or {}),
+        reply_to=properties.reply_to,
+        correlation_id=properties.correlation_id,
+        message_id=properties.message_id,
+        content_type=properties.content_type,
+        timestamp=properties.timestamp,
+        type=properties.type,
+    )
+
+
+def publish_reply(channel: BlockingChannel, reply_to: str, correlation_id: str | None, message: Message) -> None:
+    """Answer a request over direct reply-to: not persistent, not confirmed (the asker may be gone)."""
+    properties = BasicProperties(
+        correlation_id=correlation_id, message_id=message.message_id, content_type=CONTENT_TYPE
+    )
+    channel.basic_publish("", reply_to, message.encode(), properties)
+
+
+def republish(channel: BlockingChannel, routing_key: str, delivery: Delivery, *, headers: Mapping[str, Any]) -> None:
+    """Send `delivery` again (persistent, mandatory) with `headers`; PublishRefused when refused."""
+    properties = BasicProperties(
+        message_id=delivery.message_id,
+        content_type=delivery.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        timestamp=delivery.timestamp,
+        type=delivery.type,
+        headers=dict(headers),
+        correlation_id=delivery.correlation_id,
+    )
+    try:
+        channel.basic_publish("", routing_key, delivery.body, properties, mandatory=True)
+    except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as error:
+        raise PublishRefused(f"{routing_key!r} refused a message: {error!r}") from error
+
+
+def publish_raw(
+    channel: BlockingChannel, exchange: str, routing_key: str, body: bytes, *, persistent: bool, mandatory: bool
+) -> None:
+    """Publish `body` as it is, with no properties but persistence; PublishRefused when refused."""
+    properties = BasicProperties(delivery_mode=pika.DeliveryMode.Persistent if persistent else None)
+    try:
+        channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+    except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as error:
+        raise PublishRefused(f"{routing_key!r} refused a message: {error!r}") from error
+
+
+def queue_depth(channel: BlockingChannel, queue: str) -> int:
+    """Messages ready in `queue` (a passive declare: it must exist, or the channel closes)."""
+    return channel.queue_declare(queue, passive=True).method.message_count

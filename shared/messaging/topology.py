@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel
-
+from shared.messaging.rabbitmq import CHANNEL_CLOSED_BY_BROKER
 from shared.settings import Settings
+
+# The pika channel under a Channel (only shared/messaging/rabbitmq.py imports pika).
+RawChannel = Any
 
 EVENT_MODEL_PUBLISHED = "model.published"
 EVENT_MODEL_PROMOTED = "model.promoted"
@@ -122,11 +124,11 @@ class Topology:
             self.drift_queue,
         )
 
-    def prepare(self, channel: BlockingChannel) -> None:
+    def prepare(self, channel: RawChannel) -> None:
         """What every service does at connect: declare everything, or, where bootstrap did and
         this service's broker user may not (`declares` False), check that it all exists.
 
-        A missing queue or exchange closes the channel (pika's ChannelClosedByBroker, one of
+        A missing queue or exchange closes the channel (CHANNEL_CLOSED_BY_BROKER, one of
         shared/messaging/rabbitmq.py's CONNECTION_ERRORS): the caller reconnects with backoff,
         as when the broker is away, until bootstrap has run.
         """
@@ -139,11 +141,11 @@ class Topology:
                 channel.exchange_declare(exchange, passive=True)
             for queue in self.queues:
                 channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as error:
+        except CHANNEL_CLOSED_BY_BROKER as error:
             log.error("the broker's topology is incomplete (%s): run `python -m services.bootstrap`", error)
             raise
 
-    def declare(self, channel: BlockingChannel) -> None:
+    def declare(self, channel: RawChannel) -> None:
         """Declare everything; safe to call from every service at every connect."""
         channel.exchange_declare(self.dead_letter_exchange, "direct", durable=True)
         channel.exchange_declare(self.events_exchange, "topic", durable=True)
@@ -166,7 +168,7 @@ class Topology:
         channel.queue_declare(self.drift_queue, durable=True, arguments=drift_arguments)
         channel.queue_bind(self.drift_queue, self.events_exchange, routing_key=EVENT_PREDICTIONS_SCORED)
 
-    def _declare_heatmap_queue(self, channel: BlockingChannel) -> None:
+    def _declare_heatmap_queue(self, channel: RawChannel) -> None:
         arguments = {
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
@@ -176,7 +178,7 @@ class Topology:
         }
         channel.queue_declare(self.heatmap_queue, durable=True, arguments=arguments)
 
-    def _declare_work_queue(self, channel: BlockingChannel, queue: str, max_length: int | None) -> None:
+    def _declare_work_queue(self, channel: RawChannel, queue: str, max_length: int | None) -> None:
         dead_queue = self.dead_letter_queue(queue)
         channel.queue_declare(dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(dead_queue, self.dead_letter_exchange, routing_key=queue)
