@@ -234,3 +234,38 @@ def test_insights_says_when_there_is_no_drift_figure_yet(page: Page, system: Run
     expect(page.locator("#insights-content")).to_contain_text(
         "No predictions in the last 24 hours from a model version with domain statistics"
     )
+
+
+def test_no_axis_title_covers_a_tick_label_even_with_five_digit_counts(page: Page, system: RunningSystem) -> None:
+    system.start_gateway()
+    open_ui(page, system, "insights")
+    overlaps = page.evaluate(
+        """async () => {
+          const { barChart, lineChart } = await import("/ui-static/js/charts.js");
+          const charts = [
+            barChart({ label: "bars", categories: ["Training", "Held out"],
+                       series: [{ name: "benign", values: [12345, 3456] }, { name: "malignant", values: [2345, 567] }],
+                       yLabel: "images" }),
+            lineChart({ label: "lines", series: [{ name: "benign", points: [[0, 0], [1, 123456]] }],
+                        x: { min: 0, max: 1, label: "false positive rate" },
+                        y: { min: 0, max: 123456, label: "images" } }),
+          ];
+          const found = [];
+          for (const chart of charts) {
+            document.body.append(chart);
+            const boxes = (selector) =>
+              [...chart.querySelectorAll(selector)].map((node) => node.getBoundingClientRect());
+            const titles = boxes(".chart__label");
+            for (const tick of boxes(".chart__tick")) {
+              for (const title of titles) {
+                const apart = tick.right <= title.left || title.right <= tick.left
+                  || tick.bottom <= title.top || title.bottom <= tick.top;
+                if (!apart && title.width > 0) found.push(chart.getAttribute("aria-label"));
+              }
+            }
+            chart.remove();
+          }
+          return found;
+        }"""
+    )
+    assert overlaps == []

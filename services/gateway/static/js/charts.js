@@ -5,7 +5,9 @@ import { svg } from "./dom.js";
 
 const WIDTH = 480;
 const HEIGHT = 300;
-const MARGIN = { top: 14, right: 14, bottom: 46, left: 56 };
+// The y axis's title sits above the plot, left-aligned, so no tick label (however wide: counts
+// run to 10,000 and more) can reach under it; `top` leaves it room.
+const MARGIN = { top: 28, right: 14, bottom: 46, left: 56 };
 const PLOT_W = WIDTH - MARGIN.left - MARGIN.right;
 const PLOT_H = HEIGHT - MARGIN.top - MARGIN.bottom;
 
@@ -66,11 +68,7 @@ function axes(root, x, y, { xTicks = true } = {}) {
     svg("line", { class: "chart__axis", x1: MARGIN.left, x2: MARGIN.left + PLOT_W, y1: MARGIN.top + PLOT_H, y2: MARGIN.top + PLOT_H }),
     svg("line", { class: "chart__axis", x1: MARGIN.left, x2: MARGIN.left, y1: MARGIN.top, y2: MARGIN.top + PLOT_H }),
     svg("text", { class: "chart__label", x: MARGIN.left + PLOT_W / 2, y: HEIGHT - 6, text: x.label || "" }),
-    svg("text", {
-      class: "chart__label",
-      transform: `translate(14 ${MARGIN.top + PLOT_H / 2}) rotate(-90)`,
-      text: y.label || "",
-    }),
+    svg("text", { class: "chart__label chart__label--y", x: 4, y: 16, text: y.label || "" }),
   );
   return { sx, sy };
 }
