@@ -7,7 +7,7 @@
 # pinned with its hashes, `make lock`), and each writes its SBOM to /usr/share/slc/sbom.cdx.json
 # (deploy/images/sbom.sh IMAGE prints it).
 #
-# Build arguments (docs/operations.md, "Images"):
+# Build arguments (docs/images.md):
 #   BASE_IMAGE  a Debian-based image with Python 3.11 and its venv module. The default comes from
 #               a registry; deploy/images/ builds one without any (docker-compose.airgap.yml).
 #   CA_BUNDLE   a PEM file inside the build context with extra CA certificates to trust, for

@@ -5,7 +5,7 @@
 Starting from the plain recipe, each row adds one step of the current recipe (or a step known
 to help across dermatoscopes); every run uses the same split, seed and schedule. The test
 split is never loaded here: recipes are chosen on validation and the external collection by
-the rule in docs/model.md ("Selection across collections"), and only the chosen recipe's
+the rule in docs/history/model-decisions.md ("Selection across collections"), and only the chosen recipe's
 shipped model is scored on test. One JSON line per finished run is appended to `--out`, so
 an interrupted sweep keeps what it measured; the table is printed at the end (and with
 `--table-only` from the file).
@@ -80,10 +80,10 @@ SCALES: dict[str, dict[str, Any]] = {
         "finetune_epochs": 8,
         "patience": 8,
     },
-    # The schedule of the models shipped before 2026-11-29 (docs/model.md, runs 1-6).
+    # The schedule of the models shipped before 2026-11-29 (docs/history/model-decisions.md, runs 1-6).
     "full": {"finetune_from": "block_4_expand", "views": 12, "head_epochs": 4, "finetune_epochs": 18, "patience": 5},
 }
-# The rule, fixed before any test score is looked at (docs/model.md): the mean of the two
+# The rule, fixed before any test score is looked at (docs/history/model-decisions.md): the mean of the two
 # AUCs, among recipes that keep each above its floor.
 VALIDATION_FLOOR = 0.90
 EXTERNAL_FLOOR = 0.75
@@ -257,7 +257,7 @@ def _rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of docs/model.md."""
+    """The Markdown table of docs/history/model-decisions.md."""
     lines = [
         "| recipe | scale | val AUC (95% CI) | val AUC, diagnosis-balanced | external AUC (95% CI) "
         "| external sens / spec at the in-domain threshold | external ECE | score | minutes |",

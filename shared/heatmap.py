@@ -17,7 +17,7 @@ What is drawn is the positive evidence only (ReLU), scaled by its own maximum:
   maps nearly transparent. How *much* evidence there is overall is what the probability says.
 - an image with no positive evidence anywhere gets no colour at all (its map is all zero).
 
-Cost (bench/heatmap.py, docs/architecture.md#heat-maps): a few milliseconds for a typical
+Cost (bench/heatmap.py, docs/trust.md#heat-maps): a few milliseconds for a typical
 upload. The overlay is drawn at the stored image's size up to `MAX_SIDE` pixels on the longer
 side; larger images are drawn at that size (a JPEG decoded at a reduced DCT scale), because a
 12 MP PNG overlay costs about a second to encode and shows nothing a screen could.

@@ -1,7 +1,7 @@
 """Is the image sharp and well exposed enough to judge? A check on the model input, with a hint
 to retake the image when it is not (issue 23).
 
-Measured by bench/image_quality.py on the 224x224 model input (docs/model.md, "Image quality"):
+Measured by bench/image_quality.py on the 224x224 model input (docs/history/model-decisions.md, "Image quality"):
 0.16 ms an image; it flags none of 500 ISIC 2018 test images, 3% of Derm7pt and ISIC 2020,
 and every copy of an ISIC 2018 test image blurred by 2 px or darkened to a quarter.
 """

@@ -85,7 +85,7 @@ INSIGHTS_SNAPSHOT_TIME = Gauge(
 
 # Retention (the sweep runs in the insights service)
 RETENTION_DELETED = Counter(
-    "slc_retention_deleted_objects_total", "Prediction uploads, results and tombstones deleted as expired."
+    "slc_retention_deleted_objects_total", "Prediction uploads, results, heat maps and tombstones deleted as expired."
 )
 RETENTION_SWEEP_DURATION = Histogram(
     "slc_retention_sweep_seconds", "Time of one retention sweep over the store.", buckets=(0.1, 0.5, 1, 5, 15, 60, 300)

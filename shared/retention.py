@@ -6,9 +6,9 @@ once the answer was delivered (the gateway deletes at delivery) and at most an h
 Labelled dataset images (`datasets/`) are never expired.
 
 Enforcement does not depend on the store: the insights service runs `sweep` every
-`RETENTION_SWEEP_INTERVAL_S` against whichever store is configured. On S3 the services also
-set bucket lifecycle rules (`apply_store_expiry`), so the store expires objects by itself
-should the sweep not run; S3 counts in whole days, so for 0 the rule says one day and the
+`RETENTION_SWEEP_INTERVAL_S` against whichever store is configured. On S3 bootstrap (and insights,
+where its credentials may) also sets bucket lifecycle rules (`apply_store_expiry`), so the store
+expires objects by itself should the sweep not run; S3 counts in whole days, so for 0 the rule says one day and the
 sweep keeps the hour.
 """
 

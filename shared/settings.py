@@ -122,7 +122,7 @@ class Settings:
     # Training requests may ask for fewer epochs than this, never more.
     max_training_epochs: int = 30
     # Worker
-    # Measured on 2 cores (docs/performance.md): per-image speed is flat from batch 1 to 16,
+    # Measured on 2 cores (docs/history/performance-runs.md): per-image speed is flat from batch 1 to 16,
     # so small batches and one inference thread per worker (one worker per core) win.
     worker_max_batch: int = 4
     worker_max_wait_ms: float = 5.0

@@ -13,7 +13,7 @@
 # The CA's private key is deleted once it has signed: nothing else can ever be signed by it.
 # The server certificate is valid 825 days (the most Apple's clients accept); delete the folder
 # and run this again to renew. To use certificates of your own, point SLC_TLS_CERT and
-# SLC_TLS_KEY in .env at them instead (docs/operations.md, "TLS").
+# SLC_TLS_KEY in .env at them instead (docs/proxy-and-tls.md, "TLS").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 folder=${1:-deploy/compose/tls}

@@ -53,7 +53,7 @@ SLC_INSIGHTS_SECRET=$(secret)
 RABBITMQ_CLUSTER_COOKIE=$(secret)
 GRAFANA_ADMIN_USER=admin
 GRAFANA_ADMIN_PASSWORD=$(secret)
-# The proxy's certificate (chain) and key (docs/operations.md, "TLS").
+# The proxy's certificate (chain) and key (docs/proxy-and-tls.md, "TLS").
 SLC_TLS_CERT=$tls_cert
 SLC_TLS_KEY=$tls_key
 ENV

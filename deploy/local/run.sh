@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Start the system on one machine: workers, trainer (which imports DATA_DIR, and EXTERNAL_DATA_DIR
-# into the store's `external` split when set: EXTERNAL_DATA_DIR=../shared/datasets/derm7pt), insights, gateway.
+# as an external collection when set: EXTERNAL_DATA_DIR=../shared/datasets/derm7pt), insights, gateway.
 # supervise.py restarts a service that exits (with backoff); Ctrl-C (or SIGTERM) stops them all.
 # Uses the local RabbitMQ (AMQP_URL) and, unless S3_ENDPOINT is set, a filesystem store under var/store.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
-# One worker per core: each runs ONNX Runtime on one thread (docs/performance.md).
+# One worker per core: each runs its model (the runtime the version's card names) on one thread
+# (docs/performance.md).
 WORKERS=${WORKERS:-$(nproc)}
 export PYTHONPATH=${PYTHONPATH:-$(pwd)}
 python=$(printf %q "$PYTHON")  # quoted for the shell-like split of each --service command

@@ -53,7 +53,7 @@ _M_ARENA_MAX = -8
 # glibc gives each thread that allocates while another holds the lock an arena of its own (up to
 # 8 per core) and rarely hands their freed memory back: with 64 threads each decoding a 10 MiB
 # upload in turn, the gateway kept about twice the memory it needed. Two arenas: 50 clients sending
-# 9.4 MiB PNGs peaked at 609-684 MB instead of 1,240 MB, at the same throughput (docs/performance.md).
+# 9.4 MiB PNGs peaked at 609-684 MB instead of 1,240 MB, at the same throughput (docs/history/performance-runs.md).
 GATEWAY_MALLOC_ARENAS = 2
 
 

@@ -61,7 +61,8 @@ def create_app(
     try:
         registry.seed_from_directory(store, settings.models_dir)
     except TransientError as error:
-        # Workers seed the store too; the gateway starts anyway and says so on /readyz.
+        # Bootstrap (compose, Kubernetes) or the workers (`make run`) seed it too; the gateway
+        # starts anyway and says so on /readyz.
         log.warning("could not seed the store with the shipped model: %s", error)
     if prediction_client is None:
         prediction_client = PredictionClient(

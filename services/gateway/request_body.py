@@ -3,7 +3,7 @@
 - Werkzeug's form parser reads the body 64 KiB at a time, and gunicorn answers each read by
   copying everything it has read ahead (up to 1 MiB) twice: about 50 MB of copying, holding
   the GIL, per 3 MB body. A 1 MiB buffer in between turns that into a few copies per byte
-  (docs/performance.md, issue 12).
+  (docs/history/performance-runs.md, issue 12).
 - Each file part is held in memory up to `SPOOL_ABOVE_BYTES` and on disk beyond, and is
   refused (413) as soon as it passes the upload limit: a 300 MiB part costs the gateway a
   megabyte of memory and 10 MiB of disk, not 300 MiB of memory (issue 22).

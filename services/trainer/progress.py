@@ -1,7 +1,7 @@
 """Where a training run is, and how long it has left: what the Retrain tab shows.
 
 The estimate starts from per-image costs measured on a 2-core machine (the clinic retraining
-of docs/model.md: 10,434 images, 6.8 minutes) and corrects itself by what this run has
+of docs/history/model-decisions.md: 10,434 images, 6.8 minutes) and corrects itself by what this run has
 measured so far: once the feature cache is filled, its speed relative to that machine's
 scales every later step; once epochs have run, their mean time replaces the epoch estimate.
 The machines here differ by up to 2x from day to day, so the first estimate is rough.

@@ -48,12 +48,13 @@ class TrainingConfig:
     validation_fraction: float = 0.2
     views: int = 6  # augmented copies of each training image kept as cached features
     # One of data.AUGMENTATIONS. Flips and 90-degree rotations only: the colour and the
-    # dermoscopy jitter each lowered both HAM10000 validation and Derm7pt (docs/model.md).
+    # dermoscopy jitter each lowered both HAM10000 validation and Derm7pt (docs/history/model-decisions.md).
     augmentation: str = "flips"
     batch_size: int = 32
     head_epochs: int = 2  # the head trains first, so fine-tuning starts from a head that fits
     head_learning_rate: float = 1e-3
-    # First backbone layer that is trained: blocks 11-16 won the comparison of issue 21 (docs/model.md).
+    # First backbone layer that is trained: blocks 11-16 won the comparison of issue 21
+    # (docs/history/model-decisions.md).
     finetune_from: str = "block_11_expand"
     finetune_epochs: int = 8
     finetune_learning_rate: float = 2e-4  # peak of the warm-up + cosine schedule
@@ -122,7 +123,7 @@ def train(
 
     `external` (another clinic's collection) is scored after every epoch and recorded in the
     history, but never chooses anything here: which recipe and which threshold travel is
-    decided outside a run, by the rule in docs/model.md. `shared_features` lets runs on the
+    decided outside a run, by the rule in docs/history/model-decisions.md. `shared_features` lets runs on the
     same data (recipe comparisons) reuse the cached lower-backbone outputs when everything
     that makes them (weights, preprocessing, cut, views, augmentation, seed) is the same.
     """
@@ -212,7 +213,7 @@ def _cache_views(
 
     The lower part runs in LiteRT, converted from `extractor` on the spot: on 2 cores it is
     4-5x faster than Keras here, and its outputs match Keras to about 1e-6 of their range,
-    below the float16 rounding of the cache (docs/model.md, step 3).
+    below the float16 rounding of the cache (docs/history/model-decisions.md).
     """
     features = np.empty((config.views, len(train_data), *extractor.output.shape[1:]), np.float16)
     for view in range(config.views):

@@ -4,8 +4,8 @@ A probability means something only for dermatoscope images like the training ima
 served artifact has, beside the probability, the channel mean and standard deviation of the
 outputs of MobileNetV2 blocks 5 to 12 (`BLOCK_STATISTICS`): texture and colour statistics at
 several scales, which tell a camera photograph or another clinic's dermatoscope from the
-training images far better than the final pooled features (docs/model.md, "Out-of-domain
-images"). Two judgements are made from them, each fitted when a version is packaged:
+training images far better than the final pooled features (docs/history/model-decisions.md,
+"Out-of-domain features"). Two judgements are made from them, each fitted when a version is packaged:
 
 - `unlike_training` (a mild caution): one shrunk Gaussian per block, fitted on training images;
   the summed Mahalanobis distances, over the distance that 1% of validation images exceed, is

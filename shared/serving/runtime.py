@@ -94,7 +94,8 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Spinning intra-op threads burn CPU that the gateway, the broker and other workers
-        # need: turning it off doubled end-to-end throughput here (docs/performance.md).
+        # need: turning it off, with the thread and batch settings, gave 1.5-2.3x end-to-end
+        # throughput here (docs/history/performance-runs.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])

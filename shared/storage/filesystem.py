@@ -58,7 +58,7 @@ class FilesystemStore:
         # Same-directory temp file + os.replace: atomic on POSIX, so readers never see half,
         # and a process that dies mid-write leaves the old object. No fsync: the page cache
         # outlives any process, and this store is the one-machine default, not a database;
-        # fsync cost 2.5-10 ms per write on the hot path (docs/performance.md).
+        # fsync cost 2.5-10 ms per write on the hot path (docs/history/performance-runs.md).
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(handle, "wb") as temp_file:

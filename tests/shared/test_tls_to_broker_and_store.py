@@ -1,7 +1,7 @@
 """AMQP and S3 over TLS, against real servers: a RabbitMQ node with a TLS listener and SeaweedFS
 serving S3 over HTTPS, both started here with a throwaway certificate (deploy/compose/new-cert.sh).
 
-What AMQP_CA_FILE and S3_CA_FILE promise (docs/operations.md, "TLS"): with the CA that signed
+What AMQP_CA_FILE and S3_CA_FILE promise (docs/proxy-and-tls.md, "TLS"): with the CA that signed
 the server's certificate the services connect and work; with another CA they refuse the server.
 """
 
