@@ -23,9 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pika
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import Basic, BasicProperties
 
 from services.worker.dead_letters import DeadLetterRecorder
 from services.worker.heatmaps import HeatmapRenderer
@@ -35,11 +32,14 @@ from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
 from shared.image_quality import RETAKE_REASONS, ImageQuality, assess
 from shared.images import model_input_for_key
-from shared.messaging.rabbitmq import close_quietly, connect
-from shared.messaging.schemas import CONTENT_TYPE, Event, PredictionJob, PredictionResult
+from shared.messaging.batches import BatchCollector
+from shared.messaging.channel import Channel
+from shared.messaging.consumer import BrokerAddress, ConsumerLoop
+from shared.messaging.delivery import Delivery
+from shared.messaging.schemas import Event, PredictionJob, PredictionResult
 from shared.messaging.topology import EVENT_MODEL_PROMOTED, EVENT_PREDICTIONS_SCORED, Topology
-from shared.model import domain as domains
-from shared.model.serving import ModelOutputs, ServingModel
+from shared.serving import domain as domains
+from shared.serving.runtime import ModelOutputs, ServingModel
 from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout, put_json
 
@@ -55,10 +55,10 @@ RETRY_MAX_DELAY_S = 5.0
 
 
 @dataclass
-class Delivery:
-    method: Basic.Deliver
-    properties: BasicProperties
-    body: bytes
+class Job:
+    """One delivered prediction job on its way to an answer."""
+
+    delivery: Delivery
     job: PredictionJob | None = None
     pixels: np.ndarray | None = None
     result: PredictionResult | None = None
@@ -90,10 +90,19 @@ class PredictionConsumer:
         self.topology = Topology.from_settings(settings)
         self.dead_letters = DeadLetterRecorder(store, self.topology)
         self.stopping = stopping if stopping is not None else threading.Event()
-        self.connected = threading.Event()
-        # Monotonic time of the loop's last turn: /healthz fails when it stops turning.
-        self.last_tick = time.monotonic()
-        # Store reads, image decoding and result writes run in parallel; pika stays on
+        self._loop = ConsumerLoop(
+            "prediction worker",
+            BrokerAddress(settings.amqp_url, settings.amqp_ca_file),
+            self.topology,
+            stopping=self.stopping,
+            prefetch=2 * settings.worker_max_batch,
+            backoff=Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S),
+        )
+        self.connected = self._loop.connected
+        self._jobs: BatchCollector | None = None
+        # Monotonic time of the consume loop's last turn (see `last_tick`).
+        self._last_turn = time.monotonic()
+        # Store reads, image decoding and result writes run in parallel; the channel stays on
         # the main thread, which owns the connection.
         self._io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="worker-io")
         self.heatmaps = HeatmapRenderer(settings, store, self.topology, self._io_pool)
@@ -102,79 +111,58 @@ class PredictionConsumer:
         for reason in RETAKE_REASONS:
             metrics.RETAKE_HINTS.labels(reason)
 
+    @property
+    def last_tick(self) -> float:
+        """Monotonic time the loop last turned or tried to connect: /healthz fails when it stops."""
+        return max(self._last_turn, self._loop.last_attempt)
+
     def run(self) -> None:
         """Consume until `stopping` is set, reconnecting with backoff whatever goes wrong."""
-        backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
-        while not self.stopping.is_set():
-            self.last_tick = time.monotonic()
-            connection = None
-            try:
-                connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
-                backoff.reset()
-                self._consume(connection)
-            except Exception as error:  # no broker or store error may end the worker
-                delay_s = backoff.next()
-                log.warning("consume loop interrupted (%r); reconnecting in %.1fs", error, delay_s)
-                self.stopping.wait(delay_s)
-            finally:
-                self.connected.clear()
-                close_quietly(connection)
-        self._io_pool.shutdown(wait=True)
+        try:
+            self._loop.run(self._consume, setup=self._subscribe)
+        finally:
+            self._io_pool.shutdown(wait=True)
 
-    def _consume(self, connection: BlockingConnection) -> None:
-        channel = connection.channel()
-        self.topology.prepare(channel)
-        channel.basic_qos(prefetch_count=2 * self.settings.worker_max_batch)
-        buffer: list[Delivery] = []
-        channel.basic_consume(
+    def _subscribe(self, channel: Channel) -> None:
+        self._last_turn = time.monotonic()
+        self._jobs = BatchCollector(
+            channel,
             self.topology.predict_queue,
-            lambda _channel, method, properties, body: buffer.append(Delivery(method, properties, body)),
+            max_size=self.settings.worker_max_batch,
+            max_wait_s=self._max_wait_s,
         )
         self.dead_letters.subscribe(channel)
         self.heatmaps.subscribe(channel)
-        self._subscribe_to_model_events(channel)
-        self.connected.set()
+        channel.subscribe_to_events(self.topology.events_exchange, EVENT_MODEL_PROMOTED, self._on_model_event)
+
+    def _consume(self, channel: Channel) -> None:
+        jobs = self._jobs
         self.models.follow_production()
         log.info("consuming %s", self.topology.predict_queue)
         next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
         while not self.stopping.is_set():
-            self.last_tick = time.monotonic()
-            connection.process_data_events(time_limit=0.2 if not buffer else 0)
+            self._last_turn = time.monotonic()
+            channel.serve(0.2 if not len(jobs) else 0)
             self.dead_letters.record_pending(channel)
             if time.monotonic() >= next_alias_check:
                 self.models.follow_production()
                 next_alias_check = time.monotonic() + ALIAS_CHECK_INTERVAL_S
-            if not buffer:
-                continue
             # Micro-batching: jobs that arrived while the last batch ran are already here;
             # wait at most max_wait for more before running what we have.
-            deadline = time.monotonic() + self._max_wait_s
-            while len(buffer) < self.settings.worker_max_batch and time.monotonic() < deadline:
-                connection.process_data_events(time_limit=max(deadline - time.monotonic(), 0))
-            batch = buffer[: self.settings.worker_max_batch]
-            del buffer[: len(batch)]
-            self._handle_batch(connection, channel, batch)
+            batch = jobs.next_batch()
+            if batch:
+                self._handle_batch(channel, [Job(delivery) for delivery in batch])
         # Stopping: the batch in hand is done; hand the rest back for other workers.
-        for delivery in buffer:
-            channel.basic_nack(delivery.method.delivery_tag, requeue=True)
-        log.info("stopped; returned %d prefetched jobs to the queue", len(buffer))
+        log.info("stopped; returned %d prefetched jobs to the queue", jobs.return_all())
 
-    def _subscribe_to_model_events(self, channel: BlockingChannel) -> None:
-        declared = channel.queue_declare("", exclusive=True, auto_delete=True)
-        queue = declared.method.queue
-        channel.queue_bind(queue, self.topology.events_exchange, routing_key=EVENT_MODEL_PROMOTED)
-        channel.basic_consume(queue, self._on_model_event, auto_ack=True)
-
-    def _on_model_event(
-        self, _channel: BlockingChannel, _method: Basic.Deliver, _properties: BasicProperties, body: bytes
-    ) -> None:
+    def _on_model_event(self, delivery: Delivery) -> None:
         try:
-            event = Event.decode(body)
+            event = Event.decode(delivery.body)
             self.models.swap_in_background(str(event.data["version"]))
         except (MessageDecodeError, KeyError) as error:
             log.warning("ignoring malformed model event: %s", error)
 
-    def _handle_batch(self, connection: BlockingConnection, channel: BlockingChannel, batch: list[Delivery]) -> None:
+    def _handle_batch(self, channel: Channel, batch: list[Job]) -> None:
         """Carry every job of the batch to an answer, holding it through transient outages."""
         backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
         waiting = batch
@@ -186,12 +174,15 @@ class PredictionConsumer:
             metrics.JOBS_HELD.inc(len(waiting))
             delay_s = backoff.next()
             log.warning("%d jobs wait for the store or the model; retrying in %.1fs", len(waiting), delay_s)
-            self._serve_connection(connection, delay_s)
+            channel.serve_for(delay_s, self.stopping, tick=self._tick)
         for delivery in batch:
             self._settle(channel, delivery)
         self._announce_scores(channel, batch)
 
-    def _announce_scores(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
+    def _tick(self) -> None:
+        self._last_turn = time.monotonic()
+
+    def _announce_scores(self, channel: Channel, batch: list[Job]) -> None:
         """Tell the drift monitor (services/insights/drift.py) what was scored, one event per
         model version and batch. Unconfirmed, like every event: a lost one costs the monitor a
         few of the hundreds of predictions in its window, never an answer."""
@@ -206,21 +197,11 @@ class PredictionConsumer:
                 occurred_at=time.time(),
                 data={"model_version": version, "predictions": predictions},
             )
-            channel.basic_publish(
-                self.topology.events_exchange,
-                EVENT_PREDICTIONS_SCORED,
-                event.encode(),
-                pika.BasicProperties(content_type=CONTENT_TYPE, message_id=event.event_id, type=event.kind),
+            channel.publish(
+                self.topology.events_exchange, EVENT_PREDICTIONS_SCORED, event, mandatory=False, persistent=False
             )
 
-    def _serve_connection(self, connection: BlockingConnection, seconds: float) -> None:
-        """Keep heartbeats and deliveries flowing for `seconds`, or until stopping."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            self.last_tick = time.monotonic()
-            connection.process_data_events(time_limit=min(remaining, 0.5))
-
-    def _advance(self, deliveries: list[Delivery]) -> None:
+    def _advance(self, deliveries: list[Job]) -> None:
         """Take each job as far as it goes: decoded and loaded, predicted, stored."""
         to_prepare = [delivery for delivery in deliveries if delivery.pixels is None and delivery.result is None]
         list(self._io_pool.map(self._prepare, to_prepare))
@@ -230,7 +211,7 @@ class PredictionConsumer:
         to_store = [d for d in deliveries if d.result is not None and not d.stored]
         list(self._io_pool.map(self._store_result, to_store))
 
-    def _predict(self, model: ServingModel, runnable: list[Delivery]) -> None:
+    def _predict(self, model: ServingModel, runnable: list[Job]) -> None:
         started = time.time()
         pixels = np.stack([delivery.pixels for delivery in runnable])
         try:
@@ -254,12 +235,12 @@ class PredictionConsumer:
                 delivery.scored = domains.drift_sample(float(probability), judgement, projections[index])
             delivery.pixels = None
 
-    def _prepare(self, delivery: Delivery) -> None:
+    def _prepare(self, delivery: Job) -> None:
         """Decode the job and load its pixels; record the outcome on the delivery."""
         try:
             if delivery.job is None:
-                delivery.job = PredictionJob.decode(delivery.body)
-            if delivery.method.redelivered and self._reuse_stored_result(delivery):
+                delivery.job = PredictionJob.decode(delivery.delivery.body)
+            if delivery.delivery.redelivered and self._reuse_stored_result(delivery):
                 return
             key = delivery.job.image_key
             # A large upload's job points at its model-sized copy (read as it is), others at the upload.
@@ -280,7 +261,7 @@ class PredictionConsumer:
             log.exception("unexpected failure preparing a job; dead-lettering it")
             delivery.poison = True
 
-    def _reuse_stored_result(self, delivery: Delivery) -> bool:
+    def _reuse_stored_result(self, delivery: Job) -> bool:
         try:
             stored = get_json(self.store, layout.prediction_result(delivery.job.job_id))
         except NotFound:
@@ -330,7 +311,7 @@ class PredictionConsumer:
             error={"code": code, "message": str(error)},
         )
 
-    def _store_result(self, delivery: Delivery) -> None:
+    def _store_result(self, delivery: Job) -> None:
         """Store the result, unless the job was deleted (DELETE /predictions/{id}) meanwhile.
 
         A deleted job's tombstone is written before its files are removed, so checking it after
@@ -352,30 +333,19 @@ class PredictionConsumer:
             return
         delivery.stored = True
 
-    def _settle(self, channel: BlockingChannel, delivery: Delivery) -> None:
-        tag = delivery.method.delivery_tag
+    def _settle(self, channel: Channel, delivery: Job) -> None:
+        tag = delivery.delivery.tag
         if delivery.poison:
             metrics.JOBS_PROCESSED.labels("dead_lettered").inc()
-            channel.basic_reject(tag, requeue=False)
+            channel.reject(tag)
             return
         if not delivery.stored:  # stopping while the store is down: another worker takes it
             metrics.JOBS_PROCESSED.labels("requeued").inc()
-            channel.basic_nack(tag, requeue=True)
+            channel.requeue(tag)
             return
-        reply_to = delivery.properties.reply_to
-        if reply_to:
-            channel.basic_publish(
-                "",
-                reply_to,
-                delivery.result.encode(),
-                pika.BasicProperties(
-                    correlation_id=delivery.properties.correlation_id,
-                    message_id=delivery.result.job_id,
-                    content_type=CONTENT_TYPE,
-                ),
-            )
+        channel.reply(delivery.delivery, delivery.result)
         metrics.JOBS_PROCESSED.labels("failed" if delivery.result.error else "predicted").inc()
-        channel.basic_ack(tag)
+        channel.ack(tag)
 
 
 def _activation(outputs: ModelOutputs, index: int) -> list[list[float]] | None:

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import Basic, BasicProperties
-
 from shared.backoff import Backoff
-from shared.errors import MessageDecodeError, NotFound, TransientError
-from shared.messaging.rabbitmq import close_quietly, connect
+from shared.errors import MessageDecodeError, NotFound, PublishRefused, TransientError
+from shared.messaging.channel import Channel
+from shared.messaging.dead_letters import drain_present, failure_reason_code, replayable_headers
+from shared.messaging.delivery import Delivery
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import PredictionJob, PredictionResult
 from shared.messaging.topology import Topology
 from shared.storage import ObjectStore, get_json, layout, put_json
@@ -37,11 +36,8 @@ _REASONS = {
 }
 
 
-def failure_reason(properties: BasicProperties) -> str:
-    headers = properties.headers or {}
-    reason = headers.get("x-first-death-reason")
-    if isinstance(reason, bytes):
-        reason = reason.decode(errors="replace")
+def failure_reason(delivery: Delivery) -> str:
+    reason = failure_reason_code(delivery)
     explanation = _REASONS.get(str(reason), f"the broker gave it up ({reason or 'no reason given'})")
     return f"{explanation}; an operator can replay it (`replay-dead-letters`)"
 
@@ -49,7 +45,7 @@ def failure_reason(properties: BasicProperties) -> str:
 class DeadLetterRecorder:
     """Consumes dead-letter notices on the worker's channel; records each job as failed.
 
-    Notices are taken by the pika callback and recorded from the consume loop
+    Notices are taken by the channel's callback and recorded from the consume loop
     (`record_pending`), where a store outage only delays them: they stay unacked and are
     retried with backoff, so none is lost and none spins.
     """
@@ -57,33 +53,28 @@ class DeadLetterRecorder:
     def __init__(self, store: ObjectStore, topology: Topology) -> None:
         self._store = store
         self._queue = topology.dead_letter_notices_queue(topology.predict_queue)
-        self._pending: list[tuple[int, BasicProperties, bytes]] = []
+        self._pending: list[Delivery] = []
         self._retry_at = 0.0
         self._backoff = Backoff(RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S)
 
-    def subscribe(self, channel: BlockingChannel) -> None:
+    def subscribe(self, channel: Channel) -> None:
         self._pending.clear()  # tags of an earlier channel are void; the broker redelivers
-        channel.basic_consume(self._queue, self._on_notice)
+        channel.consume(self._queue, self._pending.append)
 
-    def _on_notice(
-        self, _channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
-    ) -> None:
-        self._pending.append((method.delivery_tag, properties, body))
-
-    def record_pending(self, channel: BlockingChannel) -> None:
+    def record_pending(self, channel: Channel) -> None:
         """Record what is pending and ack it; on a store outage, try again later."""
         if not self._pending or time.monotonic() < self._retry_at:
             return
         while self._pending:
-            tag, properties, body = self._pending[0]
+            notice = self._pending[0]
             try:
-                record_failure(self._store, body, failure_reason(properties))
+                record_failure(self._store, notice.body, failure_reason(notice))
             except TransientError as error:
                 delay_s = self._backoff.next()
                 log.warning("cannot record a dead job yet (%s); retrying in %.1fs", error, delay_s)
                 self._retry_at = time.monotonic() + delay_s
                 return
-            channel.basic_ack(tag)
+            channel.ack(notice.tag)
             self._pending.pop(0)
         self._backoff.reset()
 
@@ -119,37 +110,17 @@ def replay(amqp_url: str, store: ObjectStore, topology: Topology, *, ca_file: Pa
     one run: only the messages present at the start are taken.
     """
     dead_queue = topology.dead_letter_queue(topology.predict_queue)
-    connection = connect(amqp_url, timeout_s=30, ca_file=ca_file)
     counts = {"replayed": 0, "answered": 0, "kept": 0}
-    kept_tags: list[int] = []
-    try:
-        channel = connection.channel()
-        topology.prepare(channel)
-        channel.confirm_delivery()
-        waiting = channel.queue_declare(dead_queue, passive=True).method.message_count
-        for _ in range(waiting):
-            method, properties, body = channel.basic_get(dead_queue)
-            if method is None:
-                break
-            outcome = _replay_one(channel, store, topology, properties, body)
+    with open_channel(amqp_url, topology=topology, confirms=True, timeout_s=30, ca_file=ca_file) as channel:
+        for outcome in drain_present(channel, dead_queue, lambda dead: _replay_one(channel, store, topology, dead)):
             counts[outcome] += 1
-            if outcome == "kept":
-                kept_tags.append(method.delivery_tag)
-            else:
-                channel.basic_ack(method.delivery_tag)
-        for tag in kept_tags:
-            channel.basic_nack(tag, requeue=True)
-    finally:
-        close_quietly(connection)
     return counts
 
 
-def _replay_one(
-    channel: BlockingChannel, store: ObjectStore, topology: Topology, properties: BasicProperties, body: bytes
-) -> str:
+def _replay_one(channel: Channel, store: ObjectStore, topology: Topology, dead: Delivery) -> str:
     """Replay one dead job: "replayed", "answered" (it has a real result; dropped) or "kept"."""
     try:
-        job = PredictionJob.decode(body)
+        job = PredictionJob.decode(dead.body)
     except MessageDecodeError:
         log.warning("keeping an undecodable message in the dead-letter queue")
         return "kept"
@@ -162,24 +133,9 @@ def _replay_one(
         return "answered"
     if failure is not None:
         store.delete(layout.prediction_result(job.job_id))
-    headers = {key: value for key, value in (properties.headers or {}).items() if not key.startswith("x-")}
     try:
-        channel.basic_publish(
-            "",
-            topology.predict_queue,
-            body,
-            pika.BasicProperties(
-                message_id=properties.message_id,
-                content_type=properties.content_type,
-                delivery_mode=pika.DeliveryMode.Persistent,
-                timestamp=properties.timestamp,
-                type=properties.type,
-                headers=headers,
-                correlation_id=properties.correlation_id,
-            ),
-            mandatory=True,
-        )
-    except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+        channel.republish(topology.predict_queue, dead, headers=replayable_headers(dead))
+    except PublishRefused:
         log.warning("the predict queue refused job %s; it stays dead", job.job_id)
         if failure is not None:
             put_json(store, layout.prediction_result(job.job_id), failure)

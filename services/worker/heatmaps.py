@@ -6,9 +6,9 @@ at `layout.prediction_heatmap`, and replies over direct reply-to that it is ther
 
 The consume loop's thread only takes the request and later sends the reply and the ack: the
 store reads, the decode and the drawing (about 12 ms for a typical upload, 60 ms for a camera
-JPEG) run in the worker's io pool, so a batch of predictions never waits behind them. pika is
-not thread safe, so the pool hands the reply back with `add_callback_threadsafe`, which runs it
-on the loop's thread during its next `process_data_events`.
+JPEG) run in the worker's io pool, so a batch of predictions never waits behind them. A channel
+belongs to the loop's thread, so the pool hands the reply back with `call_soon_threadsafe`,
+which runs it on the loop's thread during its next `serve`.
 
 Every outcome is a reply and an ack, errors included (a deleted prediction, a store outage):
 a request is only worth its waiting client, who decides whether to ask again.
@@ -21,15 +21,13 @@ import logging
 import time
 from concurrent.futures import Executor, Future
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import Basic, BasicProperties
-
 from shared import metrics
 from shared.errors import Gone, MessageDecodeError, SkinLesionError, TransientError
 from shared.heatmap import class_activation_of, render_heatmap
+from shared.messaging.channel import Channel
+from shared.messaging.delivery import Delivery
 from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
-from shared.messaging.schemas import CONTENT_TYPE, PredictionResult
+from shared.messaging.schemas import PredictionResult
 from shared.messaging.topology import Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, layout
@@ -51,42 +49,30 @@ class HeatmapRenderer:
         for outcome in ("rendered", "refused", "unavailable", "failed"):
             metrics.HEATMAPS.labels(outcome)
 
-    def subscribe(self, channel: BlockingChannel) -> None:
-        channel.basic_consume(self._queue, self._on_request)
+    def subscribe(self, channel: Channel) -> None:
+        channel.consume(self._queue, functools.partial(self._on_request, channel))
 
-    def _on_request(
-        self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
-    ) -> None:
+    def _on_request(self, channel: Channel, request: Delivery) -> None:
         try:
-            rendering = self._pool.submit(self.answer, body)
+            rendering = self._pool.submit(self.answer, request.body)
         except RuntimeError:  # the pool is shut down: the worker is stopping; the broker redelivers
             return
-        rendering.add_done_callback(functools.partial(self._hand_back, channel, method.delivery_tag, properties))
+        rendering.add_done_callback(functools.partial(self._hand_back, channel, request))
 
-    def _hand_back(
-        self, channel: BlockingChannel, tag: int, properties: BasicProperties, rendering: Future[HeatmapReply]
-    ) -> None:
+    def _hand_back(self, channel: Channel, request: Delivery, rendering: Future[HeatmapReply]) -> None:
         """In the pool: queue the reply for the loop's thread, the only one that may use the channel."""
-        reply = functools.partial(self._reply, channel, tag, properties, rendering.result())
+        reply = functools.partial(self._reply, channel, request, rendering.result())
         try:
-            channel.connection.add_callback_threadsafe(reply)
+            channel.call_soon_threadsafe(reply)
         except Exception as error:  # the connection is gone: the broker redelivers the request
             log.info("heat map of a lost connection not answered: %r", error)
 
     @staticmethod
-    def _reply(channel: BlockingChannel, tag: int, properties: BasicProperties, reply: HeatmapReply) -> None:
+    def _reply(channel: Channel, request: Delivery, reply: HeatmapReply) -> None:
         if not channel.is_open:
             return  # the request went back to the broker with the channel
-        if properties.reply_to:
-            channel.basic_publish(
-                "",
-                properties.reply_to,
-                reply.encode(),
-                pika.BasicProperties(
-                    correlation_id=properties.correlation_id, message_id=reply.job_id, content_type=CONTENT_TYPE
-                ),
-            )
-        channel.basic_ack(tag)
+        channel.reply(request, reply)
+        channel.ack(request.tag)
 
     def answer(self, body: bytes) -> HeatmapReply:
         """Render and store the heat map a request asks for; the reply, whatever happened."""

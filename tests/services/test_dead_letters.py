@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 
 from services.gateway.predictions import new_job_id
-from shared.messaging.rabbitmq import connect, publish
+from shared.messaging import admin
+from shared.messaging.channel import Channel
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import PredictionJob
 from shared.messaging.topology import Topology
 from shared.settings import REPO_ROOT, Settings
@@ -50,26 +51,25 @@ def system(
         running.stop()
 
 
-def submit_job(settings: Settings, channel: pika.adapters.blocking_connection.BlockingChannel) -> str:
+def submit_job(settings: Settings, channel: Channel) -> str:
     """Store an image and queue its job, as the gateway does."""
     now = datetime.now(UTC)
     job_id = new_job_id(now)
     key = layout.prediction_upload(job_id, "jpg", now)
     create_store(settings).put(key, solid_jpeg(230), "image/jpeg")
-    publish(channel, "", Topology.from_settings(settings).predict_queue, PredictionJob(job_id, key, time.time()))
+    channel.publish("", Topology.from_settings(settings).predict_queue, PredictionJob(job_id, key, time.time()))
     return job_id
 
 
 def exhaust_deliveries(amqp_url: str, queue: str, count: int) -> None:
     """Take the job `count` times and drop the connection each time, as dying workers would."""
     for _ in range(count):
-        connection = connect(amqp_url, timeout_s=10)
-        channel = connection.channel()
-        deadline = time.monotonic() + 10
-        while channel.basic_get(queue)[0] is None:
-            assert time.monotonic() < deadline, f"no job on {queue}"
-            time.sleep(0.05)
-        connection.close()  # unacked: back to the queue, one delivery spent
+        with open_channel(amqp_url, timeout_s=10) as channel:
+            deadline = time.monotonic() + 10
+            while channel.get(queue) is None:
+                assert time.monotonic() < deadline, f"no job on {queue}"
+                time.sleep(0.05)
+        # The connection closed with the job unacked: back to the queue, one delivery spent.
 
 
 def wait_for_status(gateway_url: str, job_id: str, wanted: str, timeout_s: float = 30) -> dict:
@@ -98,12 +98,8 @@ def test_a_job_that_outlives_its_deliveries_reads_failed_and_a_replay_answers_it
     system: RunningSystem, settings: Settings, models_dir: Path
 ) -> None:
     topology = Topology.from_settings(settings)
-    connection = connect(settings.amqp_url, timeout_s=10)
-    channel = connection.channel()
-    topology.declare(channel)
-    channel.confirm_delivery()
-    job_id = submit_job(settings, channel)
-    connection.close()
+    with open_channel(settings.amqp_url, topology=topology, confirms=True, timeout_s=10) as channel:
+        job_id = submit_job(settings, channel)
     exhaust_deliveries(settings.amqp_url, topology.predict_queue, DELIVERY_LIMIT + 1)
     system.start_worker()
     system.start_gateway()
@@ -125,11 +121,7 @@ def test_an_undecodable_job_is_dead_lettered_by_the_worker_and_kept_by_a_replay(
 ) -> None:
     topology = Topology.from_settings(settings)
     system.start_worker()
-    connection = connect(settings.amqp_url, timeout_s=10)
-    channel = connection.channel()
-    channel.confirm_delivery()
-    channel.basic_publish("", topology.predict_queue, b"not json", pika.BasicProperties(delivery_mode=2))
-    connection.close()
+    admin.publish_raw(settings.amqp_url, "", topology.predict_queue, b"not json")
     dead_queue = Topology.dead_letter_queue(topology.predict_queue)
     deadline = time.monotonic() + 30
     while message_count(settings.amqp_url, dead_queue) == 0 and time.monotonic() < deadline:
