@@ -28,8 +28,9 @@ from services.insights.drift import (
     VersionWindow,
 )
 from shared.backoff import Backoff
-from shared.errors import BrokerUnavailable, MessageDecodeError, SkinLesionError
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect
+from shared.errors import MessageDecodeError, SkinLesionError
+from shared.messaging.channel import Channel
+from shared.messaging.consumer import BrokerAddress, ConsumerLoop
 from shared.messaging.schemas import Event
 from shared.messaging.topology import Topology
 from shared.metrics import INPUT_DRIFT, INPUT_DRIFT_PREDICTIONS, INPUT_DRIFT_WINDOW, INPUT_FLAGGED_SHARE
@@ -163,49 +164,33 @@ class DriftConsumer:
     """Feeds the monitor from insights' drift queue; reconnects with backoff, whatever fails."""
 
     def __init__(self, settings: Settings, monitor: DriftMonitor, stopping: threading.Event) -> None:
-        self.amqp_url = settings.amqp_url
-        self.amqp_ca_file = settings.amqp_ca_file
         self.topology = Topology.from_settings(settings)
         self.monitor = monitor
         self.stopping = stopping
-        self.connected = threading.Event()
+        # Drift events wait in their queue while the broker connection is away.
+        self._loop = ConsumerLoop(
+            "drift monitor",
+            BrokerAddress(settings.amqp_url, settings.amqp_ca_file),
+            self.topology,
+            stopping=stopping,
+            prefetch=PREFETCH_EVENTS,
+            backoff=Backoff(first_s=1.0, cap_s=30.0),
+        )
+        self.connected = self._loop.connected
 
     def run(self) -> None:
         """Consume until `stopping` is set; nothing the broker raises ends this loop."""
-        backoff = Backoff(first_s=1.0, cap_s=30.0)
-        while not self.stopping.is_set():
-            try:
-                self._connect_and_consume()
-                backoff.reset()
-                continue
-            except BrokerUnavailable as error:
-                delay_s = backoff.next()
-                log.warning("%s; drift events wait in the queue, retrying in %.1fs", error, delay_s)
-            except Exception:  # a surprise is logged and outlived, never a reason to exit
-                delay_s = backoff.next()
-                log.exception("the drift loop failed; starting again in %.1fs", delay_s)
-            self.stopping.wait(delay_s)
+        self._loop.run(self._consume)
 
-    def _connect_and_consume(self) -> None:
-        """One connection's life; returns when it is lost or the service stops."""
-        connection = connect(self.amqp_url, timeout_s=5, ca_file=self.amqp_ca_file)
-        try:
-            channel = connection.channel()
-            self.topology.prepare(channel)
-            channel.basic_qos(prefetch_count=PREFETCH_EVENTS)
-            self.connected.set()
-            log.info("consuming %s", self.topology.drift_queue)
-            for method, _properties, body in channel.consume(self.topology.drift_queue, inactivity_timeout=0.5):
-                if self.stopping.is_set():
-                    break
-                if method is not None:
-                    self._ingest(body)
-                    channel.basic_ack(method.delivery_tag)
-        except CONNECTION_ERRORS as error:
-            log.warning("lost the broker connection (%r); reconnecting", error)
-        finally:
-            self.connected.clear()
-            close_quietly(connection)
+    def _consume(self, channel: Channel) -> None:
+        """One connection's life; returns when the service stops (a lost connection raises)."""
+        log.info("consuming %s", self.topology.drift_queue)
+        for delivery in channel.deliveries(self.topology.drift_queue, inactivity_timeout_s=0.5):
+            if self.stopping.is_set():
+                break
+            if delivery is not None:
+                self._ingest(delivery.body)
+                channel.ack(delivery.tag)
 
     def _ingest(self, body: bytes) -> None:
         """Add an event to the windows; a bad one is dropped: it is a sample, not work."""

@@ -9,12 +9,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pika
 import pytest
 
-from services.insights.consumer import InsightsConsumer, declare_insights_queue
+from services.insights.consumer import InsightsConsumer
 from services.insights.snapshots import SnapshotBuilder
-from shared.messaging.rabbitmq import publish_event
+from shared.messaging.rabbitmq import open_channel, publish_event
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
@@ -77,9 +76,8 @@ def start_consumer() -> Iterator[Callable[[Settings, SnapshotBuilder], InsightsC
 def test_events_queued_before_start_coalesce_with_the_start_up_refresh(
     s3_settings: Settings, store: ObjectStore, start_consumer: Callable[..., InsightsConsumer]
 ) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(s3_settings.amqp_url))
-    declare_insights_queue(connection.channel(), Topology.from_settings(s3_settings))
-    connection.close()
+    with open_channel(s3_settings.amqp_url, topology=Topology.from_settings(s3_settings)):
+        pass  # the insights queue exists, so the events below wait in it
     put_images(store, [distinct_png(1), distinct_png(2)])
     for _ in range(5):
         dataset_changed(s3_settings)

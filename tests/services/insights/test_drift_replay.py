@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pika
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,8 +32,10 @@ from bench.drift_replay import (
 )
 from services.insights.drift import DRIFT_THRESHOLD
 from shared.errors import ObjectNotFound
+from shared.messaging.channel import Channel
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED, Topology
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import ObjectStore, get_json, layout
 from tests.support.promtool import ALERT_RULES, run_promtool
@@ -54,8 +55,9 @@ def drift_rule() -> dict[str, Any]:
 def publish_replay_version(store: ObjectStore, production: str, name: str) -> None:
     """A version `name` with production's domain statistics: a window of its own for one stream."""
     card = registry.read_card(store, production)
-    domain_file = card["domain"]["file"]
-    registry.publish_version(store, name, {domain_file: store.get(layout.model_file(production, domain_file))}, card)
+    domain_file = card.domain["file"]
+    files = {domain_file: store.get(layout.model_file(production, domain_file))}
+    registry.publish_version(store, name, files, card.document)
 
 
 def scrape(url: str, version: str) -> tuple[float, float | None]:
@@ -72,11 +74,11 @@ def scrape(url: str, version: str) -> tuple[float, float | None]:
     return taken, drift
 
 
-def replay(channel: Any, exchange: str, url: str, version: str, predictions: list[dict]) -> list[float | None]:
+def replay(channel: Channel, exchange: str, url: str, version: str, predictions: list[dict]) -> list[float | None]:
     """Publish the stream event by event; the insights gauge after each one."""
     figures = []
     for sent, event in enumerate(events(version, predictions), start=1):
-        channel.basic_publish(exchange, EVENT_PREDICTIONS_SCORED, event.encode())
+        channel.publish(exchange, EVENT_PREDICTIONS_SCORED, event, mandatory=False, persistent=False)
         deadline = time.monotonic() + INGEST_TIMEOUT_S
         while (taken := scrape(url, version))[0] < min(sent * EVENT_SIZE, len(predictions)):
             assert time.monotonic() < deadline, f"insights took in {taken[0]} of {sent * EVENT_SIZE} predictions"
@@ -153,14 +155,11 @@ def test_isic_2018_raises_no_drift_alert_and_derm7pt_or_isic_2020_raise_it_withi
     insights = system.start_service("insights", "services.insights", "insights_metrics_port")
     metrics_url = f"http://127.0.0.1:{insights.port}/metrics"
 
-    connection = pika.BlockingConnection(pika.URLParameters(s3_settings.amqp_url))
-    channel = connection.channel()
-    channel.confirm_delivery()
     exchange = Topology.from_settings(s3_settings).events_exchange
     for_steps = int(drift_rule()["for"].removesuffix("m")) * 60 // SCRAPE_INTERVAL_S
     switch_step = IN_DOMAIN_PREDICTIONS // EVENT_SIZE
     groups, report = [], {}
-    try:
+    with open_channel(s3_settings.amqp_url, confirms=True) as channel:
         for offset, name in enumerate(SWITCHES):
             version = f"replay-{name}"
             publish_replay_version(store, production, version)
@@ -182,8 +181,6 @@ def test_isic_2018_raises_no_drift_alert_and_derm7pt_or_isic_2020_raise_it_withi
                 report[name]["predictions_until_condition"] = (crossing + 1) * EVENT_SIZE - IN_DOMAIN_PREDICTIONS
             assert fires_at is not None, f"{name}: no alert within {SWITCHED_PREDICTIONS} predictions: {report[name]}"
             groups.append(rule_test(version, figures, switch_step, fires_at))
-    finally:
-        connection.close()
     replayed_at = time.time()
     (output_dir / "drift-replay.json").write_text(json.dumps(report, indent=2))
 
