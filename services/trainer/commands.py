@@ -17,11 +17,11 @@ from pathlib import Path
 from shared import dataset
 from shared.errors import BadInput, BrokerUnavailable, SkinLesionError, StorageUnavailable
 from shared.logs import configure_logging
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
+from shared.messaging.rabbitmq import prepare_topology, publish_event
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
-from shared.model import registry
 from shared.ops_server import start_ops_server, threads_alive
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 
@@ -258,13 +258,7 @@ def announce_import(settings: Settings, collection: str, added: int) -> None:
     )
     topology = Topology.from_settings(settings)
     # The first service up may be this one: the exchange must exist before a publish to it.
-    connection = connect(settings.amqp_url, timeout_s=10, ca_file=settings.amqp_ca_file)
-    try:
-        topology.prepare(connection.channel())
-    except CONNECTION_ERRORS as error:
-        raise BrokerUnavailable(f"cannot declare the broker topology: {error!r}") from error
-    finally:
-        close_quietly(connection)
+    prepare_topology(settings.amqp_url, topology, timeout_s=10, ca_file=settings.amqp_ca_file)
     publish_event(
         settings.amqp_url,
         topology.events_exchange,

@@ -21,13 +21,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-
 from shared import dataset_staging
 from shared.backoff import Backoff
 from shared.errors import BrokerUnavailable, PermanentError, StorageUnavailable
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
+from shared.messaging.channel import Channel
+from shared.messaging.consumer import BrokerAddress, ConsumerLoop
+from shared.messaging.delivery import Delivery
 from shared.messaging.schemas import DatasetImportRequest, Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
@@ -48,73 +47,59 @@ class DatasetImporter:
         self.store = store
         self.stopping = stopping
         self.topology = Topology.from_settings(settings)
-        self.connected = threading.Event()
+        # Confirms: the dataset.changed events published here must reach the broker.
+        self._loop = ConsumerLoop(
+            "dataset imports",
+            BrokerAddress(settings.amqp_url, settings.amqp_ca_file),
+            self.topology,
+            stopping=stopping,
+            prefetch=1,
+            confirms=True,
+            backoff=Backoff(first_s=1.0, cap_s=30.0),
+        )
+        self.connected = self._loop.connected
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-import")
 
     def run(self) -> None:
         """Consume until `stopping`; after any failure, back off (capped) and connect again."""
-        backoff = Backoff(first_s=1.0, cap_s=30.0)
         try:
-            while not self.stopping.is_set():
-                try:
-                    self._connect_and_consume()
-                    backoff.reset()
-                    continue
-                except BrokerUnavailable as error:
-                    delay_s = backoff.next()
-                    log.warning("%s; staged uploads wait in the queue, retrying in %.1fs", error, delay_s)
-                except Exception:  # a surprise is logged and outlived, never a reason to exit
-                    delay_s = backoff.next()
-                    log.exception("the dataset import loop failed; starting again in %.1fs", delay_s)
-                self.stopping.wait(delay_s)
+            self._loop.run(self._consume)
         finally:
             self._pool.shutdown(wait=True)
 
-    def _connect_and_consume(self) -> None:
-        """One connection's life; returns when it is lost or the service stops."""
-        connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
-        try:
-            channel = connection.channel()
-            self.topology.prepare(channel)  # declares, or checks what bootstrap declared
-            channel.confirm_delivery()  # for the dataset.changed events published here
-            channel.basic_qos(prefetch_count=1)
-            self.connected.set()
-            log.info("consuming %s", self.topology.dataset_import_queue)
-            queue = self.topology.dataset_import_queue
-            for method, _properties, body in channel.consume(queue, inactivity_timeout=0.5):
-                if self.stopping.is_set():
-                    break
-                if method is not None:
-                    self._handle(connection, channel, method.delivery_tag, body)
-        except CONNECTION_ERRORS as error:
-            log.warning("lost the broker connection (%r); reconnecting", error)
-        finally:
-            self.connected.clear()
-            close_quietly(connection)
+    def _consume(self, channel: Channel) -> None:
+        """One connection's life; returns when the service stops (a lost connection raises)."""
+        queue = self.topology.dataset_import_queue
+        log.info("consuming %s", queue)
+        for delivery in channel.deliveries(queue, inactivity_timeout_s=0.5):
+            if self.stopping.is_set():
+                break
+            if delivery is not None:
+                self._handle(channel, delivery)
 
-    def _handle(self, connection: BlockingConnection, channel: BlockingChannel, tag: int, body: bytes) -> None:
+    def _handle(self, channel: Channel, delivery: Delivery) -> None:
         """Import one job's batch, announce it, ack; dead-letter a job that can never succeed."""
         try:
-            batch_id = dataset_staging.check_batch_id(DatasetImportRequest.decode(body).batch_id)
+            batch_id = dataset_staging.check_batch_id(DatasetImportRequest.decode(delivery.body).batch_id)
         except PermanentError as error:
             log.warning("dead-lettering a dataset import job: %s", error)
-            channel.basic_reject(tag, requeue=False)
+            channel.reject(delivery.tag)
             return
         backoff = Backoff(first_s=0.5, cap_s=10.0)
         while True:
             try:
-                report = self._import_pumping(connection, channel, batch_id)
+                report = self._import_serving(channel, batch_id)
                 break
             except StorageUnavailable as error:
                 # Held, not returned: a return would spend one of the job's deliveries.
                 delay_s = backoff.next()
                 log.warning("cannot import batch %s yet (%s); retrying in %.1fs", batch_id, error, delay_s)
-                self._pump(connection, delay_s)
+                channel.serve_for(delay_s, self.stopping)
                 if self.stopping.is_set():
                     return  # unacked: it goes back to the queue when the connection closes
             except PermanentError as error:
                 log.error("dead-lettering dataset import %s: %s", batch_id, error)
-                channel.basic_reject(tag, requeue=False)
+                channel.reject(delivery.tag)
                 return
         if report is None:
             log.info("dataset batch %s was imported already (no staged manifest); acking its job", batch_id)
@@ -128,30 +113,28 @@ class DatasetImporter:
                 report.duplicates,
                 report.missing,
             )
-        channel.basic_ack(tag)
+        channel.ack(delivery.tag)
 
-    def _import_pumping(
-        self, connection: BlockingConnection, channel: BlockingChannel, batch_id: str
-    ) -> dataset_staging.ImportReport | None:
+    def _import_serving(self, channel: Channel, batch_id: str) -> dataset_staging.ImportReport | None:
         """`import_batch` in the helper thread while this one serves the connection (heartbeats).
 
-        The dataset.changed event goes out on this thread (pika connections are not thread
-        safe) before the staged objects are deleted: a crash in between repeats the event (a
-        hint, harmless twice) rather than losing it.
+        The dataset.changed event goes out on this thread (the channel belongs to it) before the
+        staged objects are deleted: a crash in between repeats the event (a hint, harmless twice)
+        rather than losing it.
         """
         announce_requests: list[tuple[dataset_staging.ImportReport, Future[None]]] = []
 
         def announce(report: dataset_staging.ImportReport) -> None:
             done: Future[None] = Future()
             announce_requests.append((report, done))
-            _wake(connection)
+            channel.wake()
             try:
                 done.result(timeout=ANNOUNCE_TIMEOUT_S)  # raises what the publish raised: the batch stays staged
             except FutureTimeout:
                 raise BrokerUnavailable("dataset.changed was not published in time") from None
 
         future = self._pool.submit(dataset_staging.import_batch, self.store, batch_id, before_discard=announce)
-        future.add_done_callback(lambda _future: _wake(connection))
+        future.add_done_callback(lambda _future: channel.wake())
         try:
             while not future.done():
                 while announce_requests:
@@ -163,7 +146,7 @@ class DatasetImporter:
                         raise
                     if not done.done():
                         done.set_result(None)
-                connection.process_data_events(time_limit=0.5)
+                channel.serve(0.5)
         except BaseException:
             # The connection is gone: an announcement waiting for it fails, and the batch stays staged.
             while announce_requests:
@@ -174,26 +157,14 @@ class DatasetImporter:
             raise
         return future.result()
 
-    def _announce(self, channel: BlockingChannel, report: dataset_staging.ImportReport) -> None:
+    def _announce(self, channel: Channel, report: dataset_staging.ImportReport) -> None:
         event = Event(
             name=EVENT_DATASET_CHANGED,
             event_id=f"import-{report.batch_id}",
             occurred_at=time.time(),
             data={"collection": report.collection, "added": report.added, "batch": report.batch_id},
         )
-        publish(channel, self.topology.events_exchange, EVENT_DATASET_CHANGED, event, mandatory=False)
-
-    def _pump(self, connection: BlockingConnection, seconds: float) -> None:
-        """Serve the connection for `seconds` or until stopping."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            connection.process_data_events(time_limit=min(remaining, 0.5))
-
-
-def _wake(connection: BlockingConnection) -> None:
-    """Make the connection thread's `process_data_events` return now (from any thread)."""
-    with contextlib.suppress(pika.exceptions.ConnectionWrongStateError, *CONNECTION_ERRORS):
-        connection.add_callback_threadsafe(lambda: None)
+        channel.publish(self.topology.events_exchange, EVENT_DATASET_CHANGED, event, mandatory=False)
 
 
 def _wait_quietly(future: Future[object]) -> None:

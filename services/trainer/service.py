@@ -21,14 +21,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-
 from services.trainer.pipeline import run_training
 from shared import metrics, training_jobs
 from shared.backoff import Backoff
 from shared.errors import MessageDecodeError, SkinLesionError, StorageUnavailable
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish_event
+from shared.messaging.channel import Channel
+from shared.messaging.consumer import BrokerAddress, ConsumerLoop
+from shared.messaging.delivery import Delivery
+from shared.messaging.rabbitmq import CONNECTION_ERRORS, publish_event
 from shared.messaging.schemas import Event, TrainRequest
 from shared.messaging.topology import EVENT_TRAINING_FINISHED, EVENT_TRAINING_PROGRESS, Topology
 from shared.ops_server import storage_state
@@ -74,9 +74,18 @@ class TrainerService:
         self.store = store
         self.topology = Topology.from_settings(settings)
         self.stopping = threading.Event()
-        self.connected = threading.Event()
         self.busy = threading.Event()
-        self._broker_backoff = Backoff(first_s=1.0, cap_s=30.0)
+        # One connection per take of requests: none idles through a run that may take an hour.
+        self._requests = ConsumerLoop(
+            "training requests",
+            BrokerAddress(settings.amqp_url, settings.amqp_ca_file),
+            self.topology,
+            stopping=self.stopping,
+            prefetch=1,
+            backoff=Backoff(first_s=1.0, cap_s=30.0),
+        )
+        self.connected = self._requests.connected
+        self._store_backoff = Backoff(first_s=1.0, cap_s=30.0)
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Ready when it can take a request: the broker connected (or let go for a run) and the store reachable."""
@@ -128,80 +137,63 @@ class TrainerService:
 
     def _take_requests(self) -> tuple[list[str], int | None]:
         """Wait for a request, take every other queued one too, mark them running, ack."""
-        connection: BlockingConnection | None = None
-        try:
-            # A short connect: the backoff below paces retries, and a stop is not held up long.
-            connection = connect(self.settings.amqp_url, timeout_s=5, ca_file=self.settings.amqp_ca_file)
-            channel = connection.channel()
-            self.topology.prepare(channel)
-            channel.basic_qos(prefetch_count=1)
-            self.connected.set()
-            first = self._wait_for_one(connection, channel)
-            if first is None:
-                return [], None
-            deliveries = [first]
-            while (got := channel.basic_get(self.topology.train_queue))[0] is not None:
-                deliveries.append((got[0].delivery_tag, got[2]))
-            job_ids, epochs, store_down = self._accept(channel, deliveries)
-            if store_down:
-                # The requests go back to the queue (on close); take them again once the store may be back.
-                self.stopping.wait(self._broker_backoff.next())
-            else:
-                self._broker_backoff.reset()
-            return job_ids, epochs
-        except CONNECTION_ERRORS as error:
-            log.warning("broker connection lost (%r); reconnecting", error)
-            self.stopping.wait(self._broker_backoff.next())
-            return [], None
-        except SkinLesionError as error:
-            log.warning("cannot take training requests: %s", error)
-            self.stopping.wait(self._broker_backoff.next())
-            return [], None
-        finally:
-            self.connected.clear()
-            # No connection idles through a run that may take an hour.
-            close_quietly(connection)
+        taken: list[tuple[list[str], int | None]] = []
+        if not self._requests.run_once(lambda channel: taken.append(self._take(channel))):
+            # The broker is away (logged): the backoff paces retries, and a stop is not held up long.
+            self.stopping.wait(self._requests.backoff.next())
+        return taken[0] if taken else ([], None)
 
-    def _wait_for_one(self, connection: BlockingConnection, channel: BlockingChannel) -> tuple[int, bytes] | None:
-        received: list[tuple[int, bytes]] = []
-        tag = channel.basic_consume(
-            self.topology.train_queue, lambda _ch, method, _props, body: received.append((method.delivery_tag, body))
-        )
+    def _take(self, channel: Channel) -> tuple[list[str], int | None]:
+        first = self._wait_for_one(channel)
+        if first is None:
+            return [], None
+        deliveries = [first]
+        while (more := channel.get(self.topology.train_queue)) is not None:
+            deliveries.append(more)
+        job_ids, epochs, store_down = self._accept(channel, deliveries)
+        if store_down:
+            # The requests go back to the queue (on close); take them again once the store may be back.
+            self.stopping.wait(self._store_backoff.next())
+        else:
+            self._store_backoff.reset()
+        return job_ids, epochs
+
+    def _wait_for_one(self, channel: Channel) -> Delivery | None:
+        received: list[Delivery] = []
+        consumer_tag = channel.consume(self.topology.train_queue, received.append)
         while not received and not self.stopping.is_set():
-            connection.process_data_events(time_limit=1)
-        channel.basic_cancel(tag)
+            channel.serve(1)
+        channel.cancel(consumer_tag)
         return received[0] if received else None
 
-    def _accept(
-        self, channel: BlockingChannel, deliveries: list[tuple[int, bytes]]
-    ) -> tuple[list[str], int | None, bool]:
+    def _accept(self, channel: Channel, deliveries: list[Delivery]) -> tuple[list[str], int | None, bool]:
         """Mark each requested job running and ack it; (job ids, epochs, whether the store failed).
 
         A request the store cannot take now stays queued (requeued, unacked): it is not the
         request that is wrong. One that names no job or does not decode is dead-lettered.
         """
         job_ids, epochs, store_down = [], None, False
-        for delivery_tag, body in deliveries:
+        for delivery in deliveries:
             try:
-                request = TrainRequest.decode(body)
+                request = TrainRequest.decode(delivery.body)
                 record = training_jobs.load(self.store, request.job_id)
                 if record["status"] not in training_jobs.FINISHED:
                     training_jobs.update(self.store, request.job_id, status="running")
             except StorageUnavailable as error:
                 log.warning("requeueing a training request: %s", error)
-                channel.basic_nack(delivery_tag, requeue=True)
+                channel.requeue(delivery.tag)
                 store_down = True
                 continue
             except (MessageDecodeError, SkinLesionError) as error:
                 log.warning("dead-lettering a training request: %s", error)
-                channel.basic_reject(delivery_tag, requeue=False)
+                channel.reject(delivery.tag)
                 continue
             if record["status"] in training_jobs.FINISHED:
                 log.info("job %s already finished; acking its repeat", request.job_id)
             else:
                 job_ids.append(request.job_id)
                 epochs = request.epochs if request.epochs is not None else epochs
-            channel.basic_ack(delivery_tag)
+            channel.ack(delivery.tag)
         return job_ids, epochs, store_down
 
     def _run_jobs(self, job_ids: list[str], epochs: int | None) -> None:
@@ -270,5 +262,5 @@ class TrainerService:
                 routing_key=name,
                 ca_file=self.settings.amqp_ca_file,
             )
-        except (SkinLesionError, pika.exceptions.AMQPError, *CONNECTION_ERRORS) as error:
+        except (SkinLesionError, *CONNECTION_ERRORS) as error:
             log.warning("could not publish %s: %r", name, error)

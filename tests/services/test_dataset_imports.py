@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pika
 import pytest
 from flask.testing import FlaskClient
 
@@ -21,6 +20,8 @@ from services.gateway.rpc import PredictionClient
 from services.trainer.imports import DatasetImporter
 from shared import audit, dataset
 from shared.errors import BrokerUnavailable, StorageUnavailable
+from shared.messaging import admin
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import DatasetImportRequest, Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
@@ -106,16 +107,12 @@ def test_a_gateway_that_cannot_write_the_dataset_accepts_uploads_and_the_import_
 def test_a_batch_delivered_twice_is_imported_once(http: FlaskClient, store: ObjectStore, settings: Settings) -> None:
     assert upload(http, [4, 5]).status_code == 200
     queue = Topology.from_settings(settings).dataset_import_queue
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()  # the copy is queued before the imports below look
-        method, properties, body = channel.basic_get(queue)
-        assert DatasetImportRequest.decode(body).batch_id == properties.message_id
-        channel.basic_publish("", queue, body, properties)  # the same job once more
-        channel.basic_nack(method.delivery_tag, requeue=True)  # and the original back
-    finally:
-        connection.close()
+    # Confirms: the copy is queued before the imports below look.
+    with open_channel(settings.amqp_url, confirms=True) as channel:
+        job = channel.get(queue)
+        assert job is not None and DatasetImportRequest.decode(job.body).batch_id == job.message_id
+        channel.republish(queue, job, headers=job.headers)  # the same job once more
+        channel.requeue(job.tag)  # and the original back
     first, second = import_queued(settings, store)
     assert first is not None and first.added == 2 and second is None
     assert len(list(dataset.iter_images(store))) == 2
@@ -161,17 +158,13 @@ def test_through_the_broker_an_upload_reaches_the_dataset_and_insights_hears_of_
     wait_for(lambda: len(list(dataset.iter_images(store, "clinic-b"))) == 2, "the images in the dataset")
     wait_for(lambda: list(store.list(layout.DATASET_STAGING_PREFIX)) == [], "the staged batch deleted")
     wait_for(lambda: message_count(settings.amqp_url, topology.dataset_import_queue) == 0, "the job acked")
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        method, _properties, event_body = channel.basic_get(topology.insights_queue, auto_ack=True)
-        assert method is not None, "no dataset.changed event for insights"
-        event = Event.decode(event_body)
-        assert event.name == EVENT_DATASET_CHANGED and event.data["collection"] == "clinic-b"
-        # A job that names no batch is dead-lettered, and the loop goes on with the next one.
-        channel.basic_publish("", topology.dataset_import_queue, b'{"batch_id": "../../models", "staged_at": 0}')
-    finally:
-        connection.close()
+    announced = admin.get_one(settings.amqp_url, topology.insights_queue)
+    assert announced is not None, "no dataset.changed event for insights"
+    event = Event.decode(announced.body)
+    assert event.name == EVENT_DATASET_CHANGED and event.data["collection"] == "clinic-b"
+    # A job that names no batch is dead-lettered, and the loop goes on with the next one.
+    bad_job = b'{"batch_id": "../../models", "staged_at": 0}'
+    admin.publish_raw(settings.amqp_url, "", topology.dataset_import_queue, bad_job)
     dead = topology.dead_letter_queue(topology.dataset_import_queue)
     wait_for(lambda: message_count(settings.amqp_url, dead) == 1, "the bad job dead-lettered")
     assert upload(http, [10]).get_json()["added"] == 1

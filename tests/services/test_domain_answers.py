@@ -5,13 +5,14 @@ for the drift monitor; an older version (the test model) says they are not avail
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 
+from shared.messaging.delivery import Delivery
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_PREDICTIONS_SCORED, Topology
 from shared.settings import Settings
@@ -27,16 +28,18 @@ def shipped_models(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def scored_events(s3_settings: Settings) -> Iterator[tuple[pika.adapters.blocking_connection.BlockingChannel, str]]:
-    """A queue of this test's own bound to the `predictions.scored` events."""
-    connection = pika.BlockingConnection(pika.URLParameters(s3_settings.amqp_url))
-    channel = connection.channel()
+def scored_events(s3_settings: Settings) -> Iterator[Callable[[], list[Delivery]]]:
+    """The `predictions.scored` events published during the test, heard on a queue of its own."""
     topology = Topology.from_settings(s3_settings)
-    topology.declare(channel)
-    queue = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(queue, topology.events_exchange, routing_key=EVENT_PREDICTIONS_SCORED)
-    yield channel, queue
-    connection.close()
+    heard: list[Delivery] = []
+    with open_channel(s3_settings.amqp_url, topology=topology) as channel:
+        channel.subscribe_to_events(topology.events_exchange, EVENT_PREDICTIONS_SCORED, heard.append)
+
+        def events() -> list[Delivery]:
+            channel.serve(1.0)  # take in what the broker sent meanwhile
+            return heard
+
+        yield events
 
 
 def _predict(url: str, image: bytes) -> dict:
@@ -48,7 +51,6 @@ def _predict(url: str, image: bytes) -> dict:
 def test_a_version_with_domain_statistics_answers_with_them_and_tells_the_drift_monitor(
     s3_settings: Settings, shipped_models: Path, scored_events, output_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    channel, queue = scored_events
     env = system_env(s3_settings, shipped_models)
     with running_system(env, output_dir / "logs" / request.node.name, worker=True, gateway=True) as running:
         flat = _predict(running.gateway_url, solid_jpeg(128, (224, 224)))
@@ -66,11 +68,7 @@ def test_a_version_with_domain_statistics_answers_with_them_and_tells_the_drift_
     assert len(stored["class_activation"]) == 7 and all(len(row) == 7 for row in stored["class_activation"])
     assert f'slc_domain_warnings_total{{model_version="{version}",warning="unlike_training"}}' in metrics_text
     assert f'slc_domain_score_count{{model_version="{version}"}} 2.0' in metrics_text
-    scored = []
-    for _ in range(2):
-        method, _properties, body = channel.basic_get(queue, auto_ack=True)
-        if method is not None:
-            scored += Event.decode(body).data["predictions"]
+    scored = [prediction for event in scored_events() for prediction in Event.decode(event.body).data["predictions"]]
     assert len(scored) == 2 and {round(p["score"], 4) for p in scored} == {
         flat["domain"]["score"],
         grainy["domain"]["score"],

@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-import pika
 import pytest
 from flask.testing import FlaskClient
 
 from services.gateway.app import create_app
 from shared import dataset, training_jobs
 from shared.dataset import iter_images
+from shared.messaging import admin
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.settings import Settings
@@ -63,11 +63,7 @@ def queued(settings: Settings, queue: str) -> int:
 
 
 def purge(settings: Settings, queue: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        connection.channel().queue_purge(queue)
-    finally:
-        connection.close()
+    admin.purge_queue(settings.amqp_url, queue)
 
 
 WRITE_REQUESTS = [

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pika
-
 from shared import dataset_staging
+from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import DatasetImportRequest
 from shared.messaging.topology import Topology
 from shared.settings import Settings
@@ -14,15 +13,9 @@ from shared.storage import ObjectStore
 def import_queued(settings: Settings, store: ObjectStore) -> list[dataset_staging.ImportReport | None]:
     """Take every job on the `dataset-import` queue, import its batch as the trainer does, ack it."""
     queue = Topology.from_settings(settings).dataset_import_queue
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     reports = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, _properties, body = channel.basic_get(queue)
-            if method is None:
-                return reports
-            reports.append(dataset_staging.import_batch(store, DatasetImportRequest.decode(body).batch_id))
-            channel.basic_ack(method.delivery_tag)
-    finally:
-        connection.close()
+    with open_channel(settings.amqp_url, timeout_s=10) as channel:
+        while (delivery := channel.get(queue)) is not None:
+            reports.append(dataset_staging.import_batch(store, DatasetImportRequest.decode(delivery.body).batch_id))
+            channel.ack(delivery.tag)
+    return reports
