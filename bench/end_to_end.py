@@ -50,7 +50,8 @@ from PIL import Image
 from bench.system import System, batch_totals, cpu_percent, cpu_snapshot, peak_rss_mb, running_system
 from shared.images import model_input_from_bytes
 from shared.serving import registry
-from shared.serving.runtime import SERVING_ARTIFACT, ServingModel, artifact_for_runtime
+from shared.serving.card import SERVING_ARTIFACT
+from shared.serving.runtime import ServingModel, artifact_for_runtime
 from shared.settings import REPO_ROOT, SERVING_RUNTIMES, Settings
 from shared.storage import FilesystemStore
 

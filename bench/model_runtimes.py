@@ -31,7 +31,8 @@ from shared.model.architecture import ShadesOfGray  # noqa: F401 (registers the 
 from shared.model.data import load_folder, split_validation
 from shared.model.evaluation import roc_auc
 from shared.model.export import export_artifact
-from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
+from shared.serving.card import ONNX_ARTIFACT, SERVING_ARTIFACT
+from shared.serving.runtime import LITERT_ARTIFACT, ServingModel
 
 Runner = Callable[[np.ndarray], np.ndarray]
 THREADS = os.cpu_count() or 1

@@ -60,12 +60,11 @@ def production_performance(store: ObjectStore) -> dict[str, Any] | None:
         card = registry.read_card(store, version)
     except NotFound:
         return None  # the alias names a version whose card is gone: nothing to show
-    metrics = card.get("metrics") or {}
-    external = metrics.get("external") or None
+    external = card.metrics.get("external") or None
     return {
         "version": version,
-        "threshold": card.get("threshold"),
-        "test": metrics.get("test"),
+        "threshold": card.threshold,
+        "test": card.metrics.get("test"),
         "external": external,
         "external_name": external_name(card) if external else None,
     }

@@ -13,6 +13,7 @@ from shared import audit
 from shared.errors import BadInput
 from shared.messaging.topology import EVENT_MODEL_PROMOTED
 from shared.serving import registry
+from shared.serving.card import ModelCard
 
 blueprint = Blueprint("models", __name__, url_prefix="/api/v1/models")
 
@@ -30,25 +31,24 @@ def _checked_version(version: str) -> str:
     return version
 
 
-def _summary(card: dict[str, Any], production: str | None) -> dict[str, Any]:
+def _summary(card: ModelCard, production: str | None) -> dict[str, Any]:
     """The list's entry: test metrics, external ones (another clinic's images) or null for a
     version never evaluated on such a collection, and each collection's held-out metrics (an
     empty object for a card made before collections)."""
-    metrics = card.get("metrics") or {}
-    test_metrics = metrics.get("test") or {}
-    external_metrics = metrics.get("external")
+    test_metrics = card.metrics.get("test") or {}
+    external_metrics = card.metrics.get("external")
     external_summary = {name: external_metrics.get(name) for name in SUMMARY_METRICS} if external_metrics else None
     return {
-        "version": card["version"],
-        "created_at": card.get("created_at"),
-        "parent_version": card.get("parent_version"),
-        "threshold": card.get("threshold"),
-        "is_production": card["version"] == production,
+        "version": card.version,
+        "created_at": card.created_at,
+        "parent_version": card.parent_version,
+        "threshold": card.threshold,
+        "is_production": card.version == production,
         "metrics": {name: test_metrics.get(name) for name in SUMMARY_METRICS},
         "external_metrics": external_summary,
         "external_name": external_name(card) if external_metrics else None,
-        "collections": collection_summaries(metrics.get("collections")),
-        "collection_thresholds": dict(card.get("collection_thresholds") or {}),
+        "collections": collection_summaries(card.metrics.get("collections")),
+        "collection_thresholds": dict(card.collection_thresholds),
     }
 
 
@@ -62,9 +62,9 @@ def collection_summaries(collections: dict[str, Any] | None) -> dict[str, Any]:
     return summaries
 
 
-def external_name(card: dict[str, Any]) -> str | None:
+def external_name(card: ModelCard) -> str | None:
     """The label of the card's external collection (e.g. "Derm7pt"), or None when unnamed."""
-    collection = (card.get("data") or {}).get("external") or {}
+    collection = card.data.get("external") or {}
     return collection.get("name")
 
 
@@ -80,7 +80,7 @@ def list_models() -> Response:
 def get_model(version: str) -> Response:
     store = context.store()
     card = registry.read_card(store, _checked_version(version))
-    return jsonify({**card, "is_production": version == registry.production_version(store)})
+    return jsonify({**card.document, "is_production": version == registry.production_version(store)})
 
 
 @blueprint.post("/<version>/promote")
@@ -103,7 +103,7 @@ def promote(version: str) -> Response:
             reason=reason,
             version=version,
             **{"from": current, "to": version},
-            gate_digest=audit.gate_digest(card.get("gate")),
+            gate_digest=audit.gate_digest(card.gate),
         )
     alias = registry.promote(store, version, reason=reason)
     context.broker().publish_event(EVENT_MODEL_PROMOTED, {"version": version, "previous": alias["previous"]})

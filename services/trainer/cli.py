@@ -190,9 +190,10 @@ def run_package(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model import card as cards
     from shared.model.data import concatenate, photographs_from, split_validation
     from shared.model.report import write_report
+    from shared.serving.card import SERVING_ARTIFACT
     from shared.serving.domain import DOMAIN_FILE
     from shared.serving.registry import KERAS_FILE
-    from shared.serving.runtime import SERVING_ARTIFACT, ServingModel
+    from shared.serving.runtime import ServingModel
 
     old = json.loads((args.model_dir / "card.json").read_text())
     model = keras.saving.load_model(args.model_dir / KERAS_FILE, compile=False)
@@ -314,20 +315,20 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.model.card import evaluate_artifact, summary
     from shared.model.data import load_folder
     from shared.model.report import write_report
-    from shared.serving.runtime import SERVING_ARTIFACT
+    from shared.serving.card import ModelCard
 
     folder = args.model_dir or _production_folder(settings.models_dir)
-    card = json.loads((folder / "card.json").read_text())
-    artifact = (folder / card.get("serving_artifact", SERVING_ARTIFACT)).read_bytes()
+    card = ModelCard.of(json.loads((folder / "card.json").read_text()))
+    artifact = (folder / card.serving_artifact).read_bytes()
     if not (args.data / "benign").is_dir() and (args.data / "test").is_dir():
         args.data = args.data / "test"  # a dataset root: its test split is what evaluation means
     data = load_folder(args.data)
-    own_thresholds = card.get("collection_thresholds") or {}
-    own = args.collection if args.collection in own_thresholds else None
-    threshold = own_thresholds[own] if own else card["threshold"]
-    result = {**evaluate_artifact(artifact, {**card, "threshold": threshold}, data), "threshold_collection": own}
+    own = args.collection if args.collection in card.collection_thresholds else None
+    threshold = card.collection_thresholds[own] if own else card.threshold
+    document = card.document
+    result = {**evaluate_artifact(artifact, {**document, "threshold": threshold}, data), "threshold_collection": own}
     if args.report:
-        write_report(args.report, {**card, "metrics": {"evaluated": result}}, split="evaluated")
+        write_report(args.report, {**document, "metrics": {"evaluated": result}}, split="evaluated")
     low, high = result["auc_ci95"]
     log.info(
         "AUC %.4f (95%% CI %.4f-%.4f), sensitivity %.3f, specificity %.3f on %d images",
@@ -338,7 +339,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         result["specificity"],
         result["n"],
     )
-    print(json.dumps({"version": card["version"], "data": str(args.data), **summary(result)}, default=_plain))
+    print(json.dumps({"version": card.version, "data": str(args.data), **summary(result)}, default=_plain))
     return 0
 
 

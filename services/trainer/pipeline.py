@@ -27,7 +27,7 @@ from services.trainer.progress import ProgressCallback, RunProgress
 from shared import audit
 from shared.errors import BadInput
 from shared.serving import registry
-from shared.serving.runtime import SERVING_ARTIFACT
+from shared.serving.card import ModelCard
 from shared.settings import Settings
 from shared.storage import ObjectStore, layout
 
@@ -133,12 +133,12 @@ def run_training(
     return {"status": "promoted" if gate["passed"] else "rejected", "candidate_version": version, "gate": gate}
 
 
-def finish_published(store: ObjectStore, card: dict[str, Any], job_id: str, on_event: EventCallback) -> dict[str, Any]:
+def finish_published(store: ObjectStore, card: ModelCard, job_id: str, on_event: EventCallback) -> dict[str, Any]:
     """A run resumed after its version was published (a crash between publishing and the job
     record): the version is not trained or written again. What the gate decided stands; a
     passed gate whose promotion did not happen yet is promoted now (promoting is idempotent)."""
-    version = card["version"]
-    gate = card.get("gate") or {}
+    version = card.version
+    gate = card.gate or {}
     log.info("job %s: version %s is already published; not training it again", job_id, version)
     if gate.get("passed") and registry.production_version(store) != version:
         previous = registry.production_version(store)
@@ -193,7 +193,7 @@ def _production_metrics(store: ObjectStore, version: str | None, collections: li
     from shared.serving.runtime import ServingModel
 
     card = registry.read_card(store, version)
-    artifact = registry.read_verified(store, card, card.get("serving_artifact", SERVING_ARTIFACT))
+    artifact = registry.read_verified(store, card, card.serving_artifact)
     return cards.evaluate_collections(ServingModel.from_bytes(version, artifact, card), collections)
 
 

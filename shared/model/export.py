@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from shared.errors import PermanentError
 from shared.model.architecture import BACKBONE_NAME, OUTPUT_NAME
+from shared.serving.card import ONNX_ARTIFACT, SERVING_ARTIFACT
 from shared.serving.domain import BLOCKS
-from shared.serving.runtime import LITERT_ARTIFACT, ONNX_ARTIFACT, SERVING_ARTIFACT, ServingModel
+from shared.serving.runtime import LITERT_ARTIFACT, ServingModel
 
 PARITY_TOLERANCE = 1e-4
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from shared import metrics
 from shared.errors import ModelUnavailable, NotFound, ObjectNotFound, PermanentError
+from shared.serving.card import ModelCard
 from shared.serving.domain import DomainModel
-from shared.serving.runtime import SERVING_ARTIFACT, ServingModel
+from shared.serving.runtime import ServingModel
 from shared.storage import ObjectStore, get_json, layout, put_json
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,9 @@ def production_version(store: ObjectStore) -> str | None:
         return None
 
 
-def read_card(store: ObjectStore, version: str) -> dict[str, Any]:
+def read_card(store: ObjectStore, version: str) -> ModelCard:
     try:
-        return get_json(store, layout.model_file(version, CARD_FILE))
+        return ModelCard.of(get_json(store, layout.model_file(version, CARD_FILE)))
     except ObjectNotFound:
         raise NotFound(f"no model version {version!r}") from None
 
@@ -71,11 +72,11 @@ def list_versions(store: ObjectStore) -> list[str]:
     return sorted(versions)
 
 
-def published_card(store: ObjectStore, version: str) -> dict[str, Any] | None:
+def published_card(store: ObjectStore, version: str) -> ModelCard | None:
     """The card of `version` if it is published, else None."""
     try:
-        return get_json(store, layout.model_file(version, CARD_FILE))
-    except ObjectNotFound:
+        return read_card(store, version)
+    except NotFound:
         return None
 
 
@@ -94,12 +95,12 @@ def publish_version(store: ObjectStore, version: str, files: dict[str, bytes], c
     put_json(store, layout.model_file(version, CARD_FILE), {**card, "version": version, "artifacts": hashes})
 
 
-def read_verified(store: ObjectStore, card: dict[str, Any], filename: str) -> bytes:
+def read_verified(store: ObjectStore, card: ModelCard, filename: str) -> bytes:
     """A version's file, checked against the SHA-256 its card recorded (cards older than the
     record are read unchecked). Raises ArtifactMismatch, logged and counted, for other bytes."""
-    version = card["version"]
+    version = card.version
     data = store.get(layout.model_file(version, filename))
-    expected = (card.get("artifacts") or {}).get(filename)
+    expected = card.artifacts.get(filename)
     if expected is not None and sha256_of(data) != expected:
         metrics.MODEL_ARTIFACTS_REFUSED.labels(version).inc()
         message = (
@@ -137,7 +138,7 @@ def promote(store: ObjectStore, version: str, *, reason: str) -> dict[str, Any]:
 
 def load_serving_model(store: ObjectStore, version: str, *, threads: int = 0) -> ServingModel:
     card = read_card(store, version)
-    artifact = read_verified(store, card, card.get("serving_artifact", SERVING_ARTIFACT))
+    artifact = read_verified(store, card, card.serving_artifact)
     return ServingModel.from_bytes(version, artifact, card, threads=threads, domain=_domain_model(store, card))
 
 
@@ -146,16 +147,16 @@ def load_domain_model(store: ObjectStore, version: str) -> DomainModel | None:
     return _domain_model(store, read_card(store, version))
 
 
-def _domain_model(store: ObjectStore, card: dict[str, Any]) -> DomainModel | None:
-    fitted = card.get("domain")
+def _domain_model(store: ObjectStore, card: ModelCard) -> DomainModel | None:
+    fitted = card.domain
     if not fitted:
         return None
     try:
         return DomainModel.from_bytes(read_verified(store, card, fitted["file"]))
     except ObjectNotFound:
-        raise ModelUnavailable(f"model {card['version']} names {fitted['file']}, which is missing") from None
+        raise ModelUnavailable(f"model {card.version} names {fitted['file']}, which is missing") from None
     except (OSError, ValueError, KeyError) as error:
-        raise ModelUnavailable(f"model {card['version']} has unreadable domain statistics: {error}") from error
+        raise ModelUnavailable(f"model {card.version} has unreadable domain statistics: {error}") from error
 
 
 def load_production(store: ObjectStore, *, threads: int = 0) -> ServingModel:

@@ -23,12 +23,10 @@ import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 
 from shared.errors import ModelUnavailable
+from shared.serving.card import ONNX_ARTIFACT, ModelCard
 from shared.serving.domain import DomainJudgement, DomainModel
 
-ONNX_ARTIFACT = "model.onnx"
 LITERT_ARTIFACT = "model.tflite"
-# What a card without `serving_artifact` is served from.
-SERVING_ARTIFACT = ONNX_ARTIFACT
 # The SERVING_RUNTIME setting's values and the artifact each one serves.
 RUNTIME_ARTIFACTS = {"onnxruntime": ONNX_ARTIFACT, "litert": LITERT_ARTIFACT}
 
@@ -155,7 +153,7 @@ class ServingModel:
         cls,
         version: str,
         artifact: bytes,
-        card: dict[str, Any],
+        card: ModelCard | dict[str, Any],
         *,
         threads: int = 0,
         domain: DomainModel | None = None,
@@ -164,7 +162,8 @@ class ServingModel:
 
         `threads` is the runtime's thread count, 0 meaning one per core.
         """
-        name = card.get("serving_artifact", SERVING_ARTIFACT)
+        card = ModelCard.of(card)
+        name = card.serving_artifact
         runtime_class = _RUNTIMES.get(name)
         if runtime_class is None:
             raise ModelUnavailable(
@@ -176,8 +175,7 @@ class ServingModel:
             raise ModelUnavailable(
                 f"model {version} ({name}) does not load in {runtime_class.name}: {error}"
             ) from error
-        own = {name: float(value) for name, value in (card.get("collection_thresholds") or {}).items()}
-        return cls(version, float(card["threshold"]), card.get("calibration"), runtime, own, domain)
+        return cls(version, card.threshold, card.calibration, runtime, dict(card.collection_thresholds), domain)
 
     def run(self, pixels: np.ndarray) -> ModelOutputs:
         """Every output of the artifact for a uint8 or float batch (N, 224, 224, 3)."""

@@ -6,7 +6,6 @@ published version again."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,11 @@ from prometheus_client import REGISTRY
 
 from services.trainer.pipeline import run_training
 from services.worker.models import ModelHolder
-from shared.model import registry
 from shared.model.card import write_version
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import FilesystemStore, ObjectStore, layout
+from tests.support.network import wait_until
 from tests.support.onnx_models import brightness_model
 
 CARD = {"threshold": 0.5, "calibration": None, "serving_artifact": "model.onnx"}
@@ -45,17 +45,10 @@ def _refused(version: str) -> float:
     return REGISTRY.get_sample_value("slc_model_artifacts_refused_total", {"version": version}) or 0.0
 
 
-def _wait_for(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_published_version_records_its_hashes_and_is_never_written_again(store: ObjectStore) -> None:
     artifact = _publish(store, "v1")
     card = registry.read_card(store, "v1")
-    assert card["artifacts"] == {"model.onnx": registry.sha256_of(artifact)}
+    assert card.artifacts == {"model.onnx": registry.sha256_of(artifact)}
     with pytest.raises(registry.VersionExists):
         _publish(store, "v1", bias=6.0)
     assert store.get(layout.model_file("v1", "model.onnx")) == artifact
@@ -78,11 +71,11 @@ def test_a_worker_keeps_serving_its_version_when_the_next_one_is_tampered_with(s
     _flip_one_byte(store, "v2")
     registry.promote(store, "v2", reason="test")
     holder.swap_in_background("v2")
-    _wait_for(lambda: holder.refused is not None)
+    wait_until(lambda: holder.refused is not None)
     assert holder.current.version == "v1" and "v2" in holder.refused
     _publish(store, "v3", bias=-4.0)
     holder.swap_in_background("v3")
-    _wait_for(lambda: holder.current.version == "v3")
+    wait_until(lambda: holder.current.version == "v3")
     assert holder.refused is None
 
 

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.app import create_app
 from services.gateway.predictions import new_job_id
 from services.trainer.pipeline import finish_published
 from shared import audit
 from shared.errors import StorageUnavailable
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout, put_json
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client
+from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png
 
 TOKEN = "audit-token"
@@ -43,19 +43,13 @@ def store(settings: Settings) -> ObjectStore:
     return create_store(settings)
 
 
-def gateway(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=store, prediction_client=client).test_client()
-
-
 @pytest.fixture
-def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    yield from gateway(settings, store)
+def http(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
+    return gateway(settings, store).test_client()
 
 
 def publish_copy(store: ObjectStore, version: str, gate: dict[str, Any] | None = None) -> None:
-    card = {**registry.read_card(store, "test-v1"), "version": version, "gate": gate}
+    card = {**registry.read_card(store, "test-v1").document, "version": version, "gate": gate}
     card.pop("artifacts", None)
     files = {"model.onnx": store.get(layout.model_file("test-v1", "model.onnx"))}
     registry.publish_version(store, version, files, card)
@@ -119,7 +113,7 @@ def test_each_recorded_action_appears_with_its_fields(http: FlaskClient, store: 
     )
     assert promote["gate_digest"] == audit.gate_digest(GATE) and len(promote["gate_digest"]) == 64
     assert (rollback["from"], rollback["to"], rollback["reason"]) == ("test-v2", "test-v1", "alarm")
-    assert rollback["gate_digest"] == audit.gate_digest(registry.read_card(store, "test-v1").get("gate"))
+    assert rollback["gate_digest"] == audit.gate_digest(registry.read_card(store, "test-v1").gate)
     assert (training["job_id"], training["epochs"]) == (created.get_json()["id"], 1)
     assert (upload["collection"], upload["label"], upload["files"]) == ("clinic-a", "malignant", 1)
     assert deleted["job_id"] == job_id
@@ -150,7 +144,8 @@ def test_the_trainers_promotion_is_recorded_before_it_happens(http: FlaskClient,
 
 
 def test_a_store_that_refuses_the_entry_refuses_the_action(settings: Settings, store: ObjectStore) -> None:
-    for http in gateway(settings, RefusingAudit(store)):  # type: ignore[arg-type]
+    with in_process_gateway(settings, RefusingAudit(store)) as app:  # type: ignore[arg-type]
+        http = app.test_client()
         publish_copy(store, "test-v2", GATE)
         refused = http.post("/api/v1/models/test-v2/promote", headers=AUTH)
         assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "storage_unavailable"

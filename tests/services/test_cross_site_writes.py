@@ -7,17 +7,18 @@ In-process app, real RabbitMQ and S3 endpoint.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.app import create_app
 from shared.messaging.topology import Topology
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
+from tests.support.broker import message_count
+from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png
 
 OWN_ORIGIN = "http://localhost"  # the Flask test client's host
@@ -44,16 +45,13 @@ def store(s3_settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture
-def open_gateway(s3_settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
+def open_gateway(s3_settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
     """A gateway with no write token, as `make run` starts by default."""
-    settings = settings_with(s3_settings, "")
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=store, prediction_client=client).test_client()
+    return gateway(settings_with(s3_settings, ""), store).test_client()
 
 
 def second_version(store: ObjectStore) -> None:
-    card = registry.read_card(store, "test-v1")
+    card = registry.read_card(store, "test-v1").document
     registry.publish_version(store, "test-v2", {"model.onnx": store.get("models/versions/test-v1/model.onnx")}, card)
 
 
@@ -90,9 +88,8 @@ def test_with_a_token_the_token_decides_wherever_the_request_comes_from(
     s3_settings: Settings, store: ObjectStore
 ) -> None:
     settings = settings_with(s3_settings, "t0ken")
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(settings, store=store, prediction_client=client).test_client()
+    with in_process_gateway(settings, store) as app:
+        http = app.test_client()
         second_version(store)  # after the app seeded the store with test-v1
         cross_site = {"Sec-Fetch-Site": "cross-site", "Origin": "https://elsewhere.example"}
         assert http.post("/api/v1/models/test-v2/promote", headers=cross_site).status_code == 401

@@ -283,7 +283,7 @@ def test_promotion_under_load_fails_no_request_and_switches_versions(
         system.start_worker()
         system.start_gateway()
         store = create_store(s3_settings)
-        card = registry.read_card(store, "test-v1")
+        card = registry.read_card(store, "test-v1").document
         registry.publish_version(store, "test-v2", {"model.onnx": brightness_model(weight=10.0, bias=-5.0)}, card)
         answers: list[tuple[int, str]] = []
         stop = threading.Event()

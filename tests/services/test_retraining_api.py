@@ -7,20 +7,21 @@ test_retraining.py for whole runs).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.app import create_app
 from shared import dataset, training_jobs
 from shared.dataset import iter_images
 from shared.messaging import admin
 from shared.messaging.topology import Topology
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
+from tests.support.broker import message_count
+from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png, solid_jpeg
 from tests.support.imports import import_queued
 
@@ -39,10 +40,8 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture
-def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=store, prediction_client=client).test_client()
+def http(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
+    return gateway(settings, store).test_client()
 
 
 def upload(
@@ -133,9 +132,8 @@ def test_an_upload_whose_images_decode_to_more_than_the_request_budget_gets_413_
 ) -> None:
     """Dataset uploads share the predictions' budget: 2 x 200x200 RGB (320 KB decoded) over a 200 KB one."""
     tight = Settings(**{**settings.__dict__, "max_decoded_bytes_per_request": 200_000})
-    with connected_client(tight) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(tight, store=store, prediction_client=client).test_client()
+    with in_process_gateway(tight, store) as app:
+        http = app.test_client()
         files = [(noise_png(seed, size=(200, 200)), f"{seed}.png") for seed in (1, 2)]
         response = upload(http, files)
         assert response.status_code == 413 and "2 images" in response.get_json()["error"]["message"]
@@ -207,7 +205,7 @@ def test_training_requests_with_bad_epochs_get_400(body: object, http: FlaskClie
 
 
 def test_the_registry_lists_versions_and_promotes(http: FlaskClient, store: ObjectStore) -> None:
-    card = registry.read_card(store, "test-v1")
+    card = registry.read_card(store, "test-v1").document
     registry.publish_version(store, "test-v2", {"model.onnx": store.get("models/versions/test-v1/model.onnx")}, card)
     listing = http.get("/api/v1/models").get_json()
     assert listing["production"] == "test-v1"
@@ -227,7 +225,7 @@ def test_the_list_gives_each_version_its_external_metrics_or_null_when_not_measu
     external_metrics = {**test_metrics, "n": 1011, "n_malignant": 252, "auc": 0.78, "sensitivity": 0.8, "ece": 0.09}
     collection = {"source": "/data/derm7pt", "n": 1011, "n_malignant": 252, "content_hash": "e" * 64, "name": "Derm7pt"}
     card = {
-        **registry.read_card(store, "test-v1"),
+        **registry.read_card(store, "test-v1").document,
         "version": "test-v2",
         "metrics": {"validation": None, "test": test_metrics, "external": external_metrics},
         "data": {"external": collection},
@@ -272,7 +270,7 @@ def test_the_list_gives_each_version_its_collections_or_an_empty_object_for_an_o
         },
     }
     card = {
-        **registry.read_card(store, "test-v1"),
+        **registry.read_card(store, "test-v1").document,
         "version": "test-v2",
         "collection_thresholds": {"ham10000": 0.41},
         "metrics": {"validation": None, "test": held_out, "external": None, "collections": collections},
