@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.app import create_app
 from services.gateway.rpc import PredictionClient
 from services.trainer.imports import DatasetImporter
 from shared import audit, dataset
@@ -26,9 +25,11 @@ from shared.messaging.schemas import DatasetImportRequest, Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
+from tests.support.broker import CONNECT_TIMEOUT_S, message_count
+from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png
 from tests.support.imports import import_queued
+from tests.support.network import waiting
 
 TOKEN = "import-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,10 +67,8 @@ class NoDatasetWrites:
 
 
 @pytest.fixture
-def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=NoDatasetWrites(store), prediction_client=client).test_client()  # type: ignore[arg-type]
+def http(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
+    return gateway(settings, NoDatasetWrites(store)).test_client()
 
 
 def upload(http: FlaskClient, seeds: list[int], **fields: str):
@@ -77,11 +76,7 @@ def upload(http: FlaskClient, seeds: list[int], **fields: str):
     return http.post("/api/v1/datasets/uploads", data=form, content_type="multipart/form-data", headers=AUTH)
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S}s"
-        time.sleep(0.1)
+wait_for = waiting(WAIT_S, interval_s=0.1)
 
 
 def test_a_gateway_that_cannot_write_the_dataset_accepts_uploads_and_the_import_stores_them(
@@ -126,10 +121,8 @@ def test_a_publish_that_fails_answers_503_and_leaves_nothing_staged(
         raise BrokerUnavailable("the broker did not confirm in time")
 
     monkeypatch.setattr(PredictionClient, "request_dataset_import", refuse)
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(settings, store=store, prediction_client=client).test_client()
-        response = upload(http, [6, 7])
+    with in_process_gateway(settings, store) as app:
+        response = upload(app.test_client(), [6, 7])
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "broker_unavailable"
     assert list(store.list("uploads/")) == [] and list(store.list(layout.DATASETS_PREFIX)) == []
     assert message_count(settings.amqp_url, Topology.from_settings(settings).dataset_import_queue) == 0

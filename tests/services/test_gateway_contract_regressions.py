@@ -6,22 +6,18 @@ RabbitMQ and the suite's S3 endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.app import create_app
 from shared.settings import Settings
-from shared.storage import create_store
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client
 
 
 @pytest.fixture
-def http(s3_settings: Settings) -> Iterator[FlaskClient]:
-    with connected_client(s3_settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(s3_settings, store=create_store(s3_settings), prediction_client=client).test_client()
+def http(s3_settings: Settings, gateway: Callable[..., Flask]) -> FlaskClient:
+    return gateway(s3_settings).test_client()
 
 
 @pytest.mark.parametrize("day", ["87046402", "20261399", "20260230", "00000000"])

@@ -7,7 +7,7 @@ S3 endpoint, so "changes nothing" is checked where it matters: the store and the
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
@@ -17,7 +17,8 @@ from services.gateway.app import create_app
 from shared.messaging.topology import Topology
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client, message_count
+from tests.support.broker import connected_client, message_count
+from tests.support.gateway import in_process_gateway
 from tests.support.images import encode, invalid_images, solid_jpeg, valid_images
 
 MAX_BYTES = 200_000
@@ -43,10 +44,8 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture
-def app(settings: Settings, store: ObjectStore) -> Iterator[Flask]:
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=store, prediction_client=client)
+def app(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> Flask:
+    return gateway(settings, store)
 
 
 @pytest.fixture
@@ -194,9 +193,8 @@ def test_several_files_give_one_job_each(http: FlaskClient, store: ObjectStore, 
 
 def test_a_full_queue_answers_503_with_retry_after(s3_settings: Settings, store: ObjectStore) -> None:
     settings = Settings(**{**s3_settings.__dict__, "predict_queue_max_length": 2})
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(settings, store=store, prediction_client=client).test_client()
+    with in_process_gateway(settings, store) as app:
+        http = app.test_client()
         statuses = [post_file(http, solid_jpeg(30)).status_code for _ in range(5)]
         assert statuses[:2] == [202, 202]
         assert 503 in statuses
@@ -212,9 +210,8 @@ def test_a_multi_file_request_refused_part_way_withdraws_all_its_uploads(
     s3_settings: Settings, store: ObjectStore
 ) -> None:
     settings = Settings(**{**s3_settings.__dict__, "predict_queue_max_length": 2, "max_files_per_request": 4})
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(settings, store=store, prediction_client=client).test_client()
+    with in_process_gateway(settings, store) as app:
+        http = app.test_client()
         files = [(io.BytesIO(solid_jpeg(value)), f"{value}.jpg") for value in (10, 60, 110, 160)]
         response = http.post("/api/v1/predictions?wait=false", data={"file": files}, content_type="multipart/form-data")
         assert response.status_code == 503

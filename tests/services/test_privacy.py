@@ -12,20 +12,20 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from services.gateway.app import create_app
 from shared.dataset import iter_images
 from shared.messaging.schemas import PredictionResult
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout, put_json
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client
+from tests.support.gateway import in_process_gateway
 from tests.support.images import encode
 from tests.support.imports import import_queued
 
@@ -54,10 +54,8 @@ def store(settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture
-def http(settings: Settings, store: ObjectStore) -> Iterator[FlaskClient]:
-    with connected_client(settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=store, prediction_client=client).test_client()
+def http(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
+    return gateway(settings, store).test_client()
 
 
 def submit(http: FlaskClient, data: bytes, filename: str = "lesion.jpg") -> str:
@@ -167,9 +165,8 @@ def test_the_config_says_how_long_images_are_kept(http: FlaskClient) -> None:
 
 def test_with_retention_zero_a_polled_answer_is_delivered_once(settings: Settings, store: ObjectStore) -> None:
     zero = Settings(**{**settings.__dict__, "prediction_retention_days": 0})
-    with connected_client(zero) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        http = create_app(zero, store=store, prediction_client=client).test_client()
+    with in_process_gateway(zero, store) as app:
+        http = app.test_client()
         job_id = submit(http, gps_jpeg())
         assert http.get(f"/api/v1/predictions/{job_id}").get_json()["status"] == "pending"
         stored_result(store, job_id, time.time())

@@ -5,8 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
+
+T = TypeVar("T")
+WAIT_S = 20.0
 
 
 def free_port() -> int:
@@ -24,6 +29,35 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def wait_until(
+    probe: Callable[[], T], what: str = "the condition", timeout_s: float = WAIT_S, interval_s: float = 0.05
+) -> T:
+    """Call `probe` every `interval_s` until it returns something truthy, and return that; fail
+    the test (AssertionError naming `what`) if `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(interval_s)
+
+
+def waiting(timeout_s: float, interval_s: float = 0.05) -> Callable[..., Any]:
+    """`wait_until` with other defaults, for a module whose waits share a bound:
+    `wait_until = waiting(WAIT_S)` (a call may still pass its own `timeout_s`)."""
+
+    def wait(
+        probe: Callable[[], T],
+        what: str = "the condition",
+        timeout_s: float = timeout_s,
+        interval_s: float = interval_s,
+    ) -> T:
+        return wait_until(probe, what, timeout_s, interval_s)
+
+    return wait
 
 
 def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:

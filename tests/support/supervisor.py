@@ -6,16 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from shared.settings import REPO_ROOT
+from tests.support.network import waiting
 
 SUPERVISE = REPO_ROOT / "deploy" / "local" / "supervise.py"
 WAIT_S = 30  # bound on every wait for something the supervisor does by itself
-T = TypeVar("T")
+wait_until = waiting(WAIT_S)
 
 
 class Supervised:
@@ -66,16 +64,6 @@ def is_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def wait_until(probe: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"no {what} within {timeout_s} s")
 
 
 def wait_dead(pids: list[int], timeout_s: float = WAIT_S) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.storage import ObjectStore, create_store, get_json, layout
 from tests.conftest import AMQP_URL
 from tests.faults import conftest as fault_servers
 from tests.services.insights.support import LIMITS, distinct_png, put_images
+from tests.support.network import waiting
 from tests.support.seaweedfs import SeaweedS3
 from tests.support.system import RunningSystem, ServiceProcess, running_system, system_env
 
@@ -43,11 +44,7 @@ def system(settings: Settings, output_dir: Path, request: pytest.FixtureRequest)
         yield running
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s}s"
-        time.sleep(0.2)
+wait_until = waiting(WAIT_S, interval_s=0.2)
 
 
 def image_count(store: ObjectStore) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.storage import ObjectStore, create_store
 from tests.conftest import AMQP_URL
 from tests.faults import conftest as fault_servers
 from tests.services.test_retraining import run_system, start_training, wait_for_job, write_dataset
+from tests.support.network import waiting
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.seaweedfs import SeaweedS3
 from tests.support.system import RunningSystem, ServiceProcess
@@ -52,11 +53,7 @@ def system(
         running.stop()
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s}s"
-        time.sleep(0.2)
+wait_until = waiting(WAIT_S, interval_s=0.2)
 
 
 def job_record(store: ObjectStore, job_id: str) -> dict[str, Any] | None:
