@@ -6,20 +6,18 @@ Real RabbitMQ and the real S3 endpoint, the gateway in-process (Flask's test cli
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from flask import Flask
 from PIL import Image
 
-from services.gateway.app import create_app
 from services.gateway.predictions import _parse_job_id
 from shared.images import MODEL_INPUT_EXTENSION, decode_model_input, model_input_from_bytes
 from shared.retention import forget_prediction
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
-from tests.support.broker import CONNECT_TIMEOUT_S, connected_client
 
 
 @pytest.fixture
@@ -28,10 +26,8 @@ def store(s3_settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture
-def app(s3_settings: Settings, store: ObjectStore) -> Iterator[Flask]:
-    with connected_client(s3_settings) as client:
-        assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(s3_settings, store=store, prediction_client=client)
+def app(s3_settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> Flask:
+    return gateway(s3_settings, store)
 
 
 def camera_jpeg(size: tuple[int, int]) -> bytes:
