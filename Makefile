@@ -37,7 +37,7 @@ KUBECTL := $(or $(shell command -v kubectl),/usr/bin/kubectl)
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: lock images-reproducible debian-lock run test lint train ablations evaluate bench bench-trust bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
+.PHONY: lock images-reproducible debian-lock run test test-fast lint train ablations evaluate bench bench-trust bench-model loadtest replay-dead-letters compose-test compose-cluster-test clean
 
 # The venvs install the locks (requirements/*.lock: every package, transitive ones included,
 # pinned with its hashes), never the top-level files directly: `make lock` writes the locks
@@ -93,6 +93,14 @@ $(PROMTOOL):
 test: $(VENV)/.dev $(CHROMIUM) $(KUBECTL) $(PROMTOOL)  ## lint, then the whole test suite (needs RabbitMQ on 127.0.0.1:5672)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
+
+# The markers say what a test needs (pyproject.toml, tests/support/tiers.py); this tier needs
+# RabbitMQ on 5672, SeaweedFS's `weed`, kubectl and promtool, and runs in under 3 minutes on 2 cores.
+FAST_TESTS := not (slow or system or servers or faults or browser)
+
+test-fast: $(VENV)/.dev $(KUBECTL) $(PROMTOOL)  ## lint, then the unit and in-process tests: no browser, no services as processes, no training
+	$(VENV)/bin/ruff check .
+	$(PYTHON) -m pytest -m "$(FAST_TESTS)"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

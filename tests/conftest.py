@@ -16,9 +16,15 @@ import pytest
 from shared.settings import REPO_ROOT, Settings
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.seaweedfs import SeaweedS3
+from tests.support.tiers import mark_by_needs
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 OUTPUT_DIR = REPO_ROOT / "test-output"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers for what each test needs (tests/support/tiers.py): `make test-fast` leaves those out."""
+    mark_by_needs(items, config.rootpath.as_posix())
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,7 @@ def test_each_class_carries_half_the_loss_whatever_the_diagnoses() -> None:
     assert weights[:3].sum() == pytest.approx(4.0) and weights[3:].sum() == pytest.approx(4.0)
 
 
+@pytest.mark.slow  # converts the lower backbone to LiteRT: ~10 s
 def test_the_litert_feature_cache_matches_the_keras_lower_backbone() -> None:
     backbone = build_model(None, alpha=0.35).get_layer(BACKBONE_NAME)
     extractor = keras.Model(backbone.input, backbone.get_layer("block_4_expand").input)

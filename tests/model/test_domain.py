@@ -79,6 +79,7 @@ def test_the_photographs_split_is_fixed_and_about_half() -> None:
     assert 150 < len(fitted) < 250
 
 
+@pytest.mark.slow  # exports the tiny model with its trust outputs: ~15-30 s an artifact
 @pytest.mark.parametrize("name", SERVING_ARTIFACTS)
 def test_the_served_artifact_has_the_trust_outputs_and_the_same_probability(
     tiny_model, probe_pixels, name: str

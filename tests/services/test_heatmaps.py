@@ -130,6 +130,7 @@ def test_the_retention_sweep_removes_the_heat_map_with_the_rest(system: RunningS
     assert list(store.list("results/")) == [] and list(store.list("uploads/")) == []
 
 
+@pytest.mark.system
 def test_unknown_malformed_pending_and_older_versions_predictions_get_clear_errors(
     s3_settings: Settings, models_dir: Path, output_dir: Path
 ) -> None:
@@ -157,6 +158,7 @@ def test_unknown_malformed_pending_and_older_versions_predictions_get_clear_erro
         running.stop()
 
 
+@pytest.mark.system
 def test_with_no_worker_to_draw_it_the_client_gets_503_and_the_request_is_drawn_later(
     s3_settings: Settings, heat_models: Path, output_dir: Path
 ) -> None:

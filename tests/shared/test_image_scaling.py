@@ -67,6 +67,7 @@ def shipped_model(tmp_path_factory: pytest.TempPathFactory) -> ServingModel:
     return load_production(store, threads=1)
 
 
+@pytest.mark.slow  # camera-sized images through the model: ~5-10 s a format
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
 def test_the_reduced_path_gives_the_probability_of_a_full_decode(
     shipped_model: ServingModel, image_format: str
