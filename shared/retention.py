@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.images import EXTENSIONS, MODEL_INPUT_EXTENSION
 from shared.settings import Settings
-from shared.storage import ObjectStore, layout, put_json
+from shared.storage import ObjectStore, layout
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -108,18 +107,3 @@ def apply_store_expiry(store: ObjectStore, policy: RetentionPolicy) -> bool:
     uploads = store.set_expiry("uploads", {"predictions/": days})
     results = store.set_expiry("results", {"predictions/": days, "heatmaps/": days, "tombstones/": days})
     return uploads and results
-
-
-def forget_prediction(store: ObjectStore, job_id: str, day: datetime, reason: str) -> None:
-    """Delete a prediction's upload, result and heat map, leaving a tombstone that says so.
-
-    The tombstone is written first: a worker that stores a result or a heat map after this
-    checks for it and takes what it stored back (services/worker/consumer.py,
-    services/worker/heatmaps.py), so a deleted job stays deleted.
-    It holds the id, the reason and the time, nothing of the image, and expires like the rest.
-    """
-    put_json(store, layout.prediction_tombstone(job_id), {"id": job_id, "reason": reason, "deleted_at": time.time()})
-    for extension in [*sorted(set(EXTENSIONS.values())), MODEL_INPUT_EXTENSION]:  # and a large upload's model copy
-        store.delete(layout.prediction_upload(job_id, extension, day))
-    store.delete(layout.prediction_result(job_id))
-    store.delete(layout.prediction_heatmap(job_id))

@@ -15,6 +15,7 @@ from flask import Blueprint, Response
 from services.gateway import context
 from services.gateway.predictions import stored_result, upload_key
 from services.gateway.rpc import PendingHeatmap
+from shared import prediction_records
 from shared.errors import (
     Gone,
     HeatmapUnavailable,
@@ -26,7 +27,7 @@ from shared.errors import (
 from shared.heatmap import class_activation_of
 from shared.messaging.heatmaps import HeatmapRequest
 from shared.retention import RetentionPolicy
-from shared.storage import ObjectStore, layout
+from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("heatmaps", __name__, url_prefix="/api/v1/predictions")
@@ -57,23 +58,22 @@ def get_heatmap(job_id: str) -> Response:
     if result is None:
         raise HeatmapUnavailable(f"prediction {job_id} is still pending: ask for its heat map once it is done")
     class_activation_of(result)
-    key = layout.prediction_heatmap(job_id)
     try:
-        png = store.get(key)
+        png = prediction_records.read_heatmap(store, job_id)
     except NotFound:
         png = _drawn_by_a_worker(store, job_id)
     if RetentionPolicy.from_settings(context.settings()).delete_on_delivery:
-        _forget_delivered(store, key)
+        _forget_delivered(store, job_id)
     # no-store: a deleted prediction's picture must not live on in a browser's cache.
     return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})
 
 
-def _forget_delivered(store: ObjectStore, key: str) -> None:
+def _forget_delivered(store: ObjectStore, job_id: str) -> None:
     """PREDICTION_RETENTION_DAYS=0: nothing is kept once delivered; the sweep catches a failure here."""
     try:
-        store.delete(key)
+        prediction_records.remove_heatmap(store, job_id)
     except SkinLesionError as error:
-        log.warning("could not delete delivered heat map %s yet: %s", key, error)
+        log.warning("could not delete the delivered heat map of %s yet: %s", job_id, error)
 
 
 def _drawn_by_a_worker(store: ObjectStore, job_id: str) -> bytes:
@@ -90,7 +90,7 @@ def _drawn_by_a_worker(store: ObjectStore, job_id: str) -> bytes:
     if not answered:
         raise HeatmapTimeout(f"no worker drew the heat map within {timeout_s:g} s; retry shortly")
     _raise_refusal(pending)
-    return store.get(layout.prediction_heatmap(job_id))
+    return prediction_records.read_heatmap(store, job_id)
 
 
 def _raise_refusal(pending: PendingHeatmap) -> None:

@@ -18,11 +18,10 @@ from services.gateway.auth import require_write_token
 from services.gateway.errors import error_response
 from services.gateway.request_body import SPOOL_ABOVE_BYTES
 from services.gateway.rpc import PendingReply
-from shared import audit
+from shared import audit, prediction_records
 from shared.dataset import check_collection_name
 from shared.errors import BadInput, Gone, NotFound, SkinLesionError
 from shared.images import (
-    EXTENSIONS,
     MODEL_INPUT_EXTENSION,
     MODEL_INPUT_SIZE,
     decoded_upload,
@@ -32,9 +31,9 @@ from shared.images import (
     wants_model_copy,
 )
 from shared.messaging.schemas import PredictionJob, PredictionResult
-from shared.retention import RetentionPolicy, forget_prediction
+from shared.retention import RetentionPolicy
 from shared.settings import Settings
-from shared.storage import ObjectStore, get_json, layout
+from shared.storage import ObjectStore, layout
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("predictions", __name__, url_prefix="/api/v1/predictions")
@@ -225,28 +224,14 @@ def _forget_delivered(job_id: str) -> None:
     A store that fails here costs the client nothing; the sweep deletes it within the hour.
     """
     try:
-        forget_prediction(context.store(), job_id, _parse_job_id(job_id), "delivered")
+        prediction_records.forget(context.store(), job_id, _parse_job_id(job_id), "delivered")
     except SkinLesionError as error:
         log.warning("could not delete delivered prediction %s yet: %s", job_id, error)
 
 
 def upload_key(store: ObjectStore, job_id: str) -> str | None:
     """Where the job's uploaded image is stored; None when it is not (any more)."""
-    day = _parse_job_id(job_id)
-    for extension in sorted(set(EXTENSIONS.values())):
-        key = layout.prediction_upload(job_id, extension, day)
-        if store.exists(key):
-            return key
-    return None
-
-
-def _tombstone_reason(store: ObjectStore, job_id: str) -> str | None:
-    try:
-        return str(get_json(store, layout.prediction_tombstone(job_id)).get("reason", "deleted"))
-    except NotFound:
-        return None
-    except (ValueError, AttributeError):  # an unreadable tombstone still says the job is gone
-        return "deleted"
+    return prediction_records.upload_key(store, job_id, _parse_job_id(job_id))
 
 
 _GONE_MESSAGES = {
@@ -271,18 +256,18 @@ def stored_result(store: ObjectStore, job_id: str) -> PredictionResult | None:
     policy = _policy()
     now = time.time()
     try:
-        result = PredictionResult(**get_json(store, layout.prediction_result(job_id)))
-    except NotFound:
-        reason = _tombstone_reason(store, job_id)
+        result = prediction_records.read_result(store, job_id)
+    except TypeError as error:
+        raise NotFound(f"no readable result for {job_id}: {error}") from error
+    if result is None:
+        reason = prediction_records.deletion_reason(store, job_id)
         if reason is not None:
-            raise _gone(job_id, reason) from None
+            raise _gone(job_id, reason)
         if upload_key(store, job_id) is not None:
             return None
         if policy.day_may_have_expired(day, now):
-            raise _gone(job_id, "expired") from None
-        raise NotFound(f"no prediction {job_id}") from None
-    except TypeError as error:
-        raise NotFound(f"no readable result for {job_id}: {error}") from error
+            raise _gone(job_id, "expired")
+        raise NotFound(f"no prediction {job_id}")
     if policy.is_expired(result.submitted_at, now):  # the sweep has not come by yet
         raise _gone(job_id, "expired")
     return result
@@ -309,12 +294,14 @@ def delete_prediction(job_id: str) -> Response | tuple[Response, int]:
     """
     day = _parse_job_id(job_id)
     store = context.store()
-    stored = store.exists(layout.prediction_result(job_id)) or upload_key(store, job_id) is not None
+    stored = prediction_records.has_result(store, job_id) or upload_key(store, job_id) is not None
     if stored:
         # Recorded before anything is deleted: a store that refuses it refuses the deletion (503).
         audit.record(store, "prediction_deleted", context.audit_actor(), job_id=job_id)
-        forget_prediction(store, job_id, day, "deleted on request")
+        prediction_records.forget(store, job_id, day, "deleted on request")
         log.info("prediction %s deleted on request", job_id)
-    elif _tombstone_reason(store, job_id) is None and not _policy().day_may_have_expired(day, time.time()):
+    elif prediction_records.deletion_reason(store, job_id) is None and not _policy().day_may_have_expired(
+        day, time.time()
+    ):
         raise NotFound(f"no prediction {job_id}")
     return Response(status=204)

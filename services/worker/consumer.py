@@ -14,7 +14,6 @@ workers, reach the dead-letter queue.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -27,7 +26,7 @@ import numpy as np
 from services.worker.dead_letters import DeadLetterRecorder
 from services.worker.heatmaps import HeatmapRenderer
 from services.worker.models import ModelHolder
-from shared import metrics
+from shared import metrics, prediction_records
 from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError
 from shared.image_quality import RETAKE_REASONS, ImageQuality, assess
@@ -41,7 +40,7 @@ from shared.messaging.topology import EVENT_MODEL_PROMOTED, EVENT_PREDICTIONS_SC
 from shared.serving import domain as domains
 from shared.serving.runtime import ModelOutputs, ServingModel
 from shared.settings import Settings
-from shared.storage import ObjectStore, get_json, layout, put_json
+from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +261,10 @@ class PredictionConsumer:
             delivery.poison = True
 
     def _reuse_stored_result(self, delivery: Job) -> bool:
-        try:
-            stored = get_json(self.store, layout.prediction_result(delivery.job.job_id))
-        except NotFound:
+        stored = prediction_records.read_result(self.store, delivery.job.job_id)
+        if stored is None:
             return False
-        delivery.result = PredictionResult(**stored)
+        delivery.result = stored
         delivery.stored = True
         return True
 
@@ -312,24 +310,12 @@ class PredictionConsumer:
         )
 
     def _store_result(self, delivery: Job) -> None:
-        """Store the result, unless the job was deleted (DELETE /predictions/{id}) meanwhile.
-
-        A deleted job's tombstone is written before its files are removed, so checking it after
-        the write catches every deletion the write could have raced; a failure (most often the
-        image deleted while the job was queued) is checked before, and then never written.
-        """
-        job_id = delivery.job.job_id
-        key = layout.prediction_result(job_id)
+        """Store the result, unless the job was deleted (DELETE /predictions/{id}) meanwhile
+        (shared/prediction_records.py). Either way the job is settled once the store answered."""
         try:
-            if delivery.result.error and self.store.exists(layout.prediction_tombstone(job_id)):
-                delivery.stored = True  # settled: nothing is kept of a deleted job
-                return
-            put_json(self.store, key, dataclasses.asdict(delivery.result))
-            if self.store.exists(layout.prediction_tombstone(job_id)):
-                self.store.delete(key)
-                log.info("job %s was deleted while it ran; its result is not kept", job_id)
+            prediction_records.store_result(self.store, delivery.result)
         except TransientError as error:
-            log.warning("cannot store the result of %s yet: %s", job_id, error)
+            log.warning("cannot store the result of %s yet: %s", delivery.job.job_id, error)
             return
         delivery.stored = True
 

@@ -8,21 +8,20 @@ the broker's reason, so `GET /predictions/{id}` says `failed` instead of `pendin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
+from shared import prediction_records
 from shared.backoff import Backoff
-from shared.errors import MessageDecodeError, NotFound, PublishRefused, TransientError
+from shared.errors import MessageDecodeError, PublishRefused, TransientError
 from shared.messaging.channel import Channel
 from shared.messaging.dead_letters import drain_present, failure_reason_code, replayable_headers
 from shared.messaging.delivery import Delivery
 from shared.messaging.rabbitmq import open_channel
 from shared.messaging.schemas import PredictionJob, PredictionResult
 from shared.messaging.topology import Topology
-from shared.storage import ObjectStore, get_json, layout, put_json
+from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +85,15 @@ def record_failure(store: ObjectStore, body: bytes, reason: str) -> None:
     except MessageDecodeError as error:
         log.warning("a dead job without a readable id cannot be recorded: %s", error)
         return
-    key = layout.prediction_result(job.job_id)
-    if store.exists(key):
-        return  # answered before it died (its ack was lost): the answer stands
-    if store.exists(layout.prediction_tombstone(job.job_id)):
-        return  # deleted on request: nothing of it is recorded again
     failure = PredictionResult(
         job_id=job.job_id,
         submitted_at=job.submitted_at,
         completed_at=time.time(),
         error={"code": DEAD_LETTERED, "message": reason},
     )
-    put_json(store, key, dataclasses.asdict(failure))
-    log.warning("job %s dead-lettered: %s", job.job_id, reason)
+    # Not over an answer given before it died (its ack lost), nor for a job deleted on request.
+    if prediction_records.record_failure(store, failure):
+        log.warning("job %s dead-lettered: %s", job.job_id, reason)
 
 
 def replay(amqp_url: str, store: ObjectStore, topology: Topology, *, ca_file: Path | None = None) -> dict[str, int]:
@@ -124,24 +119,21 @@ def _replay_one(channel: Channel, store: ObjectStore, topology: Topology, dead: 
     except MessageDecodeError:
         log.warning("keeping an undecodable message in the dead-letter queue")
         return "kept"
-    try:
-        result = get_json(store, layout.prediction_result(job.job_id))
-    except NotFound:
-        result = None
+    result = prediction_records.read_result(store, job.job_id)
     failure = result if result is not None and _is_dead_letter_failure(result) else None
     if result is not None and failure is None:
         return "answered"
     if failure is not None:
-        store.delete(layout.prediction_result(job.job_id))
+        prediction_records.remove_result(store, job.job_id)
     try:
         channel.republish(topology.predict_queue, dead, headers=replayable_headers(dead))
     except PublishRefused:
         log.warning("the predict queue refused job %s; it stays dead", job.job_id)
         if failure is not None:
-            put_json(store, layout.prediction_result(job.job_id), failure)
+            prediction_records.record_failure(store, failure)
         return "kept"
     return "replayed"
 
 
-def _is_dead_letter_failure(result: dict[str, Any]) -> bool:
-    return (result.get("error") or {}).get("code") == DEAD_LETTERED
+def _is_dead_letter_failure(result: PredictionResult) -> bool:
+    return (result.error or {}).get("code") == DEAD_LETTERED

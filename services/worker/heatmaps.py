@@ -21,16 +21,15 @@ import logging
 import time
 from concurrent.futures import Executor, Future
 
-from shared import metrics
-from shared.errors import Gone, MessageDecodeError, SkinLesionError, TransientError
+from shared import metrics, prediction_records
+from shared.errors import Gone, MessageDecodeError, NotFound, SkinLesionError, TransientError
 from shared.heatmap import class_activation_of, render_heatmap
 from shared.messaging.channel import Channel
 from shared.messaging.delivery import Delivery
 from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
-from shared.messaging.schemas import PredictionResult
 from shared.messaging.topology import Topology
 from shared.settings import Settings
-from shared.storage import ObjectStore, layout
+from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +98,21 @@ class HeatmapRenderer:
     def render(self, request: HeatmapRequest) -> None:
         """Store the heat map of `request.job_id` unless it is there already.
 
-        Deletion is honoured like the consume loop honours it for results: a deleted job has a
-        tombstone, written before its files are removed, so one checked after the write catches
-        every deletion that raced it, and the heat map (a picture of the patient's skin) goes too.
+        Deletion is honoured as for results (shared/prediction_records.py): a heat map of a
+        deleted prediction, or of one deleted while it was drawn, is not kept (Gone).
         """
         job_id = request.job_id
-        key = layout.prediction_heatmap(job_id)
-        tombstone = layout.prediction_tombstone(job_id)
-        if self._store.exists(tombstone):
+        if prediction_records.is_deleted(self._store, job_id):
             raise Gone(f"prediction {job_id} was deleted")
-        if self._store.exists(key):
+        if prediction_records.has_heatmap(self._store, job_id):
             return  # drawn for an earlier request
-        result = PredictionResult.decode(self._store.get(layout.prediction_result(job_id)))
+        result = prediction_records.read_result(self._store, job_id)
+        if result is None:
+            raise NotFound(f"prediction {job_id} has no result to draw from")
         png = render_heatmap(
             self._store.get(request.image_key),
             class_activation_of(result),
             max_bytes=self._settings.max_upload_bytes,
             max_pixels=self._settings.max_image_pixels,
         )
-        self._store.put(key, png, "image/png")
-        if self._store.exists(tombstone):
-            self._store.delete(key)
-            raise Gone(f"prediction {job_id} was deleted while its heat map was drawn")
+        prediction_records.store_heatmap(self._store, job_id, png)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from services.gateway.predictions import _parse_job_id
 from shared.images import MODEL_INPUT_EXTENSION, decode_model_input, model_input_from_bytes
-from shared.retention import forget_prediction
+from shared.prediction_records import forget
 from shared.settings import Settings
 from shared.storage import ObjectStore, create_store
 
@@ -54,7 +54,7 @@ def test_a_large_upload_gets_a_model_copy_that_is_deleted_with_it(app: Flask, st
     assert [key.rsplit(".", 1)[-1] for key in keys] == ["jpg", "npy"]
     copy = decode_model_input(store.get(next(key for key in keys if key.endswith(MODEL_INPUT_EXTENSION))))
     assert np.array_equal(copy, model_input_from_bytes(data, max_bytes=10**8, max_pixels=10**8))
-    forget_prediction(store, job_id, _parse_job_id(job_id), "deleted on request")
+    forget(store, job_id, _parse_job_id(job_id), "deleted on request")
     assert [key for key in store.list("uploads/") if job_id in key] == []
 
 

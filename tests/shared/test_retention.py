@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.retention import DAY_S, HOUR_S, RetentionPolicy, apply_store_expiry, forget_prediction, sweep
+from shared.prediction_records import forget
+from shared.retention import DAY_S, HOUR_S, RetentionPolicy, apply_store_expiry, sweep
 from shared.storage import ObjectStore, layout
 from shared.storage.filesystem import FilesystemStore
 from shared.storage.s3 import S3Store
@@ -92,8 +93,8 @@ def test_forgetting_a_prediction_leaves_only_its_tombstone(store: ObjectStore) -
     store.put(layout.prediction_upload(job, "png", day), b"image")
     store.put(layout.prediction_result(job), b"{}")
     store.put(layout.prediction_heatmap(job), b"png")
-    forget_prediction(store, job, day, "deleted on request")
-    forget_prediction(store, job, day, "deleted on request")  # idempotent
+    forget(store, job, day, "deleted on request")
+    forget(store, job, day, "deleted on request")  # idempotent
     assert all_keys(store) == {layout.prediction_tombstone(job)}
 
 
