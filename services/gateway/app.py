@@ -14,8 +14,8 @@ from services.gateway import (
     datasets,
     errors,
     heatmaps,
-    insights,
-    models,
+    insights_api,
+    model_versions,
     openapi,
     operations,
     predictions,
@@ -82,7 +82,7 @@ def create_app(
 
     errors.init_app(app)
     app.register_blueprint(operations.blueprint)
-    blueprints = (ui, predictions, heatmaps, datasets, training, models, audit_log, insights, openapi)
+    blueprints = (ui, predictions, heatmaps, datasets, training, model_versions, audit_log, insights_api, openapi)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     _instrument(app)

@@ -1,5 +1,6 @@
-"""`python -m services.trainer <command>`: train or evaluate a model (a `serve` command for
-the trainer service can be added to COMMANDS)."""
+"""Entry point: `python -m services.trainer <command>`. `serve` runs the trainer service
+(service_commands.py); `train`, `evaluate`, `export` and `package` work on model versions
+from the command line (model_commands.py); `import-dataset` loads a folder into the store."""
 
 from __future__ import annotations
 
@@ -8,23 +9,43 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from services.trainer import cli, commands
+from services.trainer import model_commands, service_commands
 from shared.settings import Settings
 
 # name -> (help, add its arguments, run it)
 COMMANDS: dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
 ] = {
-    "train": ("train, evaluate and write a model version", cli.add_train_arguments, cli.run_train),
-    "evaluate": ("score a model version on a labelled folder", cli.add_evaluate_arguments, cli.run_evaluate),
-    "export": ("re-export a model version for another serving runtime", cli.add_export_arguments, cli.run_export),
+    "serve": (
+        "run the trainer service: consume retrain requests and staged dataset uploads",
+        service_commands.add_serve_arguments,
+        service_commands.run_serve,
+    ),
+    "import-dataset": (
+        "load a labelled folder into the store",
+        service_commands.add_import_arguments,
+        service_commands.run_import,
+    ),
+    "train": (
+        "train, evaluate and write a model version",
+        model_commands.add_train_arguments,
+        model_commands.run_train,
+    ),
+    "evaluate": (
+        "score a model version on a labelled folder",
+        model_commands.add_evaluate_arguments,
+        model_commands.run_evaluate,
+    ),
+    "export": (
+        "re-export a model version for another serving runtime",
+        model_commands.add_export_arguments,
+        model_commands.run_export,
+    ),
     "package": (
         "make a new version of a trained one with today's serving artifact and domain statistics",
-        cli.add_package_arguments,
-        cli.run_package,
+        model_commands.add_package_arguments,
+        model_commands.run_package,
     ),
-    "serve": ("run the trainer service: consume retrain requests", commands.add_serve_arguments, commands.run_serve),
-    "import-dataset": ("load a labelled folder into the store", commands.add_import_arguments, commands.run_import),
 }
 
 

@@ -13,7 +13,7 @@ import time
 
 from services.worker.consumer import PredictionConsumer
 from services.worker.dead_letters import replay
-from services.worker.models import ModelHolder
+from services.worker.model_holder import ModelHolder
 from shared.backoff import Backoff
 from shared.errors import SkinLesionError
 from shared.logs import configure_logging

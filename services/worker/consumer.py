@@ -25,7 +25,7 @@ import numpy as np
 
 from services.worker.dead_letters import DeadLetterRecorder
 from services.worker.heatmaps import HeatmapRenderer
-from services.worker.models import ModelHolder
+from services.worker.model_holder import ModelHolder
 from shared import metrics, prediction_records
 from shared.backoff import Backoff
 from shared.errors import BadInput, MessageDecodeError, NotFound, TransientError

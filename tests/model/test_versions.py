@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.trainer.pipeline import run_training
-from services.worker.models import ModelHolder
+from services.worker.model_holder import ModelHolder
 from shared.model.card import write_version
 from shared.serving import registry
 from shared.settings import Settings

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway import insights
+from services.gateway import insights_api
 from services.gateway.json_provider import FiniteJSONProvider, finite_json
 from services.gateway.openapi import DOCUMENT_PATH
 from services.insights.drift import MIN_WINDOW
@@ -50,7 +50,7 @@ def client(store: ObjectStore) -> FlaskClient:
     app = Flask(__name__)
     app.json = FiniteJSONProvider(app)
     app.extensions["store"] = store
-    app.register_blueprint(insights.blueprint)
+    app.register_blueprint(insights_api.blueprint)
     return app.test_client()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.insights.snapshots import SnapshotBuilder
-from services.trainer.commands import startup_folders
+from services.trainer.service_commands import startup_folders
 from shared import dataset
 from shared.dataset import iter_images
 from shared.settings import REPO_ROOT, Settings

@@ -260,7 +260,7 @@ def _runtime_of(artifact_name: str) -> str:
 
 def _load_collections(args: argparse.Namespace, settings: Settings, limit: int | None) -> tuple[list[Any], str]:
     """(collections, source description) from folders or the store."""
-    from services.trainer.commands import collection_name_for
+    from services.trainer.service_commands import collection_name_for
     from shared import dataset
     from shared.model.data import load_collection_folder, load_store_collections
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from services.gateway.models import external_name
+from services.gateway.model_versions import external_name
 from shared.errors import NotFound, ObjectNotFound
 from shared.serving import registry
 from shared.storage import ObjectStore, get_json, layout
