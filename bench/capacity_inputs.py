@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pika
 import requests
 
 from bench.end_to_end import DEFAULT_IMAGES, drive, load_images, models_dir, raw_throughput
 from bench.system import _broker_process_groups, _group_cpu_s, _spawn, _stop, free_port, running_system
 from shared.images import model_input_from_bytes
-from shared.messaging.rabbitmq import close_quietly, connect
+from shared.messaging.rabbitmq import close_quietly, connect, publish_raw
 from shared.model import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import FilesystemStore
@@ -178,10 +177,9 @@ def broker_rates(amqp_url: str, messages: int, body_bytes: int) -> dict[str, obj
         channel = connection.channel()
         channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
         channel.confirm_delivery()
-        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
         cpu_before, started = _group_cpu_s(broker), time.perf_counter()
         for _ in range(messages):
-            channel.basic_publish("", queue, body, properties)
+            publish_raw(channel, "", queue, body, persistent=True, mandatory=False)
         publish_s, publish_cpu = time.perf_counter() - started, _group_cpu_s(broker) - cpu_before
         channel.basic_qos(prefetch_count=8)
         cpu_before, started, received = _group_cpu_s(broker), time.perf_counter(), 0

@@ -10,9 +10,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import pytest
 
+from shared.errors import BrokerUnavailable
+from shared.messaging import admin
 from shared.settings import REPO_ROOT, Settings
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.seaweedfs import SeaweedS3
@@ -36,8 +37,8 @@ def output_dir() -> Path:
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     try:
-        pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?socket_timeout=3")).close()
-    except pika.exceptions.AMQPError as error:
+        admin.ping(AMQP_URL, timeout_s=3)
+    except BrokerUnavailable as error:
         pytest.fail(f"RabbitMQ is not reachable at {AMQP_URL}: {error!r} (start it: rabbitmq-server -detached)")
     return AMQP_URL
 
@@ -64,14 +65,11 @@ def namespace(amqp_url: str) -> Iterator[str]:
     """A fresh prefix for queue and exchange names; everything under it is deleted after."""
     prefix = f"test-{uuid.uuid4().hex[:8]}."
     yield prefix
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
     queues = ("predict", "predict.dead", "predict.dead.notices", "train", "train.dead", "insights.dataset-changed")
-    for queue in (*queues, "insights.predictions-scored", "heatmap", "dataset-import", "dataset-import.dead"):
-        channel.queue_delete(prefix + queue)
-    for exchange in ("dead-letter", "events"):
-        channel.exchange_delete(prefix + exchange)
-    connection.close()
+    queues += ("insights.predictions-scored", "heatmap", "dataset-import", "dataset-import.dead")
+    admin.delete_queues(
+        amqp_url, [prefix + queue for queue in queues], [prefix + name for name in ("dead-letter", "events")]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -530,23 +530,23 @@ for name, port in {"s3": 9000, "master": 9333, "filer": 8888, "volume": 8080}.it
 print(json.dumps(outcome))
 """
 BROKER_BOUNDARY_PROBE = """
-import json, pika, pika.exceptions
+import json
+from shared.messaging import admin
 from shared.settings import Settings
-parameters = pika.URLParameters(Settings.from_env().amqp_url.split(",")[0])
+url = Settings.from_env().amqp_url.split(",")[0]
 outcome = {}
 for name, action in {
     "declare_queue": lambda channel: channel.queue_declare("probe-rogue", durable=True),
     "delete_queue": lambda channel: channel.queue_delete("predict"),
 }.items():
-    connection = pika.BlockingConnection(parameters)
     try:
-        action(connection.channel())
+        action(admin.bare_channel(url))
         outcome[name] = "allowed"
-    except pika.exceptions.ChannelClosedByBroker as error:
-        outcome[name] = "refused" if error.reply_code == 403 else f"closed {error.reply_code}"
-    finally:
-        if connection.is_open:
-            connection.close()
+    except Exception as error:
+        code = admin.refusal_code(error)
+        if code is None:
+            raise
+        outcome[name] = "refused" if code == 403 else f"closed {code}"
 print(json.dumps(outcome))
 """
 

@@ -23,10 +23,10 @@ from services.bootstrap.users import BrokerAdmin, MinioUsers
 from shared.backoff import Backoff
 from shared.errors import SkinLesionError, TransientError
 from shared.logs import configure_logging
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, broker_urls, close_quietly, connect
+from shared.messaging.rabbitmq import broker_urls, prepare_topology
 from shared.messaging.topology import Topology
-from shared.model import registry
 from shared.retention import RetentionPolicy, apply_store_expiry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import create_store
 from shared.storage.s3 import S3Store
@@ -42,13 +42,8 @@ def service_secrets(settings: Settings, services: tuple[str, ...]) -> dict[str, 
 
 def prepare_broker(settings: Settings) -> None:
     topology = Topology.from_settings(settings)
-    connection = connect(settings.amqp_url, timeout_s=30, ca_file=settings.amqp_ca_file)
-    try:
-        topology.declare(connection.channel())
-    except CONNECTION_ERRORS as error:
-        raise TransientError(f"cannot declare the broker topology: {error!r}") from error
-    finally:
-        close_quietly(connection)
+    # Raises BrokerUnavailable, a TransientError: retried like an unreachable store.
+    prepare_topology(settings.amqp_url, topology, declare=True, timeout_s=30, ca_file=settings.amqp_ca_file)
     log.info("broker: %d queues and %d exchanges declared", len(topology.queues), len(topology.exchanges))
     if not settings.rabbitmq_management_url:
         log.info("broker: no RABBITMQ_MANAGEMENT_URL, so no service users made")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from shared.messaging.rpc import DIRECT_REPLY_TO
 from shared.messaging.topology import Topology
 
 # The services that get credentials of their own; KEDA (Kubernetes) only reads the `predict`
@@ -79,7 +80,6 @@ class BrokerPermissions:
 NOTHING = "^$"
 # Publishing through the default exchange (jobs to a queue, replies) is a write on this name.
 DEFAULT_EXCHANGE = "amq.default"
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # A queue the broker names (amq.gen-...): no client may declare one with a name of its choosing
 # under amq., so configuring these is declaring one's own exclusive, auto-deleted queue only.
 SERVER_NAMED_QUEUES = r"amq\.gen-.*"

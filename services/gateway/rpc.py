@@ -1,13 +1,13 @@
 """Publishing prediction jobs (and heat-map requests) and waiting for their answers over direct reply-to.
 
-One thread owns the pika connection (pika connections are not thread-safe). Request
+One thread owns the broker connection and its channel (neither is thread-safe): it runs the
+shared consumer loop (shared/messaging/consumer.py), which reconnects with backoff. Request
 threads register what they wait for, hand the publishing to that thread with
-`add_callback_threadsafe`, and block on their own events with a deadline.
+`Channel.call_soon_threadsafe`, and block on their own events with a deadline.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -18,19 +18,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import Basic, BasicProperties
-
 from shared import metrics
+from shared.backoff import Backoff
 from shared.errors import BrokerUnavailable, MessageDecodeError, Overloaded, SkinLesionError
+from shared.messaging.channel import Channel
+from shared.messaging.consumer import BrokerAddress, ConsumerLoop
+from shared.messaging.delivery import Delivery
 from shared.messaging.heatmaps import HeatmapReply, HeatmapRequest
-from shared.messaging.rabbitmq import CONNECTION_ERRORS, close_quietly, connect, publish
+from shared.messaging.rpc import DIRECT_REPLY_TO
 from shared.messaging.schemas import DatasetImportRequest, Event, Message, PredictionJob, PredictionResult, TrainRequest
 from shared.messaging.topology import Topology
 
 log = logging.getLogger(__name__)
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 @dataclass
@@ -76,17 +75,22 @@ class PredictionClient:
     def __init__(
         self, amqp_url: str, topology: Topology, *, publish_timeout_s: float = 10.0, ca_file: Path | None = None
     ) -> None:
-        self._amqp_url = amqp_url
-        self._ca_file = ca_file
         self._topology = topology
         self._publish_timeout_s = publish_timeout_s
         self._pending: dict[str, PendingReply] = {}
         self._lock = threading.Lock()
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._channel: Channel | None = None
         self._stopping = threading.Event()
         self._answer_listeners: list[Callable[[str], None]] = []
-        self.connected = threading.Event()
+        self._loop = ConsumerLoop(
+            "gateway broker client",
+            BrokerAddress(amqp_url, ca_file),
+            topology,
+            stopping=self._stopping,
+            confirms=True,
+            backoff=Backoff(0.5, 5.0),
+        )
+        self.connected = self._loop.connected
         self._thread = threading.Thread(target=self._run, name="broker-connection", daemon=True)
 
     def start(self) -> None:
@@ -99,10 +103,9 @@ class PredictionClient:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
-        connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                connection.add_callback_threadsafe(lambda: None)  # wake the loop up
+        channel = self._channel
+        if channel is not None:
+            channel.wake()
         self._thread.join(timeout_s)
 
     def add_answer_listener(self, listener: Callable[[str], None]) -> None:
@@ -120,7 +123,7 @@ class PredictionClient:
         with self._lock:
             self._pending.update((reply.job_id, reply) for reply in pending)
         try:
-            self._run_on_connection(lambda: self._publish_jobs(jobs))
+            self._run_on_connection(lambda channel: self._publish_jobs(channel, jobs))
         except SkinLesionError:
             self.forget(pending)
             raise
@@ -137,13 +140,8 @@ class PredictionClient:
             self._pending[pending.job_id] = pending
         try:
             self._run_on_connection(
-                lambda: publish(
-                    self._channel,
-                    "",
-                    self._topology.heatmap_queue,
-                    request,
-                    correlation_id=pending.job_id,
-                    reply_to=DIRECT_REPLY_TO,
+                lambda channel: channel.publish(
+                    "", self._topology.heatmap_queue, request, correlation_id=pending.job_id, reply_to=DIRECT_REPLY_TO
                 )
             )
         except Overloaded as error:
@@ -156,7 +154,7 @@ class PredictionClient:
 
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool = True) -> None:
         """Publish one message with confirms on the connection thread; wait for the confirm."""
-        self._run_on_connection(lambda: publish(self._channel, exchange, routing_key, message, mandatory=mandatory))
+        self._run_on_connection(lambda channel: channel.publish(exchange, routing_key, message, mandatory=mandatory))
 
     def publish_event(self, name: str, data: dict[str, object]) -> None:
         """Publish a fact on the events exchange, routed by its name (e.g. model.promoted)."""
@@ -174,22 +172,21 @@ class PredictionClient:
         """Training requests on the `train` queue that no trainer has taken yet."""
         counts: list[int] = []
 
-        def count() -> None:
-            declared = self._channel.queue_declare(self._topology.train_queue, passive=True)
-            counts.append(declared.method.message_count)
+        def count(channel: Channel) -> None:
+            counts.append(channel.queue_depth(self._topology.train_queue))
 
         self._run_on_connection(count)
         return counts[0]
 
-    def _run_on_connection(self, action: Callable[[], None]) -> None:
-        connection = self._connection
-        if connection is None or not self.connected.is_set():
+    def _run_on_connection(self, action: Callable[[Channel], None]) -> None:
+        channel = self._channel
+        if channel is None or not self.connected.is_set():
             raise BrokerUnavailable("not connected to RabbitMQ")
         outcome: Future[None] = Future()
 
         def run() -> None:
             try:
-                action()
+                action(channel)
             except SkinLesionError as error:
                 outcome.set_exception(error)
                 return
@@ -199,13 +196,11 @@ class PredictionClient:
                 raise
             outcome.set_result(None)
 
+        channel.call_soon_threadsafe(run)  # BrokerUnavailable when the connection is closed
         try:
-            connection.add_callback_threadsafe(run)
             outcome.result(timeout=self._publish_timeout_s)
         except FutureTimeout:
             raise BrokerUnavailable("the broker did not confirm in time") from None
-        except CONNECTION_ERRORS as error:
-            raise BrokerUnavailable(f"the broker connection is closed: {error!r}") from error
 
     def forget(self, pending: list[PendingReply]) -> None:
         """Stop waiting for these replies (answered, timed out, or never published)."""
@@ -215,16 +210,14 @@ class PredictionClient:
 
     # Everything below runs on the connection thread.
 
-    def _publish_jobs(self, jobs: list[PredictionJob]) -> None:
+    def _publish_jobs(self, channel: Channel, jobs: list[PredictionJob]) -> None:
         for job in jobs:
             queue = self._topology.predict_queue
-            publish(self._channel, "", queue, job, correlation_id=job.job_id, reply_to=DIRECT_REPLY_TO)
+            channel.publish("", queue, job, correlation_id=job.job_id, reply_to=DIRECT_REPLY_TO)
             metrics.JOBS_PUBLISHED.inc()
 
-    def _on_reply(
-        self, _channel: BlockingChannel, _method: Basic.Deliver, properties: BasicProperties, body: bytes
-    ) -> None:
-        job_id = properties.correlation_id or ""
+    def _on_reply(self, reply_delivery: Delivery) -> None:
+        job_id = reply_delivery.correlation_id or ""
         for listener in self._answer_listeners:
             listener(job_id)
         with self._lock:
@@ -232,34 +225,26 @@ class PredictionClient:
         if reply is None:
             return  # an answer nobody waits for any more (timed out, or a redelivered job)
         try:
-            reply.resolve(reply.decode(body))
+            reply.resolve(reply.decode(reply_delivery.body))
         except MessageDecodeError as error:
             reply.fail(error)
 
     def _run(self) -> None:
-        delay_s = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._connection = connect(self._amqp_url, timeout_s=5, ca_file=self._ca_file)
-                self._channel = self._connection.channel()
-                self._topology.prepare(self._channel)
-                self._channel.confirm_delivery()
-                # Direct reply-to: consume the pseudo-queue (no-ack) before publishing to it.
-                self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
-                self.connected.set()
-                delay_s = 0.5
-                log.info("connected to RabbitMQ")
-                while not self._stopping.is_set():
-                    self._connection.process_data_events(time_limit=1)
-            except Exception as error:  # whatever pika raises, this thread must live on
-                log.warning("broker connection lost (%r); reconnecting in %.1fs", error, delay_s)
-            finally:
-                self.connected.clear()
-                self._fail_all_pending()
-                close_quietly(self._connection)
-                self._connection = None
-            self._stopping.wait(delay_s)
-            delay_s = min(delay_s * 2, 5.0)
+        self._loop.run(self._serve, setup=self._listen_for_replies)
+
+    def _listen_for_replies(self, channel: Channel) -> None:
+        # Direct reply-to: consume the pseudo-queue (no-ack) before publishing to it.
+        channel.consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+        self._channel = channel
+
+    def _serve(self, channel: Channel) -> None:
+        log.info("connected to RabbitMQ")
+        try:
+            while not self._stopping.is_set():
+                channel.serve(1)
+        finally:
+            self._channel = None
+            self._fail_all_pending()
 
     def _fail_all_pending(self) -> None:
         # Replies travel on this connection's channel: once it is gone they cannot arrive.

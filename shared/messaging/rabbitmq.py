@@ -25,6 +25,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
+from shared.backoff import Backoff
 from shared.errors import BrokerUnavailable, ConfigurationError, Overloaded, PublishRefused
 from shared.messaging.delivery import Delivery
 from shared.messaging.schemas import CONTENT_TYPE, SCHEMA_VERSION, Message
@@ -90,7 +91,7 @@ def connect(
     """
     urls = broker_urls(amqp_url)
     deadline = time.monotonic() + timeout_s
-    delay_s = 0.2
+    backoff = Backoff(first_s=0.2, cap_s=5.0)
     while True:
         start = random.randrange(len(urls))
         candidates = [
@@ -103,9 +104,9 @@ def connect(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerUnavailable(f"cannot connect to RabbitMQ: {error!r}") from error
+            delay_s = backoff.next()
             log.warning("RabbitMQ not reachable (%r); retrying in %.1fs", error, delay_s)
             time.sleep(min(delay_s, remaining))
-            delay_s = min(delay_s * 2, 5.0)
 
 
 def message_properties(message: Message, *, persistent: bool = True, **extra: object) -> BasicProperties:

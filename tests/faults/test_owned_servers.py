@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pika
 import pytest
 
-from shared.errors import StorageUnavailable
+from shared.errors import BrokerUnavailable, StorageUnavailable
+from shared.messaging import admin
 from shared.storage.s3 import S3Store
 from tests.support.rabbitmq_node import RabbitNode
 from tests.support.seaweedfs import SeaweedS3
@@ -17,30 +17,18 @@ OBJECT_KEY = "uploads/smoke/object.bin"
 PAYLOAD = bytes(range(256)) * 64
 
 
-def _connect(amqp_url: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(amqp_url + "?socket_timeout=5&connection_attempts=1"))
-
-
 def test_a_quorum_queue_and_its_confirmed_persistent_message_survive_a_broker_kill(own_broker: RabbitNode) -> None:
-    connection = _connect(own_broker.amqp_url)
-    channel = connection.channel()
-    channel.confirm_delivery()
-    channel.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-    channel.basic_publish("", QUEUE, b"kept", pika.BasicProperties(delivery_mode=2), mandatory=True)
-    connection.close()
+    admin.declare_quorum_queue(own_broker.amqp_url, QUEUE)
+    admin.publish_raw(own_broker.amqp_url, "", QUEUE, b"kept", mandatory=True)  # persistent, confirmed
 
     own_broker.kill()
-    with pytest.raises(pika.exceptions.AMQPConnectionError):
-        _connect(own_broker.amqp_url)
+    with pytest.raises(BrokerUnavailable):
+        admin.ping(own_broker.amqp_url, timeout_s=0)
     own_broker.start()
 
-    connection = _connect(own_broker.amqp_url)
-    try:
-        method, _, body = connection.channel().basic_get(QUEUE, auto_ack=True)
-    finally:
-        connection.close()
-    assert method is not None, "the queue is there but empty"
-    assert body == b"kept"
+    kept = admin.get_one(own_broker.amqp_url, QUEUE)
+    assert kept is not None, "the queue is there but empty"
+    assert kept.body == b"kept"
 
 
 STORE_CALLS_WHILE_DOWN: dict[str, Callable[[S3Store], object]] = {

@@ -12,15 +12,15 @@ import json
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
 
 from services.bootstrap.__main__ import prepare_broker, prepare_store
 from services.bootstrap.access import BROKER_ONLY_SERVICES, SERVICES, user_name
 from shared import audit
 from shared.errors import StorageAccessDenied
+from shared.messaging import admin
 from shared.messaging.topology import Topology
 from shared.model import registry
 from shared.settings import REPO_ROOT, Settings
@@ -148,17 +148,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
         node.kill()
 
 
-def channel_of(node: RabbitNode, service: str) -> pika.adapters.blocking_connection.BlockingChannel:
+def channel_of(node: RabbitNode, service: str) -> Any:
     url = f"amqp://{user_name(service)}:{SECRETS[service]}@127.0.0.1:{node.amqp_port}/%2F"
-    return pika.BlockingConnection(pika.URLParameters(url)).channel()
+    return admin.bare_channel(url)
 
 
 def refused(action: Callable[[], object]) -> bool:
     """Whether the broker closes the channel with 403 ACCESS_REFUSED for `action`."""
     try:
         action()
-    except pika.exceptions.ChannelClosedByBroker as error:
-        assert error.reply_code == 403, error
+    except Exception as error:
+        if admin.refusal_code(error) is None:
+            raise
+        assert admin.refusal_code(error) == 403, error
         return True
     return False
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pika
-
 from services.gateway.rpc import PredictionClient
+from shared.messaging import admin
 from shared.messaging.topology import Topology
 from shared.settings import Settings
 
@@ -16,11 +15,7 @@ CONNECT_TIMEOUT_S = 10
 
 def message_count(amqp_url: str, queue: str) -> int:
     """Messages ready in `queue` (it must exist)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
+    return admin.queue_depth(amqp_url, queue)
 
 
 @contextmanager

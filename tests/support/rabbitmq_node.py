@@ -17,8 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pika
-
+from shared.errors import BrokerUnavailable
+from shared.messaging import admin
 from tests.support.network import free_ports
 from tests.support.processes import kill_process_group, stop_process_group
 
@@ -123,15 +123,14 @@ class RabbitNode:
         self._wait_for_amqp(timeout_s)
 
     def _wait_for_amqp(self, timeout_s: float) -> None:
-        parameters = pika.URLParameters(self.amqp_url + "?socket_timeout=2&connection_attempts=1")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"RabbitMQ node {self.node_name} exited during start-up:\n{self._log_tail()}")
             try:
-                pika.BlockingConnection(parameters).close()
+                admin.ping(self.amqp_url, timeout_s=0)
                 return
-            except pika.exceptions.AMQPError:
+            except BrokerUnavailable:
                 time.sleep(0.5)
         raise TimeoutError(f"RabbitMQ node {self.node_name} gave no AMQP within {timeout_s}s:\n{self._log_tail()}")
 
