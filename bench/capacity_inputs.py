@@ -44,7 +44,7 @@ from bench.end_to_end import DEFAULT_IMAGES, drive, load_images, models_dir, raw
 from bench.system import _broker_process_groups, _group_cpu_s, _spawn, _stop, free_port, running_system
 from shared.images import model_input_from_bytes
 from shared.messaging.rabbitmq import close_quietly, connect, publish_raw
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import FilesystemStore
 

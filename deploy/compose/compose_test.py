@@ -504,7 +504,7 @@ def check_promotion(stack: Stack, job: dict[str, Any], previous: str) -> str:
 STORE_BOUNDARY_PROBE = """
 import json, socket
 from shared.errors import StorageAccessDenied
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import Settings
 from shared.storage import create_store
 store = create_store(Settings.from_env())

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import shared.metrics
 from shared.settings import Settings
+from tests.support.serving_image import import_without_training_packages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -438,26 +438,10 @@ def test_serving_requirements_name_packages_whose_versions_are_pinned_in_require
     assert not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "matplotlib"} & set(serving)
 
 
-# Imported by python -m services.gateway|worker|insights; none may reach TensorFlow, Keras or
-# the other training-only packages, which the serving image does not have.
-_IMPORT_GUARD = """
-import importlib, importlib.abc, sys
-TRAINING_ONLY = {"tensorflow", "keras", "tf2onnx", "onnx", "matplotlib"}
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in TRAINING_ONLY:
-            raise ImportError(f"{name} is not in the serving image")
-sys.meta_path.insert(0, Refuse())
-for module in sys.argv[1:]:
-    importlib.import_module(module)
-"""
-
-
 def test_serving_services_import_nothing_that_only_the_trainer_image_has():
-    modules = [f"services.{name}.__main__" for name in SERVING_SERVICES] + ["services.gateway.app"]
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_GUARD, *modules], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    # Imported by python -m services.gateway|worker|insights|bootstrap, which the serving image runs.
+    modules = [f"services.{name}.__main__" for name in (*SERVING_SERVICES, "bootstrap")] + ["services.gateway.app"]
+    result = import_without_training_packages(modules)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

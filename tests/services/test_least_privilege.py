@@ -22,7 +22,7 @@ from shared import audit
 from shared.errors import StorageAccessDenied
 from shared.messaging import admin
 from shared.messaging.topology import Topology
-from shared.model import registry
+from shared.serving import registry
 from shared.settings import REPO_ROOT, Settings
 from shared.storage import create_store
 from shared.storage.s3 import S3Store
