@@ -221,10 +221,11 @@ def test_a_multi_file_request_refused_part_way_withdraws_all_its_uploads(
         assert list(store.list("uploads/predictions/")) == []
 
 
+@pytest.mark.slow  # waits out a broker that is not there: ~5 s
 def test_without_a_broker_readiness_fails_and_predictions_get_503(s3_settings: Settings, store: ObjectStore) -> None:
     settings = Settings(**{**s3_settings.__dict__, "amqp_url": "amqp://guest:guest@127.0.0.1:9/%2F"})
     with connected_client(settings) as client:
-        http = create_app(settings, store=store, prediction_client=client).test_client()
+        http = create_app(settings, store=store, broker_client=client).test_client()
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.get_json()["checks"]["broker"] == "disconnected"

@@ -30,18 +30,24 @@ BY_PATH: dict[str, tuple[str, ...]] = {
     "tests/services/test_trusted_versions.py": ("system",),
     "tests/services/insights/test_drift_replay.py": ("system", "slow"),  # real images, 300 predictions each
     "tests/services/insights/test_service.py": ("system",),
+    "tests/services/trainer/test_pipeline.py": ("slow",),  # builds and saves MobileNetV2 models
     "tests/services/insights/test_store_faults.py": ("faults", "servers", "system"),
     "tests/services/trainer/test_store_faults.py": ("faults", "servers", "system", "slow"),
 }
 # Fixtures that start services as real processes (or hand the test something that does).
 SYSTEM_FIXTURES = frozenset({"system", "system_on_broker"})
+# Fixtures that cost a slow tier's time: the tiny model exported to every serving artifact (~10-20 s).
+SLOW_FIXTURES = frozenset({"tiny_artifacts"})
 
 
 def mark_by_needs(items: list[pytest.Item], root: str) -> None:
     for item in items:
         path = item.path.as_posix().removeprefix(root.rstrip("/") + "/")
         names = {name for prefix, names in BY_PATH.items() if path.startswith(prefix) for name in names}
-        if SYSTEM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if SYSTEM_FIXTURES.intersection(fixtures):
             names.add("system")
+        if SLOW_FIXTURES.intersection(fixtures):
+            names.add("slow")
         for name in sorted(names):
             item.add_marker(name)

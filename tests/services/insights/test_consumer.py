@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.storage import ObjectStore, get_json, layout
 from tests.services.insights.support import LIMITS, distinct_png, put_images
 from tests.support.broker import message_count
-from tests.support.network import free_port
+from tests.support.network import free_port, wait_until
 
 
 class CountingBuilder(SnapshotBuilder):
@@ -34,13 +34,6 @@ class CountingBuilder(SnapshotBuilder):
         snapshot = super().refresh(stop)
         self.refreshes += 1
         return snapshot
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def dataset_changed(settings: Settings) -> None:
@@ -110,6 +103,7 @@ def test_an_event_after_start_up_refreshes_once_with_the_new_images(
     assert snapshot["work"]["computed"] == 3
 
 
+@pytest.mark.slow  # waits out a broker that is not there: ~5 s
 def test_without_a_broker_it_still_writes_the_start_up_snapshot_and_is_not_connected(
     s3_settings: Settings, store: ObjectStore, start_consumer: Callable[..., InsightsConsumer]
 ) -> None:
