@@ -22,10 +22,10 @@ from services.gateway import (
     training,
     ui,
 )
+from services.gateway.broker_client import BrokerClient
 from services.gateway.json_provider import FiniteJSONProvider
 from services.gateway.quotas import QueuedJobs
 from services.gateway.request_body import UploadRequest
-from services.gateway.rpc import PredictionClient
 from shared import metrics
 from shared.errors import TransientError
 from shared.images import DecodeBudget
@@ -41,7 +41,7 @@ def create_app(
     settings: Settings,
     *,
     store: ObjectStore | None = None,
-    prediction_client: PredictionClient | None = None,
+    broker_client: BrokerClient | None = None,
 ) -> Flask:
     """Build the app. Dependencies default to the ones the settings name; tests pass their own."""
     # No app-wide static route: the ui blueprint serves the page's files with its headers.
@@ -64,20 +64,20 @@ def create_app(
         # Bootstrap (compose, Kubernetes) or the workers (`make run`) seed it too; the gateway
         # starts anyway and says so on /readyz.
         log.warning("could not seed the store with the shipped model: %s", error)
-    if prediction_client is None:
-        prediction_client = PredictionClient(
+    if broker_client is None:
+        broker_client = BrokerClient(
             settings.amqp_url,
             Topology.from_settings(settings),
             publish_timeout_s=settings.predict_timeout_s,
             ca_file=settings.amqp_ca_file,
         )
-        prediction_client.start()
+        broker_client.start()
     app.extensions["store"] = store
-    app.extensions["prediction_client"] = prediction_client
+    app.extensions["broker_client"] = broker_client
     app.extensions["decode_budget"] = DecodeBudget(settings.max_decoded_bytes_per_process)
     app.extensions["upload_slots"] = threading.BoundedSemaphore(settings.upload_slot_count)
     queued_jobs = QueuedJobs(settings.max_queued_jobs_per_client)
-    prediction_client.add_answer_listener(queued_jobs.release)
+    broker_client.add_answer_listener(queued_jobs.release)
     app.extensions["queued_jobs"] = queued_jobs
 
     errors.init_app(app)

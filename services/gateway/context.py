@@ -10,8 +10,8 @@ from typing import IO
 
 from flask import current_app, request
 
+from services.gateway.broker_client import BrokerClient
 from services.gateway.quotas import QueuedJobs
-from services.gateway.rpc import PredictionClient
 from shared.errors import BadInput, ImageTooLarge, Overloaded
 from shared.images import DecodeBudget, open_upload
 from shared.settings import Settings
@@ -33,8 +33,8 @@ def store() -> ObjectStore:
     return current_app.extensions["store"]
 
 
-def broker() -> PredictionClient:
-    return current_app.extensions["prediction_client"]
+def broker_client() -> BrokerClient:
+    return current_app.extensions["broker_client"]
 
 
 def decode_budget() -> DecodeBudget:

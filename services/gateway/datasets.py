@@ -71,7 +71,9 @@ def upload() -> Response:
     added = [outcome for outcome in outcomes if outcome.status == "added"]
     if added:
         try:
-            context.broker().request_dataset_import(DatasetImportRequest(batch_id=batch_id, staged_at=time.time()))
+            context.broker_client().request_dataset_import(
+                DatasetImportRequest(batch_id=batch_id, staged_at=time.time())
+            )
         except SkinLesionError:
             # Nothing is left claimed as added: the client is told to retry (503).
             dataset_staging.discard_quietly(store, batch_id)

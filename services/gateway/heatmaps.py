@@ -13,8 +13,8 @@ import time
 from flask import Blueprint, Response
 
 from services.gateway import context
+from services.gateway.broker_client import PendingHeatmap
 from services.gateway.predictions import stored_result, upload_key
-from services.gateway.rpc import PendingHeatmap
 from shared import prediction_records
 from shared.errors import (
     Gone,
@@ -80,7 +80,7 @@ def _drawn_by_a_worker(store: ObjectStore, job_id: str) -> bytes:
     image_key = upload_key(store, job_id)
     if image_key is None:
         raise Gone(f"the image of prediction {job_id} is no longer stored")
-    broker = context.broker()
+    broker = context.broker_client()
     timeout_s = context.settings().predict_timeout_s
     pending = broker.request_heatmap(HeatmapRequest(job_id=job_id, image_key=image_key, requested_at=time.time()))
     try:

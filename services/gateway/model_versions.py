@@ -106,5 +106,5 @@ def promote(version: str) -> Response:
             gate_digest=audit.gate_digest(card.gate),
         )
     alias = registry.promote(store, version, reason=reason)
-    context.broker().publish_event(EVENT_MODEL_PROMOTED, {"version": version, "previous": alias["previous"]})
+    context.broker_client().publish_event(EVENT_MODEL_PROMOTED, {"version": version, "previous": alias["previous"]})
     return jsonify(alias)

@@ -17,7 +17,7 @@ blueprint = Blueprint("operations", __name__)
 @blueprint.get("/healthz")
 def healthz() -> tuple[Response, int]:
     """Alive unless the broker connection thread died (a supervisor should restart us)."""
-    if not current_app.extensions["prediction_client"].alive:
+    if not current_app.extensions["broker_client"].alive:
         return jsonify({"status": "broker connection thread is dead"}), 503
     return jsonify({"status": "ok"}), 200
 
@@ -25,7 +25,7 @@ def healthz() -> tuple[Response, int]:
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Ready when the broker is connected, the store answers and a model is in production."""
-    checks = {"broker": "ok" if current_app.extensions["prediction_client"].connected.is_set() else "disconnected"}
+    checks = {"broker": "ok" if current_app.extensions["broker_client"].connected.is_set() else "disconnected"}
     try:
         store = current_app.extensions["store"]
         store.ping()

@@ -15,9 +15,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.gateway import context
 from services.gateway.auth import require_write_token
+from services.gateway.broker_client import PendingReply
 from services.gateway.errors import error_response
 from services.gateway.request_body import SPOOL_ABOVE_BYTES
-from services.gateway.rpc import PendingReply
 from shared import audit, prediction_records
 from shared.dataset import check_collection_name
 from shared.errors import BadInput, Gone, NotFound, SkinLesionError
@@ -126,7 +126,7 @@ def create_predictions() -> Response | tuple[Response, int]:
             checked = _check_all(files, settings)
         jobs, stored_keys = _store_uploads(job_ids, checked, collection, now)
         try:
-            pending = context.broker().submit(jobs, want_replies=wait)
+            pending = context.broker_client().submit(jobs, want_replies=wait)
         except SkinLesionError:
             _withdraw_uploads(stored_keys)
             raise
@@ -184,7 +184,7 @@ def _await_answers(pending: list[PendingReply], started: float, timeout_s: float
         for reply in pending:
             reply.done.wait(max(deadline - time.monotonic(), 0))
     finally:
-        context.broker().forget(pending)
+        context.broker_client().forget(pending)
     late = [reply.job_id for reply in pending if not reply.done.is_set() or reply.error is not None]
     if late:
         return error_response(

@@ -52,7 +52,9 @@ def create() -> tuple[Response, int]:
     # The record first: once the request is on the queue the trainer may look for it.
     training_jobs.save(store, record)
     try:
-        context.broker().request_training(TrainRequest(job_id=record["id"], requested_at=time.time(), epochs=epochs))
+        context.broker_client().request_training(
+            TrainRequest(job_id=record["id"], requested_at=time.time(), epochs=epochs)
+        )
     except Exception:
         store.delete(layout.training_job(record["id"]))
         raise
@@ -62,7 +64,7 @@ def create() -> tuple[Response, int]:
 def _queued_job(store: ObjectStore) -> dict[str, Any] | None:
     """The newest job still "queued", if its request is really on the queue (not lost with a broker)."""
     queued = next((record for record in training_jobs.list_recent(store) if record.get("status") == "queued"), None)
-    if queued is None or context.broker().training_requests_waiting() == 0:
+    if queued is None or context.broker_client().training_requests_waiting() == 0:
         return None
     return queued
 

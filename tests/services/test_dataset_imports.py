@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from services.gateway.rpc import PredictionClient
+from services.gateway.broker_client import BrokerClient
 from services.trainer.imports import DatasetImporter
 from shared import audit, dataset
 from shared.errors import BrokerUnavailable, StorageUnavailable
@@ -117,10 +117,10 @@ def test_a_batch_delivered_twice_is_imported_once(http: FlaskClient, store: Obje
 def test_a_publish_that_fails_answers_503_and_leaves_nothing_staged(
     settings: Settings, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(_self: PredictionClient, _request: DatasetImportRequest) -> None:
+    def refuse(_self: BrokerClient, _request: DatasetImportRequest) -> None:
         raise BrokerUnavailable("the broker did not confirm in time")
 
-    monkeypatch.setattr(PredictionClient, "request_dataset_import", refuse)
+    monkeypatch.setattr(BrokerClient, "request_dataset_import", refuse)
     with in_process_gateway(settings, store) as app:
         response = upload(app.test_client(), [6, 7])
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "broker_unavailable"

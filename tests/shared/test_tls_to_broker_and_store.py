@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.rpc import PredictionClient
+from services.gateway.broker_client import BrokerClient
 from shared.errors import BrokerUnavailable, ConfigurationError, StorageUnavailable
 from shared.messaging.rabbitmq import close_quietly, connect, connection_parameters
 from shared.messaging.topology import Topology
@@ -85,7 +85,7 @@ def test_an_amqps_url_reaches_a_broker_whose_certificate_the_ca_file_vouches_for
 
 def test_the_gateways_broker_client_publishes_over_tls_with_the_ca_file(tls_broker: RabbitNode, tls_dir: Path) -> None:
     settings = Settings(amqp_url=tls_broker.amqps_url, broker_namespace=f"tls-{uuid.uuid4().hex[:8]}.")
-    client = PredictionClient(
+    client = BrokerClient(
         settings.amqp_url, Topology.from_settings(settings), publish_timeout_s=10, ca_file=tls_dir / "ca.pem"
     )
     client.start()

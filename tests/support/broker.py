@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from services.gateway.rpc import PredictionClient
+from services.gateway.broker_client import BrokerClient
 from shared.messaging import admin
 from shared.messaging.topology import Topology
 from shared.settings import Settings
@@ -19,9 +19,9 @@ def message_count(amqp_url: str, queue: str) -> int:
 
 
 @contextmanager
-def connected_client(settings: Settings) -> Iterator[PredictionClient]:
+def connected_client(settings: Settings) -> Iterator[BrokerClient]:
     """The gateway's broker client, connected (or not, for a dead broker URL), then stopped."""
-    client = PredictionClient(settings.amqp_url, Topology.from_settings(settings))
+    client = BrokerClient(settings.amqp_url, Topology.from_settings(settings))
     client.start()
     try:
         yield client

@@ -19,4 +19,4 @@ def in_process_gateway(settings: Settings, store: ObjectStore | None = None) -> 
     connected before it is handed over and stopped on the way out; `.test_client()` talks to it."""
     with connected_client(settings) as client:
         assert client.connected.wait(CONNECT_TIMEOUT_S)
-        yield create_app(settings, store=create_store(settings) if store is None else store, prediction_client=client)
+        yield create_app(settings, store=create_store(settings) if store is None else store, broker_client=client)

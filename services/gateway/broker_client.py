@@ -1,4 +1,6 @@
-"""Publishing prediction jobs (and heat-map requests) and waiting for their answers over direct reply-to.
+"""The gateway's one broker client (`context.broker_client()`): it publishes prediction jobs
+and heat-map requests and waits for their answers over direct reply-to, and publishes training
+requests, staged dataset imports and events.
 
 One thread owns the broker connection and its channel (neither is thread-safe): it runs the
 shared consumer loop (shared/messaging/consumer.py), which reconnects with backoff. Request
@@ -65,7 +67,7 @@ class PendingHeatmap(PendingReply):
         return HeatmapReply.decode(body)
 
 
-class PredictionClient:
+class BrokerClient:
     """Owns one broker connection per gateway process; safe to call from many threads.
 
     Carries prediction jobs (with replies) and the gateway's other publishes (events,
