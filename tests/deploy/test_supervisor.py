@@ -235,6 +235,7 @@ def test_the_gateway_comes_back_after_its_gunicorn_master_is_sigkilled(supervise
     wait_dead([new_master])
 
 
+@pytest.mark.system
 def test_a_restarted_gateway_binds_while_a_worker_of_the_killed_one_still_holds_the_port(
     s3_settings, models_dir, tmp_path
 ):

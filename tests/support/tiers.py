@@ -15,7 +15,6 @@ BY_PATH: dict[str, tuple[str, ...]] = {
     "tests/ui/": ("browser", "system"),
     "tests/faults/": ("faults", "servers", "system"),
     "tests/fuzz/": ("slow",),
-    "tests/deploy/test_supervisor.py": ("system",),
     "tests/model/test_card.py": ("slow",),  # trains and packages versions
     "tests/model/test_heatmap_faithfulness.py": ("slow",),  # the shipped model on real images
     "tests/model/test_training.py": ("slow",),  # trains and packages versions
@@ -35,7 +34,7 @@ BY_PATH: dict[str, tuple[str, ...]] = {
     "tests/services/trainer/test_store_faults.py": ("faults", "servers", "system", "slow"),
 }
 # Fixtures that start services as real processes (or hand the test something that does).
-SYSTEM_FIXTURES = frozenset({"system", "system_on_broker"})
+SYSTEM_FIXTURES = frozenset({"system", "system_on_broker", "supervised"})
 # Fixtures that cost a slow tier's time: the tiny model exported to every serving artifact (~10-20 s).
 SLOW_FIXTURES = frozenset({"tiny_artifacts"})
 
