@@ -5,66 +5,53 @@ from the command line (model_commands.py); `import-dataset` loads a folder into 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from services.trainer import model_commands, service_commands
-from shared.settings import Settings
+from shared import entrypoint
+from shared.entrypoint import Command
 
-# name -> (help, add its arguments, run it)
-COMMANDS: dict[
-    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
-] = {
-    "serve": (
+COMMANDS = {
+    "serve": Command(
         "run the trainer service: consume retrain requests and staged dataset uploads",
-        service_commands.add_serve_arguments,
         service_commands.run_serve,
+        service_commands.add_serve_arguments,
     ),
-    "import-dataset": (
+    "import-dataset": Command(
         "load a labelled folder into the store",
-        service_commands.add_import_arguments,
         service_commands.run_import,
+        service_commands.add_import_arguments,
     ),
-    "train": (
+    "train": Command(
         "train, evaluate and write a model version",
-        model_commands.add_train_arguments,
         model_commands.run_train,
+        model_commands.add_train_arguments,
     ),
-    "evaluate": (
+    "evaluate": Command(
         "score a model version on a labelled folder",
-        model_commands.add_evaluate_arguments,
         model_commands.run_evaluate,
+        model_commands.add_evaluate_arguments,
     ),
-    "export": (
+    "export": Command(
         "re-export a model version for another serving runtime",
-        model_commands.add_export_arguments,
         model_commands.run_export,
+        model_commands.add_export_arguments,
     ),
-    "package": (
+    "package": Command(
         "make a new version of a trained one with today's serving artifact and domain statistics",
-        model_commands.add_package_arguments,
         model_commands.run_package,
+        model_commands.add_package_arguments,
     ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.trainer", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
-    return parser
+    return entrypoint.build_parser("trainer", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
-    # Logs go to stderr, so that stdout carries only the commands' results.
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return COMMANDS[args.command][2](args, settings)
+    return entrypoint.run_service("trainer", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from shared import dataset
 from shared.errors import BadInput, BrokerUnavailable, SkinLesionError, StorageUnavailable
-from shared.logs import configure_logging
 from shared.messaging.rabbitmq import prepare_topology, publish_event
 from shared.messaging.schemas import Event
 from shared.messaging.topology import EVENT_DATASET_CHANGED, Topology
@@ -41,7 +40,6 @@ def run_serve(_args: argparse.Namespace, settings: Settings) -> int:
     from services.trainer.imports import DatasetImporter
     from services.trainer.service import ServiceStopping, TrainerService
 
-    configure_logging(settings.log_level, "trainer")
     try:
         store = create_store(settings)
     except (SkinLesionError, ValueError) as error:

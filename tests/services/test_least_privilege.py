@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from services.bootstrap.__main__ import prepare_broker, prepare_store
 from services.bootstrap.access import BROKER_ONLY_SERVICES, SERVICES, user_name
+from services.bootstrap.steps import prepare_broker, prepare_store
 from shared import audit
 from shared.errors import StorageAccessDenied
 from shared.messaging import admin
