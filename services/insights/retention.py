@@ -13,13 +13,15 @@ import logging
 import threading
 
 from shared import metrics
+from shared.backoff import Backoff
 from shared.errors import StorageAccessDenied
 from shared.retention import RetentionPolicy, apply_store_expiry, sweep
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAY_S = 30.0
+# A failed sweep is tried again sooner than the next interval: from 1 s, doubling to 30 s.
+RETRY_FIRST_S, RETRY_CAP_S = 1.0, 30.0
 
 
 class RetentionSweeper:
@@ -36,13 +38,15 @@ class RetentionSweeper:
 
     def run(self) -> None:
         log.info("retention: predictions are %s; sweeping every %.0fs", self.policy.describe(), self.interval_s)
+        backoff = Backoff(RETRY_FIRST_S, RETRY_CAP_S)
         while not self.stopping.is_set():
             delay_s = self.interval_s
             try:
                 self.turn()
+                backoff.reset()
             except Exception as error:  # the store away, or a surprise: logged, retried, never fatal
-                log.warning("retention sweep failed (%r); retrying in %.0fs", error, RETRY_DELAY_S)
-                delay_s = min(self.interval_s, RETRY_DELAY_S)
+                delay_s = min(self.interval_s, backoff.next())
+                log.warning("retention sweep failed (%r); retrying in %.1fs", error, delay_s)
             self.stopping.wait(delay_s)
 
     def turn(self) -> None:
