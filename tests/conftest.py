@@ -14,6 +14,7 @@ import pytest
 
 from shared.errors import BrokerUnavailable
 from shared.messaging import admin
+from shared.messaging.topology import Topology
 from shared.settings import REPO_ROOT, Settings
 from tests.support.onnx_models import brightness_model, write_models_dir
 from tests.support.seaweedfs import SeaweedS3
@@ -65,11 +66,8 @@ def namespace(amqp_url: str) -> Iterator[str]:
     """A fresh prefix for queue and exchange names; everything under it is deleted after."""
     prefix = f"test-{uuid.uuid4().hex[:8]}."
     yield prefix
-    queues = ("predict", "predict.dead", "predict.dead.notices", "train", "train.dead", "insights.dataset-changed")
-    queues += ("insights.predictions-scored", "heatmap", "dataset-import", "dataset-import.dead")
-    admin.delete_queues(
-        amqp_url, [prefix + queue for queue in queues], [prefix + name for name in ("dead-letter", "events")]
-    )
+    topology = Topology(prefix, predict_max_length=0, delivery_limit=0)
+    admin.delete_queues(amqp_url, topology.queues, topology.exchanges)
 
 
 @pytest.fixture(scope="session")

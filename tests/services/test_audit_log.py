@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.storage import ObjectStore, create_store, layout, put_json
 from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png
+from tests.support.stores import RefusingWrites
 
 TOKEN = "audit-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -59,21 +60,6 @@ def entries(http: FlaskClient, **query: object) -> dict[str, Any]:
     response = http.get("/api/v1/audit", query_string=query, headers=AUTH)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
-
-
-class RefusingAudit:
-    """The real store, except that it refuses to write audit entries (a full or broken store)."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        if key.startswith(layout.AUDIT_PREFIX):
-            raise StorageUnavailable(f"cannot store {key}: refused")
-        self._store.put(key, data, content_type)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def test_each_recorded_action_appears_with_its_fields(http: FlaskClient, store: ObjectStore) -> None:
@@ -129,8 +115,9 @@ def test_the_trainers_promotion_is_recorded_before_it_happens(http: FlaskClient,
     card = registry.read_card(store, "test-v2")
 
     # The store refuses the entry: the job fails and production has not moved.
+    refusing = RefusingWrites(store, layout.AUDIT_PREFIX)
     with pytest.raises(StorageUnavailable):
-        finish_published(RefusingAudit(store), card, "job-1", lambda *event: events.append(event))  # type: ignore[arg-type]
+        finish_published(refusing, card, "job-1", lambda *event: events.append(event))  # type: ignore[arg-type]
     assert registry.production_version(store) == "test-v1" and events == []
 
     finish_published(store, card, "job-1", lambda *event: events.append(event))
@@ -144,7 +131,7 @@ def test_the_trainers_promotion_is_recorded_before_it_happens(http: FlaskClient,
 
 
 def test_a_store_that_refuses_the_entry_refuses_the_action(settings: Settings, store: ObjectStore) -> None:
-    with in_process_gateway(settings, RefusingAudit(store)) as app:  # type: ignore[arg-type]
+    with in_process_gateway(settings, RefusingWrites(store, layout.AUDIT_PREFIX)) as app:  # type: ignore[arg-type]
         http = app.test_client()
         publish_copy(store, "test-v2", GATE)
         refused = http.post("/api/v1/models/test-v2/promote", headers=AUTH)

@@ -30,6 +30,7 @@ from tests.support.gateway import in_process_gateway
 from tests.support.images import noise_png
 from tests.support.imports import import_queued
 from tests.support.network import waiting
+from tests.support.stores import RefusingWrites
 
 TOKEN = "import-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,29 +47,9 @@ def store(settings: Settings) -> ObjectStore:
     return create_store(settings)
 
 
-class NoDatasetWrites:
-    """The store as the gateway's least-privilege credentials see it: `datasets/` is read-only."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        if key.startswith(layout.DATASETS_PREFIX):
-            raise StorageUnavailable(f"access denied: {key}")
-        self._store.put(key, data, content_type)
-
-    def delete(self, key: str) -> None:
-        if key.startswith(layout.DATASETS_PREFIX):
-            raise StorageUnavailable(f"access denied: {key}")
-        self._store.delete(key)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 @pytest.fixture
 def http(settings: Settings, store: ObjectStore, gateway: Callable[..., Flask]) -> FlaskClient:
-    return gateway(settings, NoDatasetWrites(store)).test_client()
+    return gateway(settings, RefusingWrites(store, layout.DATASETS_PREFIX)).test_client()
 
 
 def upload(http: FlaskClient, seeds: list[int], **fields: str):
