@@ -189,6 +189,8 @@ def test_each_service_consumes_only_its_own_queues(broker: RabbitNode) -> None:
         for queue in TOPOLOGY.queues:
             channel = channel_of(broker, service)
             may_consume = not refused(partial(channel.basic_consume, queue, lambda *_: None))
+            # Closed at once: a consumer left open would take the jobs later tests publish.
+            channel.connection.close()
             expected = queue in queues or (service == "worker" and queue.startswith(TOPOLOGY.predict_queue + ".dead"))
             assert may_consume == expected, (service, queue)
 
