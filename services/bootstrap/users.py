@@ -56,11 +56,13 @@ class BrokerAdmin:
             f"/api/permissions/{vhost}/{name}",
             {"configure": permissions.configure, "write": permissions.write, "read": permissions.read},
         )
-        log.info("broker user %s: configure %s, write %s, read %s", user_name(service), *_patterns(permissions))
-
-
-def _patterns(permissions: BrokerPermissions) -> tuple[str, str, str]:
-    return permissions.configure, permissions.write, permissions.read
+        log.info(
+            "broker user %s: configure %s, write %s, read %s",
+            user_name(service),
+            permissions.configure,
+            permissions.write,
+            permissions.read,
+        )
 
 
 class MinioUsers:

@@ -68,7 +68,3 @@ class ModelCard:
             parent_version=card.get("parent_version"),
             document=card,
         )
-
-    def metric(self, split: str, name: str) -> Any:
-        """A metric of the card's `split` (e.g. "test", "auc"), None when absent."""
-        return (self.metrics.get(split) or {}).get(name)
